@@ -1,0 +1,170 @@
+/*
+ * arnorm: tensor-parallel all-reduce fused with residual add and RMSNorm,
+ * over NVLink peer memory inside one host.
+ *
+ * Stable C API. Every function returns an arnormStatus_t; every operation
+ * that launches work takes the CUDA stream last. When a call returns an
+ * error, nothing was launched and no caller buffer was written; the reason
+ * is in arnormGetLastErrorString() (per calling thread).
+ *
+ * Semantics of the all-reduce (sum), for every algorithm arnorm runs itself:
+ *   out[i] = round_T( ((x_0[i] + x_1[i]) + x_2[i]) + ... + x_{N-1}[i] )
+ * accumulated in fp32 starting from x_0[i] (not from 0), in rank order, and
+ * rounded once to the element type T (round to nearest even). Every rank
+ * receives the same bits, and one-shot and two-shot give the same bits.
+ * A call that the selection table routes to NCCL (only where peer memory is
+ * unavailable, or when forced) is summed in NCCL's order and does not carry
+ * that bitwise promise.
+ *
+ * Threading: one communicator serves one stream at a time. Calls made on a
+ * different stream than the previous call are ordered after it (outside
+ * CUDA-graph capture); do not call a communicator from two threads at once.
+ */
+#ifndef ARNORM_ARNORM_H
+#define ARNORM_ARNORM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cuda_runtime_api.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ARNORM_VERSION_MAJOR 0
+#define ARNORM_VERSION_MINOR 1
+#define ARNORM_VERSION_PATCH 0
+
+#if defined(__GNUC__)
+#define ARNORM_API __attribute__((visibility("default")))
+#else
+#define ARNORM_API
+#endif
+
+/* Largest world size the peer-memory algorithms serve. */
+#define ARNORM_MAX_RANKS 8
+
+typedef enum {
+  ARNORM_SUCCESS = 0,
+  ARNORM_ERROR_INVALID_ARGUMENT = 1, /* a caller argument is wrong; nothing launched */
+  ARNORM_ERROR_CUDA = 2,             /* a CUDA runtime call failed */
+  ARNORM_ERROR_NCCL = 3,             /* an NCCL call failed */
+  ARNORM_ERROR_BOOTSTRAP = 4,        /* the caller's all-gather callback failed */
+  ARNORM_ERROR_PEER_TIMEOUT = 5,     /* a peer never arrived within the timeout */
+  ARNORM_ERROR_REMOTE = 6,           /* another rank failed a collective step */
+  ARNORM_ERROR_UNSUPPORTED = 7,      /* valid request this build or machine cannot serve */
+  ARNORM_ERROR_OUT_OF_MEMORY = 8,    /* an allocation within the budget failed */
+  ARNORM_ERROR_INTERNAL = 9          /* a bug in arnorm: please report it */
+} arnormStatus_t;
+
+typedef enum {
+  ARNORM_FLOAT32 = 0,
+  ARNORM_FLOAT16 = 1,
+  ARNORM_BFLOAT16 = 2
+} arnormDataType_t;
+
+/* Algorithm for one call. AUTO consults the selection table (world size,
+ * bytes); the environment variable ARNORM_ALGO=oneshot|twoshot|nccl forces
+ * one for every AUTO call of the process. */
+typedef enum {
+  ARNORM_ALGO_AUTO = 0,
+  ARNORM_ALGO_ONESHOT = 1, /* every rank pushes its data to all peers and sums all */
+  ARNORM_ALGO_TWOSHOT = 2, /* reduce-scatter then all-gather, over peer memory */
+  ARNORM_ALGO_NCCL = 3     /* ncclAllReduce on the communicator's NCCL comm */
+} arnormAlgorithm_t;
+
+typedef struct arnormComm* arnormComm_t;
+
+/* Bootstrap: a collective all-gather the caller supplies. Every rank passes
+ * `bytes` bytes in `send`; on return `recv` holds world_size * bytes bytes,
+ * rank r's contribution at offset r * bytes. `send` and `recv` are host
+ * memory. Return 0 on success, anything else on failure. Every rank calls it
+ * the same number of times with the same `bytes`. */
+typedef int (*arnormAllGatherFn)(const void* send, void* recv, size_t bytes, void* user);
+
+typedef struct {
+  arnormAllGatherFn allgather;
+  void* user; /* passed back to allgather unchanged */
+} arnormBootstrap_t;
+
+/* Communicator options. Always start from ARNORM_CONFIG_INIT: fields added
+ * in later versions keep their defaults in code built against this one. */
+typedef struct {
+  size_t struct_size;      /* sizeof(arnormConfig_t) of the caller's build */
+  size_t workspace_bytes;  /* device memory per GPU for the peer workspace; 0: 64 MiB.
+                              Messages larger than the workspace are chunked. */
+  double timeout_seconds;  /* how long a kernel waits for a peer; 0: 5 s */
+  const char* tuning_file; /* selection table (JSON); NULL: $ARNORM_TUNING_FILE,
+                              else the built-in table */
+  void* nccl_comm;         /* an ncclComm_t of the same ranks used for the NCCL
+                              path; NULL: arnorm creates its own when it needs one */
+  int nccl_fallback;       /* 1: route to NCCL what peer memory cannot serve;
+                              0: fail with ARNORM_ERROR_UNSUPPORTED instead */
+} arnormConfig_t;
+
+#define ARNORM_CONFIG_INIT {sizeof(arnormConfig_t), 0, 0.0, NULL, NULL, 1}
+
+/* ---- communicator ------------------------------------------------------ */
+
+/* Collective over all ranks. Allocates one workspace per GPU inside the
+ * configured budget, exchanges CUDA IPC handles through `bootstrap`, and
+ * checks that every pair of GPUs can reach each other with loads and stores.
+ * All ranks reach the same decisions: if any rank fails a step, every rank
+ * returns an error (ARNORM_ERROR_REMOTE naming the failing rank on the
+ * others). Must not be called during CUDA-graph capture. `config` may be
+ * NULL for defaults. */
+ARNORM_API arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int world_size, int device,
+                                arnormBootstrap_t bootstrap, const arnormConfig_t* config);
+
+/* Releases everything the communicator owns. Not collective; call it after
+ * the last operation on every rank has completed. NULL is accepted. */
+ARNORM_API arnormStatus_t arnormCommDestroy(arnormComm_t comm);
+
+/* Error recorded by a kernel since creation (a peer that did not arrive in
+ * time). ARNORM_SUCCESS if none. Once set, every later operation on the
+ * communicator fails with it and writes nothing; destroy and recreate. */
+ARNORM_API arnormStatus_t arnormCommGetAsyncError(arnormComm_t comm);
+
+typedef struct {
+  int rank;
+  int world_size;
+  int device;
+  int peer_access;        /* 1 if the peer-memory algorithms are available */
+  size_t workspace_bytes; /* device bytes allocated for the peer workspace */
+  int max_blocks;         /* CTAs a kernel may use, agreed by all ranks */
+} arnormCommInfo_t;
+
+ARNORM_API arnormStatus_t arnormCommGetInfo(arnormComm_t comm, arnormCommInfo_t* info);
+
+/* ---- operations -------------------------------------------------------- */
+
+/* Sum all-reduce of `count` elements of `dtype`. `sendbuf` == `recvbuf` is
+ * in place; partial overlap is an error. Both are device memory of the
+ * communicator's device, of any alignment an element of `dtype` can have;
+ * `stream` belongs to that device. Collective: every rank calls it with the
+ * same count, dtype and algo. May be captured in a CUDA graph. */
+ARNORM_API arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf, void* recvbuf,
+                               size_t count, arnormDataType_t dtype, arnormAlgorithm_t algo,
+                               cudaStream_t stream);
+
+/* The algorithm AUTO resolves to for this call on this communicator. Same on
+ * every rank. */
+ARNORM_API arnormStatus_t arnormSelectAlgorithm(arnormComm_t comm, size_t count, arnormDataType_t dtype,
+                                     arnormAlgorithm_t* algo);
+
+/* ---- errors and names -------------------------------------------------- */
+
+ARNORM_API const char* arnormGetErrorName(arnormStatus_t status);
+/* Detail of the last failing call on this thread: what was wrong and what
+ * to do. Valid until the next arnorm call on this thread. */
+ARNORM_API const char* arnormGetLastErrorString(void);
+ARNORM_API const char* arnormAlgorithmName(arnormAlgorithm_t algo);
+ARNORM_API const char* arnormDataTypeName(arnormDataType_t dtype);
+ARNORM_API size_t arnormDataTypeSize(arnormDataType_t dtype);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* ARNORM_ARNORM_H */

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The one command for a GPU machine: build if needed, run the multi-GPU
+# tests at every world size the machine has (2, 4, 8), compute-sanitizer
+# (memcheck, racecheck) on a few sizes, and arnorm-bench; a short table last.
+#
+#   scripts/gpu-check.sh [all|tests|sanitize|bench] [extra arnorm-bench flags]
+#
+# BUILD (default build) is the build folder; OUT (default out) receives the
+# logs and the benchmark JSON. NVLink multicast stays off throughout.
+set -uo pipefail
+mode=${1:-all}
+shift || true
+BUILD=${BUILD:-build}
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+
+# libnccl.so.2: the system's, else the one in the Python NCCL wheel.
+if ! ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2'; then
+  lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+  [ -n "$lib" ] && export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
+fi
+if [ ! -x "$BUILD/tests/arnorm-gpu-tests" ] || [ ! -x "$BUILD/tools/bench/arnorm-bench" ]; then
+  echo "== building in $BUILD"
+  cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release && cmake --build "$BUILD" -j "$(nproc)" || exit 1
+fi
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+echo "== $ngpu GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | sort | uniq -c | xargs)"
+summary=()
+status=0
+note() { summary+=("$1"); }
+
+run_tests() {
+  for w in 2 4 8; do
+    [ "$w" -le "$ngpu" ] || continue
+    log="$OUT/gpu-tests-w$w.log"
+    echo "== GPU tests, world $w (log: $log)"
+    if "$BUILD/tests/arnorm-gpu-tests" --world "$w" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
+    note "tests   world $w: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1))"
+  done
+}
+
+run_sanitizer() {
+  [ "$ngpu" -ge 2 ] || { note "sanitize: skipped (fewer than 2 GPUs)"; return; }
+  local filter='AllReduce.Bf16MatchesDefinitionAllSizes:AllReduce.InPlace:AllReduce.MisalignedPointers:AllReduce.GraphCaptureAndReplay'
+  for tool in memcheck racecheck; do
+    log="$OUT/sanitize-$tool.log"
+    echo "== compute-sanitizer $tool, world 2 (log: $log)"
+    if compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 9 \
+        "$BUILD/tests/arnorm-gpu-tests" --world 2 --gtest_filter="$filter" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED' "$log" | sort | uniq -c | head -6
+    note "sanitize $tool: $r ($(grep -Eo '(ERROR|RACECHECK) SUMMARY: [0-9]+ [a-z]+' "$log" | sort | uniq -c | xargs))"
+  done
+}
+
+run_bench() {
+  for w in 2 4 8; do
+    [ "$w" -le "$ngpu" ] || continue
+    echo "== arnorm-bench, world $w"
+    if "$BUILD/tools/bench/arnorm-bench" -g "$w" -J "$OUT/bench-w$w.json" "$@" 2>&1 | tee "$OUT/bench-w$w.txt"; then r=PASS; else r=FAIL; status=1; fi
+    note "bench   world $w: $r (table in $OUT/bench-w$w.txt)"
+  done
+}
+
+case "$mode" in
+  tests) run_tests ;;
+  sanitize) run_sanitizer ;;
+  bench) run_bench "$@" ;;
+  all) run_tests; run_sanitizer; run_bench "$@" ;;
+  *) echo "usage: $0 [all|tests|sanitize|bench] [arnorm-bench flags]"; exit 2 ;;
+esac
+echo
+echo "== summary"
+printf '  %s\n' "${summary[@]}"
+exit $status

@@ -1,0 +1,131 @@
+#include "comm/communicator.h"
+
+#include "core/status.h"
+
+arnorm::SyncParams arnormComm::sync_params(int32_t op) const {
+  arnorm::SyncParams s{};
+  for (int r = 0; r < arnorm::kMaxRanks; ++r) s.ws[r] = peer_workspace[r];
+  s.layout = layout;
+  s.rank = rank;
+  s.world = world_size;
+  s.timeout_ns = static_cast<uint64_t>(timeout_seconds * 1e9);
+  s.error = error_device;
+  s.op = op;
+  return s;
+}
+
+arnorm::SelectionContext arnormComm::selection_context() const {
+  return arnorm::SelectionContext{world_size, peer_access, nccl != nullptr, forced};
+}
+
+namespace arnorm {
+
+const char* op_code_name(int32_t op) {
+  switch (op) {
+    case kOpAllReduceOneShot: return "arnormAllReduce (one-shot)";
+    case kOpAllReduceTwoShot: return "arnormAllReduce (two-shot)";
+    default: return "an arnorm operation";
+  }
+}
+
+arnormStatus_t check_async_error(const arnormComm* comm, const char* op) {
+  if (comm->error_host == nullptr) return ARNORM_SUCCESS;
+  const volatile ErrorRecord* r = comm->error_host;
+  const int32_t status = r->status;
+  if (status == 0) return ARNORM_SUCCESS;
+  return ARNORM_FAIL(static_cast<arnormStatus_t>(status),
+                     "%s refused: an earlier %s (call #%llu) on rank %d timed out after %.1f s "
+                     "waiting for rank %d, which never arrived. Check that every rank makes the same "
+                     "sequence of calls with the same arguments and that rank %d is alive; then "
+                     "destroy and recreate the communicator",
+                     op, op_code_name(r->op), static_cast<unsigned long long>(r->epoch), r->rank,
+                     comm->timeout_seconds, r->peer, r->peer);
+}
+
+arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, bool* capturing) {
+  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+  ARNORM_CUDA_TRY(cudaStreamIsCapturing(stream, &cs));
+  *capturing = cs != cudaStreamCaptureStatusNone;
+  if (*capturing || !comm->has_last_stream || comm->last_stream == stream) return ARNORM_SUCCESS;
+  cudaStreamCaptureStatus prev = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(comm->last_stream, &prev) != cudaSuccess) {
+    // The previous stream was destroyed: its work is complete or ordered by the caller.
+    cudaGetLastError();
+    return ARNORM_SUCCESS;
+  }
+  if (prev != cudaStreamCaptureStatusNone) return ARNORM_SUCCESS;
+  // Recorded now, the event covers the previous call and anything after it
+  // on that stream: over-ordering, never under-ordering.
+  ARNORM_CUDA_TRY(cudaEventRecord(comm->order_event, comm->last_stream));
+  ARNORM_CUDA_TRY(cudaStreamWaitEvent(stream, comm->order_event, 0));
+  return ARNORM_SUCCESS;
+}
+
+arnormStatus_t note_call_issued(arnormComm* comm, cudaStream_t stream, bool capturing) {
+  if (!capturing) {
+    comm->last_stream = stream;
+    comm->has_last_stream = true;
+  }
+  return ARNORM_SUCCESS;
+}
+
+DeviceGuard::DeviceGuard(int device) {
+  if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+  ok_ = previous_ == device || cudaSetDevice(device) == cudaSuccess;
+}
+
+DeviceGuard::~DeviceGuard() {
+  int now = -1;
+  if (previous_ >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
+}
+
+}  // namespace arnorm
+
+extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
+  arnorm::clear_last_error();
+  if (comm == nullptr) return ARNORM_SUCCESS;
+  arnorm::DeviceGuard guard(comm->device);
+  arnormStatus_t status = ARNORM_SUCCESS;
+  auto note = [&](cudaError_t e, const char* what) {
+    if (e != cudaSuccess && status == ARNORM_SUCCESS) {
+      status = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommDestroy: %s failed: %s", what, cudaGetErrorString(e));
+    }
+  };
+  for (int r = 0; r < arnorm::kMaxRanks; ++r) {
+    if (comm->peer_workspace[r] != nullptr && r != comm->rank) {
+      note(cudaIpcCloseMemHandle(comm->peer_workspace[r]), "cudaIpcCloseMemHandle");
+    }
+  }
+  if (comm->workspace) note(cudaFree(comm->workspace), "cudaFree(workspace)");
+  if (comm->error_host) note(cudaFreeHost(comm->error_host), "cudaFreeHost(error record)");
+  if (comm->order_event) note(cudaEventDestroy(comm->order_event), "cudaEventDestroy");
+  if (comm->owns_nccl && comm->nccl) {
+    if (ncclCommDestroy(comm->nccl) != ncclSuccess && status == ARNORM_SUCCESS) {
+      status = ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommDestroy: ncclCommDestroy failed");
+    }
+  }
+  delete comm;
+  return status;
+}
+
+extern "C" arnormStatus_t arnormCommGetAsyncError(arnormComm_t comm) {
+  arnorm::clear_last_error();
+  if (comm == nullptr) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommGetAsyncError: comm is NULL");
+  }
+  return arnorm::check_async_error(comm, "arnormCommGetAsyncError");
+}
+
+extern "C" arnormStatus_t arnormCommGetInfo(arnormComm_t comm, arnormCommInfo_t* info) {
+  arnorm::clear_last_error();
+  if (comm == nullptr || info == nullptr) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommGetInfo: comm and info must be non-NULL");
+  }
+  info->rank = comm->rank;
+  info->world_size = comm->world_size;
+  info->device = comm->device;
+  info->peer_access = comm->peer_access ? 1 : 0;
+  info->workspace_bytes = comm->peer_access ? comm->layout.total_bytes : 0;
+  info->max_blocks = comm->max_blocks;
+  return ARNORM_SUCCESS;
+}

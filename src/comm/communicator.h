@@ -1,0 +1,71 @@
+// The host object behind arnormComm_t: owns the workspace, the peer
+// mappings, the NCCL comm (if any), the error record and the selection
+// table. Kernels get plain values from it (SyncParams), never the object.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+
+#include <string>
+
+#include "arnorm/arnorm.h"
+#include "core/selection.h"
+#include "core/workspace_layout.h"
+#include "device/kernel_params.h"
+
+struct arnormComm {
+  int rank = 0;
+  int world_size = 0;
+  int device = -1;
+  bool peer_access = false;
+  int max_blocks = 0;
+  double timeout_seconds = 0;
+  arnorm::WorkspaceLayout layout{};
+
+  char* workspace = nullptr;                     // local, cudaMalloc'd
+  char* peer_workspace[arnorm::kMaxRanks] = {};  // mapped peers; [rank] = workspace
+
+  ncclComm_t nccl = nullptr;
+  bool owns_nccl = false;
+
+  arnorm::ErrorRecord* error_host = nullptr;  // mapped pinned memory
+  arnorm::ErrorRecord* error_device = nullptr;
+
+  arnorm::SelectionTable table;
+  arnormAlgorithm_t forced = ARNORM_ALGO_AUTO;  // ARNORM_ALGO at creation
+
+  // Orders a call on a new stream after the previous call (outside capture).
+  cudaStream_t last_stream = nullptr;
+  bool has_last_stream = false;
+  cudaEvent_t order_event = nullptr;
+
+  arnorm::SyncParams sync_params(int32_t op) const;
+  arnorm::SelectionContext selection_context() const;
+};
+
+namespace arnorm {
+
+// Fails with the recorded asynchronous error, naming the op and ranks.
+arnormStatus_t check_async_error(const arnormComm* comm, const char* op);
+
+// Makes `stream` wait for the previous call's stream if they differ and
+// neither is capturing, then switches the current device. Restores nothing:
+// pair with DeviceGuard.
+arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, bool* capturing);
+arnormStatus_t note_call_issued(arnormComm* comm, cudaStream_t stream, bool capturing);
+
+// Sets the current device for the scope and restores the caller's on exit.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  bool ok() const { return ok_; }
+
+ private:
+  int previous_ = -1;
+  bool ok_ = false;
+};
+
+const char* op_code_name(int32_t op);
+
+}  // namespace arnorm

@@ -1,0 +1,461 @@
+// Communicator creation. Every step ends in an all-gather of each rank's
+// status (`agree`), so all ranks learn of a failure anywhere and return an
+// error together instead of some ranks waiting forever in the next step.
+// Every decision (peer access, CTA limit, NCCL use) is computed from the
+// gathered data, which is the same on every rank, so all ranks decide alike.
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/status.h"
+#include "device/launch.h"
+
+namespace arnorm {
+namespace {
+
+constexpr int kMaxWorld = 1024;
+
+struct Hello {
+  int32_t status;
+  int32_t version;
+  int32_t rank;
+  int32_t world;
+  int32_t device;
+  int32_t sm_count;
+  int32_t forced;
+  int32_t nccl_fallback;
+  int32_t have_nccl;
+  int32_t pid;
+  uint64_t host_hash;
+  uint64_t table_hash;
+  uint64_t workspace_bytes;
+  uint64_t timeout_ns;
+  uint64_t nonce;
+  unsigned char uuid[16];
+};
+
+struct StepStatus {
+  int32_t status;
+  char message[240];
+};
+
+class Collective {
+ public:
+  Collective(arnormBootstrap_t bs, int rank, int world) : bs_(bs), rank_(rank), world_(world) {}
+
+  template <typename T>
+  arnormStatus_t allgather(const T& mine, std::vector<T>* all, const char* step) {
+    all->assign(world_, T{});
+    if (bs_.allgather(&mine, all->data(), sizeof(T), bs_.user) != 0) {
+      return ARNORM_FAIL(ARNORM_ERROR_BOOTSTRAP,
+                         "arnormCommCreate: the bootstrap all-gather failed during '%s' on rank %d", step,
+                         rank_);
+    }
+    return ARNORM_SUCCESS;
+  }
+
+  // Every rank contributes its status of `step`; returns the local error if
+  // this rank failed, else ARNORM_ERROR_REMOTE naming the first failed rank.
+  // *first_failure (same on every rank) is the first failed rank's status.
+  arnormStatus_t agree(const char* step, arnormStatus_t local, arnormStatus_t* first_failure = nullptr) {
+    StepStatus mine{};
+    mine.status = local;
+    if (local != ARNORM_SUCCESS) std::snprintf(mine.message, sizeof(mine.message), "%s", last_error().c_str());
+    const std::string saved = last_error();
+    std::vector<StepStatus> all;
+    ARNORM_TRY(allgather(mine, &all, step));
+    if (first_failure) {
+      *first_failure = ARNORM_SUCCESS;
+      for (int r = world_ - 1; r >= 0; --r)
+        if (all[r].status != ARNORM_SUCCESS) *first_failure = static_cast<arnormStatus_t>(all[r].status);
+    }
+    if (local != ARNORM_SUCCESS) return restore_last_error(local, saved);
+    for (int r = 0; r < world_; ++r) {
+      if (all[r].status != ARNORM_SUCCESS) {
+        all[r].message[sizeof(all[r].message) - 1] = '\0';
+        return ARNORM_FAIL(ARNORM_ERROR_REMOTE, "arnormCommCreate: rank %d failed during '%s' (%s): %s", r,
+                           step, arnormGetErrorName(static_cast<arnormStatus_t>(all[r].status)),
+                           all[r].message);
+      }
+    }
+    return ARNORM_SUCCESS;
+  }
+
+ private:
+  arnormBootstrap_t bs_;
+  int rank_, world_;
+};
+
+uint64_t fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+// Same value for every process of one host (and boot).
+uint64_t host_hash() {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  std::string id = name;
+  std::ifstream boot("/proc/sys/kernel/random/boot_id");
+  std::string boot_id;
+  if (boot >> boot_id) id += "/" + boot_id;
+  return fnv1a(id);
+}
+
+arnormStatus_t load_table(const arnormConfig_t& cfg, SelectionTable* table) {
+  const char* path = cfg.tuning_file ? cfg.tuning_file : std::getenv("ARNORM_TUNING_FILE");
+  if (path == nullptr || *path == '\0') {
+    *table = SelectionTable::builtin();
+    return ARNORM_SUCCESS;
+  }
+  std::ifstream f(path);
+  if (!f) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreate: cannot read tuning file '%s'", path);
+  }
+  std::stringstream text;
+  text << f.rdbuf();
+  std::string err;
+  if (!SelectionTable::parse_json(text.str(), table, &err)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreate: tuning file '%s': %s", path,
+                       err.c_str());
+  }
+  return ARNORM_SUCCESS;
+}
+
+arnormStatus_t read_forced_algorithm(arnormAlgorithm_t* forced) {
+  const char* env = std::getenv("ARNORM_ALGO");
+  *forced = ARNORM_ALGO_AUTO;
+  if (env == nullptr || *env == '\0') return ARNORM_SUCCESS;
+  if (!algorithm_from_name(env, forced)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreate: ARNORM_ALGO='%s' is not one of auto, oneshot, twoshot, nccl", env);
+  }
+  return ARNORM_SUCCESS;
+}
+
+// Local checks and facts of this rank; fills *hello and the comm's settings.
+arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* hello) {
+  if (c->world_size < 1 || c->world_size > kMaxWorld || c->rank < 0 || c->rank >= c->world_size) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreate: rank %d / world_size %d: need 1 <= world_size <= %d and 0 <= rank < world_size",
+                       c->rank, c->world_size, kMaxWorld);
+  }
+  if (!(cfg.timeout_seconds >= 0) || !std::isfinite(cfg.timeout_seconds) || cfg.timeout_seconds > 86400) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreate: timeout_seconds %g must be in [0, 86400] (0 = default 5 s)",
+                       cfg.timeout_seconds);
+  }
+  int count = 0;
+  ARNORM_CUDA_TRY(cudaGetDeviceCount(&count));
+  if (c->device < 0 || c->device >= count) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreate: device %d does not exist (%d visible)",
+                       c->device, count);
+  }
+  ARNORM_CUDA_TRY(cudaSetDevice(c->device));
+  cudaDeviceProp prop{};
+  ARNORM_CUDA_TRY(cudaGetDeviceProperties(&prop, c->device));
+  ARNORM_TRY(load_table(cfg, &c->table));
+  ARNORM_TRY(read_forced_algorithm(&c->forced));
+  hello->sm_count = prop.multiProcessorCount;
+  std::memcpy(hello->uuid, prop.uuid.bytes, sizeof(hello->uuid));
+  return ARNORM_SUCCESS;
+}
+
+// Checks that the gathered hellos describe one consistent group.
+arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
+  const Hello& a = all[0];
+  for (int r = 0; r < world; ++r) {
+    const Hello& h = all[r];
+    auto differ = [&](const char* what) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormCommCreate: rank %d and rank 0 disagree on %s; every rank must use the "
+                         "same library version, configuration, ARNORM_ALGO and tuning table",
+                         r, what);
+    };
+    if (h.rank != r || h.world != world) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormCommCreate: the bootstrap slot %d holds rank %d of world %d (expected rank "
+                         "%d of world %d); check the ranks passed and the all-gather callback",
+                         r, h.rank, h.world, r, world);
+    }
+    if (h.version != a.version) return differ("the arnorm version");
+    if (h.workspace_bytes != a.workspace_bytes) return differ("workspace_bytes");
+    if (h.timeout_ns != a.timeout_ns) return differ("timeout_seconds");
+    if (h.table_hash != a.table_hash) return differ("the selection table");
+    if (h.forced != a.forced) return differ("ARNORM_ALGO");
+    if (h.nccl_fallback != a.nccl_fallback) return differ("nccl_fallback");
+    if (h.have_nccl != a.have_nccl) return differ("whether an NCCL comm was given");
+    for (int q = 0; q < r; ++q) {
+      if (all[q].host_hash == h.host_hash && std::memcmp(all[q].uuid, h.uuid, sizeof(h.uuid)) == 0) {
+        return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                           "arnormCommCreate: ranks %d and %d use the same GPU; give each rank its own", q, r);
+      }
+    }
+  }
+  return ARNORM_SUCCESS;
+}
+
+uint64_t probe_token(uint64_t nonce, int rank) { return (nonce ^ 0x9e3779b97f4a7c15ull) + 1 + rank; }
+uint64_t identity_of(uint64_t nonce, int rank) { return (nonce * 31 + 7) ^ (static_cast<uint64_t>(rank) << 56); }
+
+// Allocates the workspace and the error record; returns this rank's IPC handle.
+arnormStatus_t allocate_local(arnormComm* c, uint64_t nonce, cudaIpcMemHandle_t* handle) {
+  cudaError_t e = cudaMalloc(&c->workspace, c->layout.total_bytes);
+  if (e != cudaSuccess) {
+    c->workspace = nullptr;
+    return ARNORM_FAIL(e == cudaErrorMemoryAllocation ? ARNORM_ERROR_OUT_OF_MEMORY : ARNORM_ERROR_CUDA,
+                       "arnormCommCreate: cudaMalloc of the %zu-byte workspace failed: %s; lower "
+                       "workspace_bytes or free device memory",
+                       c->layout.total_bytes, cudaGetErrorString(e));
+  }
+  ARNORM_CUDA_TRY(cudaMemset(c->workspace, 0, c->layout.total_bytes));
+  const uint64_t identity = identity_of(nonce, c->rank);
+  ARNORM_CUDA_TRY(cudaMemcpy(c->workspace + c->layout.control_offset + offsetof(ControlBlock, identity),
+                             &identity, sizeof(identity), cudaMemcpyHostToDevice));
+  ARNORM_CUDA_TRY(cudaIpcGetMemHandle(handle, c->workspace));
+  c->peer_workspace[c->rank] = c->workspace;
+  return ARNORM_SUCCESS;
+}
+
+arnormStatus_t map_peers(arnormComm* c, const std::vector<cudaIpcMemHandle_t>& handles) {
+  for (int q = 0; q < c->world_size; ++q) {
+    if (q == c->rank) continue;
+    void* p = nullptr;
+    cudaError_t e = cudaIpcOpenMemHandle(&p, handles[q], cudaIpcMemLazyEnablePeerAccess);
+    if (e != cudaSuccess) {
+      return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                         "cudaIpcOpenMemHandle of rank %d's workspace failed on rank %d: %s (no P2P path "
+                         "between the GPUs?)",
+                         q, c->rank, cudaGetErrorString(e));
+    }
+    c->peer_workspace[q] = static_cast<char*>(p);
+  }
+  return ARNORM_SUCCESS;
+}
+
+void unmap_peers(arnormComm* c) {
+  for (int q = 0; q < kMaxRanks; ++q) {
+    if (q != c->rank && c->peer_workspace[q]) cudaIpcCloseMemHandle(c->peer_workspace[q]);
+    c->peer_workspace[q] = nullptr;
+  }
+  if (c->workspace) cudaFree(c->workspace);
+  c->workspace = nullptr;
+  cudaGetLastError();
+}
+
+// Stores a token into every peer and loads every peer's identity, on a
+// private stream with a bounded wait: a store or load that never completes
+// is reported, not waited on forever.
+arnormStatus_t run_probe(arnormComm* c, uint64_t nonce, uint64_t* identities_host) {
+  cudaStream_t stream = nullptr;
+  uint64_t* identities = nullptr;
+  ARNORM_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  arnormStatus_t st = ARNORM_SUCCESS;
+  if (cudaMalloc(&identities, kMaxRanks * sizeof(uint64_t)) != cudaSuccess) {
+    st = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: cudaMalloc of the probe buffer failed");
+  } else {
+    st = launch_probe(c->sync_params(kOpNone), probe_token(nonce, c->rank), identities, stream);
+  }
+  if (st == ARNORM_SUCCESS) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(c->timeout_seconds);
+    cudaError_t q;
+    while ((q = cudaStreamQuery(stream)) == cudaErrorNotReady) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        // The kernel is stuck on a peer access: the stream cannot be freed.
+        return ARNORM_FAIL(ARNORM_ERROR_PEER_TIMEOUT,
+                           "arnormCommCreate: the peer-access probe on rank %d did not finish in %.1f s; "
+                           "the GPUs cannot reach each other's memory",
+                           c->rank, c->timeout_seconds);
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    if (q != cudaSuccess) {
+      st = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: the peer-access probe failed: %s",
+                       cudaGetErrorString(q));
+    } else if (cudaMemcpy(identities_host, identities, kMaxRanks * sizeof(uint64_t), cudaMemcpyDeviceToHost) !=
+               cudaSuccess) {
+      st = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: reading the probe result failed");
+    }
+  }
+  if (identities) cudaFree(identities);
+  cudaStreamDestroy(stream);
+  return st;
+}
+
+// After every rank's probe has finished: did every peer's store land here,
+// and did our loads see every peer's identity?
+arnormStatus_t verify_probe(arnormComm* c, uint64_t nonce, const uint64_t* identities) {
+  ProbeBlock probe{};
+  ARNORM_CUDA_TRY(cudaMemcpy(&probe, c->workspace + c->layout.probe_offset, sizeof(probe), cudaMemcpyDeviceToHost));
+  for (int q = 0; q < c->world_size; ++q) {
+    if (probe.token[q] != probe_token(nonce, q)) {
+      return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                         "stores from rank %d did not reach rank %d's memory (probe)", q, c->rank);
+    }
+    if (identities[q] != identity_of(nonce, q)) {
+      return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED, "loads from rank %d's memory on rank %d returned wrong data (probe)",
+                         q, c->rank);
+    }
+  }
+  return ARNORM_SUCCESS;
+}
+
+arnormStatus_t create_own_nccl(arnormComm* c, Collective& coll) {
+  ncclUniqueId id{};
+  arnormStatus_t st = ARNORM_SUCCESS;
+  if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) {
+    st = ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreate: ncclGetUniqueId failed");
+  }
+  ARNORM_TRY(coll.agree("NCCL unique id", st));
+  std::vector<ncclUniqueId> ids;
+  ARNORM_TRY(coll.allgather(id, &ids, "NCCL unique id exchange"));
+  const ncclResult_t r = ncclCommInitRank(&c->nccl, c->world_size, ids[0], c->rank);
+  if (r != ncclSuccess) {
+    c->nccl = nullptr;
+    st = ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreate: ncclCommInitRank failed: %s", ncclGetErrorString(r));
+  } else {
+    c->owns_nccl = true;
+  }
+  return coll.agree("NCCL comm init", st);
+}
+
+arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t& cfg) {
+  Collective coll(bs, c->rank, c->world_size);
+  c->timeout_seconds = cfg.timeout_seconds > 0 ? cfg.timeout_seconds : 5.0;
+  c->nccl = static_cast<ncclComm_t>(cfg.nccl_comm);
+  const size_t budget = cfg.workspace_bytes ? cfg.workspace_bytes : kDefaultWorkspaceBytes;
+
+  Hello mine{};
+  mine.version = ARNORM_VERSION_MAJOR * 10000 + ARNORM_VERSION_MINOR * 100 + ARNORM_VERSION_PATCH;
+  mine.rank = c->rank;
+  mine.world = c->world_size;
+  mine.device = c->device;
+  mine.status = prepare_local(c, cfg, &mine);
+  const std::string local_error = last_error();
+  mine.forced = c->forced;
+  mine.nccl_fallback = cfg.nccl_fallback ? 1 : 0;
+  mine.have_nccl = c->nccl ? 1 : 0;
+  mine.pid = static_cast<int32_t>(getpid());
+  mine.host_hash = host_hash();
+  mine.table_hash = c->table.hash();
+  mine.workspace_bytes = budget;
+  mine.timeout_ns = static_cast<uint64_t>(c->timeout_seconds * 1e9);
+  mine.nonce = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+               (static_cast<uint64_t>(mine.pid) << 40);
+  if (mine.status != ARNORM_SUCCESS) restore_last_error(static_cast<arnormStatus_t>(mine.status), local_error);
+  ARNORM_TRY(coll.agree("local checks", static_cast<arnormStatus_t>(mine.status)));
+
+  std::vector<Hello> all;
+  ARNORM_TRY(coll.allgather(mine, &all, "hello"));
+  ARNORM_TRY(check_consistent(all, c->world_size));  // same data on every rank: same verdict
+  const uint64_t nonce = all[0].nonce;
+  bool same_host = true;
+  int min_sms = all[0].sm_count;
+  for (const Hello& h : all) {
+    same_host = same_host && h.host_hash == all[0].host_hash;
+    min_sms = std::min(min_sms, h.sm_count);
+  }
+  c->max_blocks = std::max(1, std::min(min_sms, kMaxBlocks));
+  c->peer_access = same_host && c->world_size <= kMaxRanks;
+
+  if (c->peer_access) {
+    arnormStatus_t st = ARNORM_SUCCESS;
+    if (!compute_workspace_layout(c->world_size, c->max_blocks, budget, &c->layout)) {
+      st = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreate: workspace_bytes %zu is too small for world size %d (need at least "
+                       "about %zu KiB)",
+                       budget, c->world_size,
+                       (kMaxRanks * kPhases * static_cast<size_t>(c->max_blocks) * 8 + 2 * kMinDataBytesPerParity) / 1024 + 4);
+    }
+    cudaIpcMemHandle_t handle{};
+    if (st == ARNORM_SUCCESS) st = allocate_local(c, nonce, &handle);
+    ARNORM_TRY(coll.agree("allocate workspace", st));
+    std::vector<cudaIpcMemHandle_t> handles;
+    ARNORM_TRY(coll.allgather(handle, &handles, "exchange IPC handles"));
+    // A missing peer path (UNSUPPORTED on the first failing rank, a value all
+    // ranks share) sends every rank to NCCL together; other failures are errors.
+    arnormStatus_t first_failure = ARNORM_SUCCESS;
+    arnormStatus_t mapped = coll.agree("map peer workspaces", map_peers(c, handles), &first_failure);
+    uint64_t identities[kMaxRanks] = {};
+    if (mapped == ARNORM_SUCCESS) {
+      ARNORM_TRY(coll.agree("peer-access probe", run_probe(c, nonce, identities)));
+      mapped = coll.agree("verify peer access", verify_probe(c, nonce, identities), &first_failure);
+    }
+    if (mapped != ARNORM_SUCCESS) {
+      if (first_failure != ARNORM_ERROR_UNSUPPORTED || !cfg.nccl_fallback) return mapped;
+      unmap_peers(c);
+      c->peer_access = false;
+    }
+  }
+  if (!c->peer_access && c->nccl == nullptr) {
+    if (!cfg.nccl_fallback) {
+      return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                         "arnormCommCreate: peer memory is unavailable (GPUs on %s) and nccl_fallback is 0",
+                         same_host ? "one host without P2P, or more than 8 ranks" : "more than one host");
+    }
+    ARNORM_TRY(create_own_nccl(c, coll));
+  }
+
+  void* mapped_host = nullptr;
+  ARNORM_CUDA_TRY(cudaHostAlloc(&mapped_host, sizeof(ErrorRecord), cudaHostAllocMapped));
+  c->error_host = static_cast<ErrorRecord*>(mapped_host);
+  std::memset(c->error_host, 0, sizeof(ErrorRecord));
+  void* dev_alias = nullptr;
+  ARNORM_CUDA_TRY(cudaHostGetDevicePointer(&dev_alias, mapped_host, 0));
+  c->error_device = static_cast<ErrorRecord*>(dev_alias);
+  ARNORM_CUDA_TRY(cudaEventCreateWithFlags(&c->order_event, cudaEventDisableTiming));
+  return coll.agree("finish", ARNORM_SUCCESS);
+}
+
+}  // namespace
+}  // namespace arnorm
+
+extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int world_size, int device,
+                                           arnormBootstrap_t bootstrap, const arnormConfig_t* config) {
+  using namespace arnorm;
+  clear_last_error();
+  if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreate: comm is NULL");
+  *comm = nullptr;
+  if (bootstrap.allgather == nullptr) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreate: bootstrap.allgather is NULL; pass an all-gather callback or use "
+                       "arnormCommCreateFromNccl");
+  }
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  if (config != nullptr) {
+    if (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16)) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormCommCreate: config->struct_size %zu is not a valid sizeof(arnormConfig_t); "
+                         "start from ARNORM_CONFIG_INIT",
+                         config->struct_size);
+    }
+    std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
+  }
+  auto* c = new arnormComm();
+  c->rank = rank;
+  c->world_size = world_size;
+  c->device = device;
+  DeviceGuard guard(device >= 0 ? device : 0);
+  const arnormStatus_t st = create(c, bootstrap, cfg);
+  if (st != ARNORM_SUCCESS) {
+    const std::string msg = last_error();
+    c->owns_nccl = c->owns_nccl && c->nccl;  // destroy what this rank made
+    arnormCommDestroy(c);
+    return restore_last_error(st, msg);
+  }
+  *comm = c;
+  return ARNORM_SUCCESS;
+}

@@ -1,0 +1,36 @@
+// Launch planning for one call: how a message is cut into chunks that fit
+// the workspace and how many CTAs each chunk's kernel uses. Pure arithmetic
+// on values every rank shares (layout, count, dtype, agreed max_blocks), so
+// every rank launches the same grid sequence. Compiles for host and device.
+#pragma once
+
+#include <cstddef>
+
+#include "arnorm/arnorm.h"
+#include "core/workspace_layout.h"
+
+namespace arnorm {
+
+// Threads per CTA of every data-moving kernel.
+constexpr int kThreadsPerBlock = 256;
+constexpr size_t kVectorBytes = 16;
+
+struct ChunkPlan {
+  size_t chunk_elems = 0;  // elements per chunk (the last may be shorter)
+  size_t num_chunks = 0;
+};
+
+// Elements each kernel packs together: 16 bytes when every caller pointer is
+// 16-byte aligned, else one element.
+ARNORM_HD inline size_t pack_elems(bool vectorized, size_t elem_size) {
+  return vectorized ? kVectorBytes / elem_size : 1;
+}
+
+ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t count,
+                      size_t elem_size);
+
+// CTAs for one chunk of n elements.
+int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, bool vectorized, int world_size,
+                int max_blocks);
+
+}  // namespace arnorm

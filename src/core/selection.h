@@ -1,0 +1,60 @@
+// Algorithm selection: a table keyed by (op, world size, bytes), loaded from
+// JSON with built-in defaults. Every rank holds the same table (checked by
+// hash at communicator creation) and decides from the call's own arguments
+// only, so every rank picks the same algorithm.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "arnorm/arnorm.h"
+
+namespace arnorm {
+
+enum class Op { kAllReduce = 0 };
+
+struct SelectionRule {
+  Op op;
+  int world_size;
+  uint64_t max_bytes;  // inclusive; UINT64_MAX = unbounded
+  arnormAlgorithm_t algo;
+};
+
+class SelectionTable {
+ public:
+  static SelectionTable builtin();
+  // Parses the JSON format of data/tuning-default.json. On failure returns
+  // false and a message saying where the text is wrong.
+  static bool parse_json(const std::string& text, SelectionTable* out, std::string* error);
+
+  // Rule lookup; world sizes the table lacks use the nearest smaller world
+  // size present (then the nearest larger). Never returns AUTO.
+  arnormAlgorithm_t lookup(Op op, int world_size, uint64_t bytes) const;
+
+  // Order-sensitive hash of the rules, compared across ranks at creation.
+  uint64_t hash() const;
+  const std::vector<SelectionRule>& rules() const { return rules_; }
+
+ private:
+  std::vector<SelectionRule> rules_;
+};
+
+// Parses "oneshot", "twoshot", "nccl", "auto" (case-insensitive).
+bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out);
+
+struct SelectionContext {
+  int world_size;
+  bool peer_access;     // peer-memory algorithms usable on this communicator
+  bool nccl_available;  // an NCCL comm is there
+  arnormAlgorithm_t forced;  // from ARNORM_ALGO at creation; AUTO when unset
+};
+
+// Resolves the algorithm of one call. Fails (message set) when the request
+// cannot be served: a peer algorithm without peer access, NCCL without a
+// comm, or nothing able to serve at all.
+arnormStatus_t resolve_algorithm(const SelectionTable& table, const SelectionContext& ctx, Op op,
+                                 arnormAlgorithm_t requested, uint64_t bytes,
+                                 arnormAlgorithm_t* out);
+
+}  // namespace arnorm

@@ -1,0 +1,89 @@
+#include "core/validate.h"
+
+#include <limits>
+
+#include "core/dtype.h"
+#include "core/status.h"
+
+namespace arnorm {
+
+arnormStatus_t validate_buffer(const char* op, const char* name, const void* ptr, size_t bytes,
+                               size_t elem_size, int device, const MemoryInspector& mem) {
+  if (ptr == nullptr) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: %s is NULL; pass a device buffer of %zu bytes",
+                       op, name, bytes);
+  }
+  if (reinterpret_cast<uintptr_t>(ptr) % elem_size != 0) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: %s (%p) is not aligned to its element size (%zu bytes)", op, name, ptr,
+                       elem_size);
+  }
+  const BufferFacts f = mem.inspect(ptr);
+  if (!f.is_device) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: %s (%p) is not device memory (host or unknown pointer); allocate it "
+                       "with cudaMalloc on device %d",
+                       op, name, ptr, device);
+  }
+  if (f.device != device) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: %s (%p) lives on device %d but the communicator uses device %d", op, name,
+                       ptr, f.device, device);
+  }
+  if (f.has_range) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+    if (p < f.base || p - f.base > f.size || f.size - (p - f.base) < bytes) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "%s: %s (%p) has %zu bytes left in its allocation but the call needs %zu",
+                         op, name, ptr, p >= f.base && p - f.base <= f.size ? f.size - (p - f.base) : 0,
+                         bytes);
+    }
+  }
+  return ARNORM_SUCCESS;
+}
+
+arnormStatus_t validate_stream(const char* op, cudaStream_t stream, int device, const MemoryInspector& mem) {
+  if (stream == nullptr) return ARNORM_SUCCESS;  // the legacy default stream of the comm's device
+  int sdev = -1;
+  if (!mem.stream_device(stream, &sdev)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: stream %p is not a valid CUDA stream", op,
+                       static_cast<void*>(stream));
+  }
+  if (sdev != device) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: stream belongs to device %d but the communicator uses device %d", op, sdev,
+                       device);
+  }
+  return ARNORM_SUCCESS;
+}
+
+arnormStatus_t validate_allreduce(const AllReduceCall& c, int device, const MemoryInspector& mem) {
+  const char* op = "arnormAllReduce";
+  if (!dtype_valid(c.dtype)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: dtype %d is not one of ARNORM_FLOAT32, ARNORM_FLOAT16, ARNORM_BFLOAT16", op,
+                       static_cast<int>(c.dtype));
+  }
+  if (c.algo < ARNORM_ALGO_AUTO || c.algo > ARNORM_ALGO_NCCL) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: algorithm %d is not an arnormAlgorithm_t", op,
+                       static_cast<int>(c.algo));
+  }
+  const size_t es = dtype_size(c.dtype);
+  if (c.count > std::numeric_limits<size_t>::max() / es) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: count %zu overflows the byte size", op, c.count);
+  }
+  ARNORM_TRY(validate_stream(op, c.stream, device, mem));
+  if (c.count == 0) return ARNORM_SUCCESS;  // a no-op; buffers may be NULL
+  const size_t bytes = c.count * es;
+  ARNORM_TRY(validate_buffer(op, "sendbuf", c.sendbuf, bytes, es, device, mem));
+  ARNORM_TRY(validate_buffer(op, "recvbuf", c.recvbuf, bytes, es, device, mem));
+  if (c.sendbuf != c.recvbuf && ranges_overlap(c.sendbuf, bytes, c.recvbuf, bytes)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: sendbuf and recvbuf overlap without being equal; pass the same pointer "
+                       "for in place, or disjoint buffers",
+                       op);
+  }
+  return ARNORM_SUCCESS;
+}
+
+}  // namespace arnorm

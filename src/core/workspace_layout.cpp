@@ -1,0 +1,30 @@
+#include "core/workspace_layout.h"
+
+namespace arnorm {
+
+bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_bytes,
+                              WorkspaceLayout* out) {
+  if (world_size < 1 || world_size > kMaxRanks || max_blocks < 1 || max_blocks > kMaxBlocks) {
+    return false;
+  }
+  WorkspaceLayout l;
+  l.world_size = world_size;
+  l.max_blocks = max_blocks;
+  size_t off = 0;
+  l.control_offset = off;
+  off = align_up(off + sizeof(ControlBlock), kLayoutAlign);
+  l.probe_offset = off;
+  off = align_up(off + sizeof(ProbeBlock), kLayoutAlign);
+  l.flags_offset = off;
+  l.flags_bytes = static_cast<size_t>(kPhases) * kMaxRanks * max_blocks * sizeof(uint64_t);
+  off = align_up(off + l.flags_bytes, kLayoutAlign);
+  l.data_offset = off;
+  if (budget_bytes < off) return false;
+  l.data_bytes_per_parity = align_down((budget_bytes - off) / 2, kLayoutAlign);
+  if (l.data_bytes_per_parity < kMinDataBytesPerParity) return false;
+  l.total_bytes = l.data_offset + 2 * l.data_bytes_per_parity;
+  *out = l;
+  return true;
+}
+
+}  // namespace arnorm

@@ -1,0 +1,107 @@
+// The one description of every byte of a rank's peer workspace. Every rank
+// computes the same layout from the same inputs (world size, agreed CTA
+// limit, budget), so an offset computed locally is valid in a peer's
+// mapping. Compiles for host and device.
+//
+//   [ ControlBlock | ProbeBlock | flags[kPhases][kMaxRanks][max_blocks] | data parity 0 | data parity 1 ]
+//
+// Invariant (two-parity data): the call with epoch e writes peers' data
+// region e % 2 only. A rank reaches epoch e+2 only after seeing every peer's
+// flags of epoch e+1, which each peer raises after its epoch-e kernel has
+// finished reading region e % 2. So a region is never overwritten while a
+// peer still reads it, with no extra barrier at the end of a call.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "arnorm/arnorm.h"
+
+#if defined(__CUDACC__)
+#define ARNORM_HD __host__ __device__
+#else
+#define ARNORM_HD
+#endif
+
+namespace arnorm {
+
+constexpr int kMaxRanks = ARNORM_MAX_RANKS;
+// Synchronisation points per call (two-shot uses both; one-shot uses phase 0).
+constexpr int kPhases = 2;
+// Upper bound on CTAs per kernel; flags are sized for the agreed max_blocks <= this.
+constexpr int kMaxBlocks = 1024;
+constexpr size_t kLayoutAlign = 256;
+// Shard and chunk lengths are multiples of this many elements, so a 16-byte
+// vector of any element type never straddles a shard or chunk boundary.
+constexpr size_t kElemAlign = 16;
+constexpr size_t kDefaultWorkspaceBytes = 64ull << 20;
+constexpr size_t kMinDataBytesPerParity = 64ull << 10;
+
+// Counters owned by the local rank; peers never touch them.
+struct ControlBlock {
+  uint64_t epoch;     // epoch of the last completed call (single writer: the last CTA to finish)
+  uint32_t done;      // CTAs of the current call that have finished
+  uint32_t abort;     // set once a wait timed out; later waits give up at once
+  uint64_t identity;  // written at setup; peers read it to prove loads reach us
+  uint32_t error_op;  // first timed-out op (device copy of the host error record)
+  uint32_t pad;
+};
+
+// Written by peers at setup (probe of stores).
+struct ProbeBlock {
+  uint64_t token[kMaxRanks];
+};
+
+ARNORM_HD inline size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+ARNORM_HD inline size_t align_down(size_t x, size_t a) { return x / a * a; }
+ARNORM_HD inline size_t ceil_div(size_t x, size_t a) { return (x + a - 1) / a; }
+
+struct WorkspaceLayout {
+  int world_size = 0;
+  int max_blocks = 0;
+  size_t control_offset = 0;
+  size_t probe_offset = 0;
+  size_t flags_offset = 0;
+  size_t flags_bytes = 0;
+  size_t data_offset = 0;
+  size_t data_bytes_per_parity = 0;
+  size_t total_bytes = 0;
+
+  // Flag written by rank `src` for CTA `block` at sync point `phase`.
+  ARNORM_HD size_t flag_offset(int phase, int src, int block) const {
+    return flags_offset +
+           ((static_cast<size_t>(phase) * kMaxRanks + src) * max_blocks + block) * sizeof(uint64_t);
+  }
+  ARNORM_HD size_t data_parity_offset(uint64_t epoch) const {
+    return data_offset + static_cast<size_t>(epoch & 1) * data_bytes_per_parity;
+  }
+
+  // One-shot: rank q's region holds one slot per source rank, each of
+  // oneshot_chunk_elems() elements (a whole chunk of that source's input).
+  ARNORM_HD size_t oneshot_chunk_elems(size_t elem_size) const {
+    return align_down(data_bytes_per_parity / world_size / elem_size, kElemAlign);
+  }
+  // Two-shot: rank q's region holds a reduce-scatter area (one shard slot per
+  // source) and an all-gather area (one reduced-shard slot per source).
+  ARNORM_HD size_t twoshot_shard_capacity(size_t elem_size) const {
+    return align_down(data_bytes_per_parity / (2 * static_cast<size_t>(world_size)) / elem_size,
+                      kElemAlign);
+  }
+  ARNORM_HD size_t twoshot_chunk_elems(size_t elem_size) const {
+    return twoshot_shard_capacity(elem_size) * world_size;
+  }
+};
+
+// Layout for `budget_bytes` of workspace. Returns false (and leaves *out
+// untouched) when the budget cannot hold the control area plus a minimal
+// data region, or the arguments are out of range.
+bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_bytes,
+                              WorkspaceLayout* out);
+
+// Two-shot: length of each rank's shard for a chunk of n elements, a multiple
+// of kElemAlign; shard j covers [j*len, min(n, (j+1)*len)).
+ARNORM_HD inline size_t twoshot_shard_len(size_t n, int world_size) {
+  return align_up(ceil_div(n, static_cast<size_t>(world_size)), kElemAlign);
+}
+
+}  // namespace arnorm

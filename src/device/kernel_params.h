@@ -1,0 +1,49 @@
+// Plain values a kernel receives by value. The host communicator owns every
+// resource these point at. Compiles for host and device.
+#pragma once
+
+#include <cstdint>
+
+#include "core/workspace_layout.h"
+
+namespace arnorm {
+
+// Operation codes, reported in the error record of a timed-out wait.
+enum OpCode : int32_t {
+  kOpNone = 0,
+  kOpAllReduceOneShot = 1,
+  kOpAllReduceTwoShot = 2,
+};
+
+// Lives in mapped pinned host memory: a kernel writes it when a wait times
+// out, the host reads it before every call without synchronising. `status`
+// is written last (after a system fence), so a non-zero status means the
+// other fields are complete.
+struct ErrorRecord {
+  int32_t status;  // arnormStatus_t; 0 while no error
+  int32_t op;      // OpCode
+  int32_t rank;    // the rank that gave up waiting
+  int32_t peer;    // the rank it waited for
+  uint64_t epoch;  // the call's epoch
+};
+
+// What every synchronising kernel needs: where the flags and data of each
+// rank are mapped in this process, and how long to wait.
+struct SyncParams {
+  char* ws[kMaxRanks];  // workspace base of rank r as mapped here (ws[rank] is local)
+  WorkspaceLayout layout;
+  int rank;
+  int world;
+  uint64_t timeout_ns;
+  ErrorRecord* error;  // device alias of the mapped host record
+  int32_t op;          // OpCode of this launch
+};
+
+struct AllReduceParams {
+  SyncParams sync;
+  const void* in;  // this chunk of the caller's input
+  void* out;       // this chunk of the caller's output (may equal in)
+  size_t count;    // elements in this chunk
+};
+
+}  // namespace arnorm

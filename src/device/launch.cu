@@ -1,0 +1,58 @@
+#include "device/launch.h"
+
+#include "core/status.h"
+#include "device/allreduce_kernels.cuh"
+
+namespace arnorm {
+
+namespace {
+
+template <typename T>
+arnormStatus_t launch_typed(const AllReduceLaunch& l, cudaStream_t stream) {
+  constexpr int kVec = static_cast<int>(kVectorBytes / sizeof(T));
+  void (*kernel)(AllReduceParams) = nullptr;
+  if (l.algo == ARNORM_ALGO_ONESHOT) {
+    kernel = l.vectorized ? allreduce_oneshot_kernel<T, kVec> : allreduce_oneshot_kernel<T, 1>;
+  } else if (l.algo == ARNORM_ALGO_TWOSHOT) {
+    kernel = l.vectorized ? allreduce_twoshot_kernel<T, kVec> : allreduce_twoshot_kernel<T, 1>;
+  } else {
+    return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: algorithm %d has no kernel", l.algo);
+  }
+  kernel<<<l.blocks, kThreadsPerBlock, 0, stream>>>(l.params);
+  ARNORM_CUDA_TRY(cudaGetLastError());
+  return ARNORM_SUCCESS;
+}
+
+__global__ void probe_kernel(SyncParams s, uint64_t token, uint64_t* identities) {
+  const int q = threadIdx.x;
+  if (q >= s.world) return;
+  ProbeBlock* probe = reinterpret_cast<ProbeBlock*>(s.ws[q] + s.layout.probe_offset);
+  *reinterpret_cast<volatile uint64_t*>(&probe->token[s.rank]) = token;
+  const ControlBlock* c = reinterpret_cast<const ControlBlock*>(s.ws[q] + s.layout.control_offset);
+  identities[q] = *reinterpret_cast<const volatile uint64_t*>(&c->identity);
+  __threadfence_system();
+}
+
+}  // namespace
+
+arnormStatus_t launch_allreduce(const AllReduceLaunch& l, cudaStream_t stream) {
+  if (l.blocks < 1 || l.blocks > l.params.sync.layout.max_blocks) {
+    return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: %d blocks outside [1, %d]", l.blocks,
+                       l.params.sync.layout.max_blocks);
+  }
+  switch (l.dtype) {
+    case ARNORM_FLOAT32: return launch_typed<float>(l, stream);
+    case ARNORM_FLOAT16: return launch_typed<__half>(l, stream);
+    case ARNORM_BFLOAT16: return launch_typed<__nv_bfloat16>(l, stream);
+  }
+  return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: dtype %d has no kernel", l.dtype);
+}
+
+arnormStatus_t launch_probe(const SyncParams& sync, uint64_t token, uint64_t* identities,
+                            cudaStream_t stream) {
+  probe_kernel<<<1, kMaxRanks, 0, stream>>>(sync, token, identities);
+  ARNORM_CUDA_TRY(cudaGetLastError());
+  return ARNORM_SUCCESS;
+}
+
+}  // namespace arnorm

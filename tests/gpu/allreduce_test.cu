@@ -1,0 +1,305 @@
+// Multi-GPU tests of the plain all-reduce: exact agreement with the
+// rank-order fp32 definition, bitwise agreement across ranks and between
+// algorithms, chunking, alignment, in place, graph replay, bad arguments,
+// setup failures and peer timeouts.
+#include <chrono>
+#include <thread>
+
+#include "harness.h"
+
+namespace arnorm_test {
+namespace {
+
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(size_t n) : bytes(n) { cudaMalloc(&ptr, n ? n : 1); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  template <typename T>
+  T* as(size_t elem_offset = 0) const { return static_cast<T*>(ptr) + elem_offset; }
+};
+
+// One all-reduce of fresh inputs through `algo`; returns this rank's output.
+// `in_offset`/`out_offset` shift the pointers by whole elements (misalignment).
+template <typename T>
+std::vector<T> run_once(arnormComm_t comm, arnormAlgorithm_t algo, size_t n, uint64_t iter, bool in_place,
+                        size_t in_offset = 0, size_t out_offset = 0, bool integers = false) {
+  const size_t pad = 8;
+  DeviceBuffer in((n + pad) * sizeof(T)), out((n + pad) * sizeof(T));
+  const std::vector<T> x = make_input<T>(rank(), iter, n, integers);
+  T* src = in.as<T>(in_offset);
+  T* dst = in_place ? src : out.as<T>(out_offset);
+  cudaMemset(out.ptr, kPoisonByte, out.bytes);
+  cudaMemcpy(src, x.data(), n * sizeof(T), cudaMemcpyHostToDevice);
+  std::vector<T> result(n);
+  const arnormStatus_t st = arnormAllReduce(comm, src, dst, n, dtype_of<T>(), algo, env().stream);
+  EXPECT_EQ(ARNORM_SUCCESS, st) << arnormGetLastErrorString();
+  EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(comm)) << arnormGetLastErrorString();
+  cudaMemcpy(result.data(), dst, n * sizeof(T), cudaMemcpyDeviceToHost);
+  return result;
+}
+
+const arnormAlgorithm_t kPeerAlgos[] = {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT, ARNORM_ALGO_AUTO};
+
+// Checks every algorithm against the reference, across ranks and against each other.
+template <typename T>
+void check_sizes(arnormComm_t comm, const std::vector<size_t>& sizes, bool in_place) {
+  for (size_t n : sizes) {
+    const uint64_t iter = ++env().iteration;
+    const std::vector<T> ref = reference_sum<T>(iter, n, world());
+    std::vector<T> first;
+    for (arnormAlgorithm_t algo : kPeerAlgos) {
+      const std::vector<T> got = run_once<T>(comm, algo, n, iter, in_place);
+      EXPECT_EQ(0u, count_bit_mismatches(got, ref))
+          << arnormAlgorithmName(algo) << " n=" << n << " dtype=" << arnormDataTypeName(dtype_of<T>())
+          << (in_place ? " in place" : "");
+      EXPECT_TRUE(same_on_all_ranks(hash_bytes(got.data(), n * sizeof(T))))
+          << "ranks disagree: " << arnormAlgorithmName(algo) << " n=" << n;
+      if (first.empty()) first = got;
+      EXPECT_EQ(0u, count_bit_mismatches(got, first)) << "one-shot and " << arnormAlgorithmName(algo)
+                                                      << " differ, n=" << n;
+    }
+  }
+}
+
+const std::vector<size_t> kSizes = {1,    2,    3,     7,     8,      15,     16,        17,       31,
+                                    64,   127,  1000,  4095,  4096,   4097,   65537,     131072,   262147,
+                                    1u << 20, (1u << 20) + 5};
+
+TEST(AllReduce, Bf16MatchesDefinitionAllSizes) { check_sizes<__nv_bfloat16>(env().comm, kSizes, false); }
+TEST(AllReduce, Fp16MatchesDefinitionAllSizes) { check_sizes<__half>(env().comm, kSizes, false); }
+TEST(AllReduce, Fp32MatchesDefinitionAllSizes) { check_sizes<float>(env().comm, kSizes, false); }
+
+TEST(AllReduce, InPlace) {
+  check_sizes<__nv_bfloat16>(env().comm, {1, 17, 4097, 262147}, true);
+  check_sizes<float>(env().comm, {3, 65537}, true);
+}
+
+TEST(AllReduce, ChunkedBeyondWorkspace) {
+  arnormCommInfo_t info{};
+  ARNORM_OK(arnormCommGetInfo(env().small_comm, &info));
+  const size_t beyond = info.workspace_bytes / 2 * 3 + 7;  // elements of 2 bytes: several chunks
+  check_sizes<__nv_bfloat16>(env().small_comm, {1, 4097, beyond, 3 * beyond + 1}, false);
+  check_sizes<float>(env().small_comm, {beyond + 3}, true);
+}
+
+TEST(AllReduce, MisalignedPointers) {
+  for (size_t in_off : {0, 1, 3}) {
+    for (size_t out_off : {0, 1, 5}) {
+      for (arnormAlgorithm_t algo : kPeerAlgos) {
+        const size_t n = 10007;
+        const uint64_t iter = ++env().iteration;
+        const auto ref = reference_sum<__nv_bfloat16>(iter, n, world());
+        const auto got = run_once<__nv_bfloat16>(env().comm, algo, n, iter, false, in_off, out_off);
+        EXPECT_EQ(0u, count_bit_mismatches(got, ref))
+            << arnormAlgorithmName(algo) << " in+" << in_off << " out+" << out_off;
+      }
+    }
+  }
+}
+
+TEST(AllReduce, ZeroCountIsANoOp) {
+  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(env().comm, nullptr, nullptr, 0, ARNORM_BFLOAT16,
+                                            ARNORM_ALGO_AUTO, env().stream));
+}
+
+TEST(AllReduce, NcclPathExactOnIntegers) {
+  for (size_t n : {1, 1000, 262147}) {
+    const uint64_t iter = ++env().iteration;
+    const auto ref = reference_sum<__nv_bfloat16>(iter, n, world(), true);
+    const auto got = run_once<__nv_bfloat16>(env().comm, ARNORM_ALGO_NCCL, n, iter, false, 0, 0, true);
+    EXPECT_EQ(0u, count_bit_mismatches(got, ref)) << "nccl n=" << n;
+  }
+}
+
+// Graph replay: the epoch lives on the device, so replays and eager calls
+// interleave freely. Inputs change between replays through a captured copy.
+TEST(AllReduce, GraphCaptureAndReplay) {
+  const size_t n = 70001;
+  for (arnormAlgorithm_t algo : kPeerAlgos) {
+    DeviceBuffer staging(n * 2), in(n * 2), out(n * 2);
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    CUDA_OK(cudaStreamBeginCapture(env().stream, cudaStreamCaptureModeThreadLocal));
+    cudaMemcpyAsync(in.ptr, staging.ptr, n * 2, cudaMemcpyDeviceToDevice, env().stream);
+    const arnormStatus_t st = arnormAllReduce(env().comm, in.ptr, out.ptr, n, ARNORM_BFLOAT16, algo, env().stream);
+    CUDA_OK(cudaStreamEndCapture(env().stream, &graph));
+    ARNORM_OK(st);
+    CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+    for (int replay = 0; replay < 4; ++replay) {
+      const uint64_t iter = ++env().iteration;
+      const auto x = make_input<__nv_bfloat16>(rank(), iter, n);
+      cudaMemcpy(staging.ptr, x.data(), n * 2, cudaMemcpyHostToDevice);
+      cudaMemset(out.ptr, kPoisonByte, n * 2);
+      CUDA_OK(cudaGraphLaunch(exec, env().stream));
+      CUDA_OK(cudaStreamSynchronize(env().stream));
+      std::vector<__nv_bfloat16> got(n);
+      cudaMemcpy(got.data(), out.ptr, n * 2, cudaMemcpyDeviceToHost);
+      EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<__nv_bfloat16>(iter, n, world())))
+          << arnormAlgorithmName(algo) << " replay " << replay;
+      // An eager call between replays keeps the epochs in step.
+      const uint64_t iter2 = ++env().iteration;
+      const auto eager = run_once<__nv_bfloat16>(env().comm, algo, 4097, iter2, false);
+      EXPECT_EQ(0u, count_bit_mismatches(eager, reference_sum<__nv_bfloat16>(iter2, 4097, world())));
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(graph);
+  }
+}
+
+TEST(AllReduce, SecondStreamIsOrderedAfterFirst) {
+  cudaStream_t other = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking));
+  const size_t n = 262147;
+  DeviceBuffer a(n * 4), b(n * 4);
+  const uint64_t iter = ++env().iteration;
+  const auto x = make_input<float>(rank(), iter, n);
+  cudaMemcpy(a.ptr, x.data(), n * 4, cudaMemcpyHostToDevice);
+  // Call 1 on env().stream, call 2 on `other` reads call 1's output.
+  ARNORM_OK(arnormAllReduce(env().comm, a.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_TWOSHOT, env().stream));
+  ARNORM_OK(arnormAllReduce(env().comm, b.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, other));
+  CUDA_OK(cudaStreamSynchronize(other));
+  CUDA_OK(cudaStreamSynchronize(env().stream));
+  std::vector<float> got(n);
+  cudaMemcpy(got.data(), b.ptr, n * 4, cudaMemcpyDeviceToHost);
+  // Expected: the sum of `world` copies of the first sum, in rank order.
+  const auto s1 = reference_sum<float>(iter, n, world());
+  std::vector<float> expect(n);
+  for (size_t i = 0; i < n; ++i) {
+    float acc = s1[i];
+    for (int r = 1; r < world(); ++r) acc += s1[i];
+    expect[i] = acc;
+  }
+  EXPECT_EQ(0u, count_bit_mismatches(got, expect));
+  cudaStreamDestroy(other);
+}
+
+// ---- bad input: a clear error, nothing launched, nothing written --------
+
+void expect_rejected(arnormStatus_t st, const char* fragment, const DeviceBuffer& out) {
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st);
+  EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find(fragment))
+      << "message: " << arnormGetLastErrorString();
+  cudaDeviceSynchronize();
+  std::vector<unsigned char> bytes(out.bytes);
+  cudaMemcpy(bytes.data(), out.ptr, out.bytes, cudaMemcpyDeviceToHost);
+  size_t touched = 0;
+  for (unsigned char c : bytes) touched += c != kPoisonByte;
+  EXPECT_EQ(0u, touched) << "a rejected call wrote to the output";
+}
+
+TEST(AllReduce, BadArgumentsAreRejectedBeforeLaunch) {
+  arnormComm_t c = env().comm;
+  cudaStream_t s = env().stream;
+  const size_t n = 4096;
+  DeviceBuffer in(n * 2), out(n * 2);
+  cudaMemset(out.ptr, kPoisonByte, out.bytes);
+  cudaDeviceSynchronize();
+  expect_rejected(arnormAllReduce(c, nullptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s), "sendbuf is NULL", out);
+  expect_rejected(arnormAllReduce(c, in.ptr, nullptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s), "recvbuf is NULL", out);
+  std::vector<char> host(n * 2);
+  expect_rejected(arnormAllReduce(c, host.data(), out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s),
+                  "not device memory", out);
+  expect_rejected(arnormAllReduce(c, in.ptr, out.ptr, n, static_cast<arnormDataType_t>(42), ARNORM_ALGO_AUTO, s),
+                  "dtype", out);
+  expect_rejected(arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, static_cast<arnormAlgorithm_t>(9), s),
+                  "algorithm", out);
+  expect_rejected(arnormAllReduce(c, in.ptr, out.ptr, n + 1, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s), "bytes left", out);
+  expect_rejected(arnormAllReduce(c, static_cast<char*>(in.ptr) + 1, out.ptr, 16, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s),
+                  "not aligned", out);
+  expect_rejected(arnormAllReduce(c, out.ptr, out.as<__nv_bfloat16>(1), 16, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s),
+                  "overlap", out);
+  // A buffer and a stream of another GPU (each process sees every GPU).
+  const int other = (env().ctx.device + 1) % world();
+  cudaSetDevice(other);
+  void* foreign = nullptr;
+  cudaMalloc(&foreign, n * 2);
+  cudaStream_t foreign_stream = nullptr;
+  cudaStreamCreate(&foreign_stream);
+  cudaSetDevice(env().ctx.device);
+  expect_rejected(arnormAllReduce(c, foreign, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s), "lives on device", out);
+  expect_rejected(arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, foreign_stream),
+                  "stream belongs to device", out);
+  cudaSetDevice(other);
+  cudaFree(foreign);
+  cudaStreamDestroy(foreign_stream);
+  cudaSetDevice(env().ctx.device);
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT,
+            arnormAllReduce(nullptr, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s));
+}
+
+// ---- communicator setup --------------------------------------------------
+
+TEST(Comm, SetupFailureOnOneRankFailsEveryRank) {
+  arnorm_tools::HostCollectives* host = env().host;
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, host};
+  arnormComm_t c = nullptr;
+  // Rank 1 names a device that does not exist.
+  const int device = rank() == 1 ? 999 : env().ctx.device;
+  const arnormStatus_t st = arnormCommCreate(&c, rank(), world(), device, bs, nullptr);
+  EXPECT_EQ(nullptr, c);
+  if (rank() == 1) {
+    EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st) << arnormGetLastErrorString();
+  } else {
+    EXPECT_EQ(ARNORM_ERROR_REMOTE, st) << arnormGetLastErrorString();
+    EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("rank 1"));
+  }
+  // Ranks disagree on the workspace size: every rank refuses.
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  cfg.workspace_bytes = rank() == 0 ? (1u << 20) : (2u << 20);
+  EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  EXPECT_EQ(nullptr, c);
+  // A budget too small for the layout.
+  cfg.workspace_bytes = 4096;
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("too small"));
+}
+
+TEST(Comm, InfoReportsPeerAccessAndBudget) {
+  arnormCommInfo_t info{};
+  ARNORM_OK(arnormCommGetInfo(env().comm, &info));
+  EXPECT_EQ(1, info.peer_access);
+  EXPECT_EQ(world(), info.world_size);
+  EXPECT_LE(info.workspace_bytes, 64u << 20);
+  EXPECT_GT(info.max_blocks, 0);
+}
+
+// Last: rank 0 calls alone on a private communicator; the kernel must give
+// up within the timeout, name a missing rank, poison the output with NaN and
+// make every later call fail at once.
+TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  cfg.timeout_seconds = 1.0;
+  cfg.nccl_comm = env().nccl;
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  arnormComm_t c = nullptr;
+  ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  const size_t n = 8192;
+  DeviceBuffer in(n * 2), out(n * 2);
+  cudaMemset(in.ptr, 0, n * 2);
+  if (rank() == 0) {
+    const auto t0 = std::chrono::steady_clock::now();
+    EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
+    EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_LT(seconds, 5.0) << "the wait was not bounded";
+    EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c));
+    const std::string msg = arnormGetLastErrorString();
+    EXPECT_NE(std::string::npos, msg.find("waiting for rank ")) << msg;
+    EXPECT_NE(std::string::npos, msg.find("one-shot")) << msg;
+    std::vector<__nv_bfloat16> got(n);
+    cudaMemcpy(got.data(), out.ptr, n * 2, cudaMemcpyDeviceToHost);
+    size_t nan = 0;
+    for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
+    EXPECT_EQ(n, nan) << "a timed-out call must not leave plausible data";
+    EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT,
+              arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
+  }
+  cudaDeviceSynchronize();
+  barrier();
+  arnormCommDestroy(c);
+}
+
+}  // namespace
+}  // namespace arnorm_test

@@ -1,0 +1,117 @@
+// Multi-GPU test launcher: `arnorm-gpu-tests [--world N] [gtest flags]`
+// starts one process per GPU (N, default every visible GPU) and runs the
+// GoogleTest suite in each. With fewer than 2 GPUs it says SKIPPED and
+// exits 0. Only rank 0 prints the test log; other ranks print failures.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "harness.h"
+
+namespace arnorm_test {
+
+namespace {
+Env g_env;
+
+// Non-zero ranks print failures only, prefixed with their rank.
+class FailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (r.failed()) {
+      std::fprintf(stderr, "[rank %d] FAILURE %s:%d\n%s\n", rank(), r.file_name() ? r.file_name() : "?",
+                   r.line_number(), r.summary());
+    }
+  }
+};
+}  // namespace
+
+Env& env() { return g_env; }
+
+uint64_t hash_bytes(const void* data, size_t bytes) {
+  uint64_t h = 1469598103934665603ull;
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+bool same_on_all_ranks(uint64_t value) {
+  std::vector<uint64_t> all(world());
+  if (env().host->allgather(&value, all.data(), sizeof(value)) != 0) return false;
+  for (uint64_t v : all)
+    if (v != all[0]) return false;
+  return true;
+}
+
+uint64_t sum_over_ranks(uint64_t value) {
+  double v = static_cast<double>(value);
+  env().host->sum(&v);
+  return static_cast<uint64_t>(v);
+}
+
+void barrier() { env().host->barrier(); }
+
+}  // namespace arnorm_test
+
+int main(int argc, char** argv) {
+  using namespace arnorm_test;
+  int world_size = 0;
+  for (int i = 1; i + 1 < argc; ++i) {
+    if (std::strcmp(argv[i], "--world") == 0) world_size = std::atoi(argv[i + 1]);
+  }
+  if (std::getenv("ARNORM_LAUNCH_RANK") == nullptr) {
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+    const int need = world_size > 0 ? world_size : 2;
+    if (count < need) {
+      std::printf("arnorm-gpu-tests: SKIPPED: needs %d GPUs, %d visible (run on a machine with 2 or more "
+                  "NVLink-connected NVIDIA GPUs)\n",
+                  need, count);
+      return 0;
+    }
+    std::printf("arnorm-gpu-tests: world size %d\n", world_size > 0 ? world_size : count);
+    std::fflush(stdout);
+  }
+  Env& e = env();
+  const int rc = arnorm_tools::launch_ranks(argc, argv, world_size, &e.ctx, 0, 1800.0, 2);
+  if (rc != -1) return rc;
+
+  ::testing::InitGoogleTest(&argc, argv);
+  if (e.ctx.rank != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new FailurePrinter);
+  }
+  if (cudaSetDevice(e.ctx.device) != cudaSuccess || cudaStreamCreateWithFlags(&e.stream, cudaStreamNonBlocking) != cudaSuccess ||
+      ncclCommInitRank(&e.nccl, e.ctx.world_size, e.ctx.nccl_id, e.ctx.rank) != ncclSuccess) {
+    std::fprintf(stderr, "[rank %d] setup of CUDA/NCCL failed\n", e.ctx.rank);
+    return 1;
+  }
+  e.host = new arnorm_tools::HostCollectives(e.nccl, e.stream);
+  // The default communicator bootstraps from the NCCL comm; the small one
+  // through a caller-supplied all-gather callback.
+  if (arnormCommCreateFromNccl(&e.comm, e.nccl, nullptr) != ARNORM_SUCCESS) {
+    std::fprintf(stderr, "[rank %d] arnormCommCreateFromNccl: %s\n", e.ctx.rank, arnormGetLastErrorString());
+    return 1;
+  }
+  arnormConfig_t small = ARNORM_CONFIG_INIT;
+  small.workspace_bytes = 512 << 10;
+  small.nccl_comm = e.nccl;
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, e.host};
+  if (arnormCommCreate(&e.small_comm, e.ctx.rank, e.ctx.world_size, e.ctx.device, bs, &small) != ARNORM_SUCCESS) {
+    std::fprintf(stderr, "[rank %d] arnormCommCreate (small workspace): %s\n", e.ctx.rank, arnormGetLastErrorString());
+    return 1;
+  }
+  const int result = RUN_ALL_TESTS();
+  // Every rank's work on the communicators is complete before any frees its workspace.
+  cudaDeviceSynchronize();
+  barrier();
+  arnormCommDestroy(e.small_comm);
+  arnormCommDestroy(e.comm);
+  delete e.host;
+  ncclCommDestroy(e.nccl);
+  return result;
+}

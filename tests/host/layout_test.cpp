@@ -1,0 +1,101 @@
+// Workspace layout and chunk/grid planning: pure arithmetic every rank must
+// agree on.
+#include <gtest/gtest.h>
+
+#include "core/plan.h"
+#include "core/workspace_layout.h"
+
+namespace arnorm {
+namespace {
+
+TEST(WorkspaceLayout, FitsTheBudgetAndKeepsRegionsAligned) {
+  for (int world : {1, 2, 3, 4, 5, 8}) {
+    for (size_t budget : {size_t{1} << 20, kDefaultWorkspaceBytes, size_t{1000003}}) {
+      WorkspaceLayout l;
+      ASSERT_TRUE(compute_workspace_layout(world, 132, budget, &l)) << world << " " << budget;
+      EXPECT_LE(l.total_bytes, budget);
+      EXPECT_EQ(0u, l.flags_offset % kLayoutAlign);
+      EXPECT_EQ(0u, l.data_offset % kLayoutAlign);
+      EXPECT_EQ(0u, l.data_bytes_per_parity % kLayoutAlign);
+      EXPECT_GE(l.flags_offset, l.probe_offset + sizeof(ProbeBlock));
+      EXPECT_GE(l.data_offset, l.flags_offset + l.flags_bytes);
+      // The last flag lies inside the flags region.
+      EXPECT_LT(l.flag_offset(kPhases - 1, kMaxRanks - 1, 131) + 8, l.data_offset + 1);
+      // Parity regions do not overlap and end inside the allocation.
+      EXPECT_EQ(l.data_parity_offset(1), l.data_parity_offset(0) + l.data_bytes_per_parity);
+      EXPECT_EQ(l.data_parity_offset(2), l.data_parity_offset(0));
+      EXPECT_LE(l.data_parity_offset(1) + l.data_bytes_per_parity, l.total_bytes);
+    }
+  }
+}
+
+TEST(WorkspaceLayout, SlotsOfEveryAlgorithmFitOneParityRegion) {
+  for (int world : {1, 2, 4, 7, 8}) {
+    WorkspaceLayout l;
+    ASSERT_TRUE(compute_workspace_layout(world, 64, 3u << 20, &l));
+    for (size_t es : {2u, 4u}) {
+      EXPECT_LE(l.oneshot_chunk_elems(es) * world * es, l.data_bytes_per_parity);
+      EXPECT_LE(l.twoshot_shard_capacity(es) * 2 * world * es, l.data_bytes_per_parity);
+      EXPECT_EQ(0u, l.oneshot_chunk_elems(es) % kElemAlign);
+      EXPECT_EQ(0u, l.twoshot_shard_capacity(es) % kElemAlign);
+    }
+  }
+}
+
+TEST(WorkspaceLayout, RejectsImpossibleRequests) {
+  WorkspaceLayout l;
+  EXPECT_FALSE(compute_workspace_layout(0, 64, 1u << 20, &l));
+  EXPECT_FALSE(compute_workspace_layout(kMaxRanks + 1, 64, 1u << 20, &l));
+  EXPECT_FALSE(compute_workspace_layout(4, 0, 1u << 20, &l));
+  EXPECT_FALSE(compute_workspace_layout(4, kMaxBlocks + 1, 1u << 20, &l));
+  EXPECT_FALSE(compute_workspace_layout(4, 64, 4096, &l));
+}
+
+TEST(Plan, ChunksCoverEveryElementExactlyOnce) {
+  WorkspaceLayout l;
+  ASSERT_TRUE(compute_workspace_layout(4, 132, 1u << 20, &l));
+  for (auto algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+    for (size_t count : {size_t{1}, size_t{17}, size_t{100000}, size_t{3000001}}) {
+      const ChunkPlan p = plan_chunks(algo, l, count, 2);
+      ASSERT_GT(p.chunk_elems, 0u);
+      EXPECT_EQ(0u, p.chunk_elems % kElemAlign);
+      EXPECT_GE(p.num_chunks * p.chunk_elems, count);
+      EXPECT_LT((p.num_chunks - 1) * p.chunk_elems, count);
+    }
+    EXPECT_EQ(0u, plan_chunks(algo, l, 0, 2).num_chunks);
+  }
+}
+
+TEST(Plan, TwoShotShardsAreVectorAlignedAndFitTheirSlots) {
+  WorkspaceLayout l;
+  ASSERT_TRUE(compute_workspace_layout(8, 132, 1u << 20, &l));
+  for (int world : {2, 3, 4, 8}) {
+    for (size_t n : {size_t{1}, size_t{7}, size_t{1000}, size_t{65537}}) {
+      const size_t len = twoshot_shard_len(n, world);
+      EXPECT_EQ(0u, len % kElemAlign);
+      EXPECT_GE(len * world, n);
+    }
+  }
+  // A full two-shot chunk's shard fits the slot capacity.
+  const size_t chunk = l.twoshot_chunk_elems(2);
+  EXPECT_LE(twoshot_shard_len(chunk, 8), l.twoshot_shard_capacity(2));
+}
+
+TEST(Plan, BlocksStayWithinTheAgreedLimit) {
+  for (auto algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+    EXPECT_EQ(1, plan_blocks(algo, 1, 2, true, 4, 132));
+    EXPECT_EQ(132, plan_blocks(algo, size_t{1} << 30, 2, true, 4, 132));
+    EXPECT_EQ(7, plan_blocks(algo, size_t{1} << 30, 4, false, 2, 7));
+    for (size_t n : {size_t{1}, size_t{5000}, size_t{1} << 20}) {
+      const int b = plan_blocks(algo, n, 2, true, 4, 132);
+      EXPECT_GE(b, 1);
+      EXPECT_LE(b, 132);
+    }
+  }
+  EXPECT_EQ(8u, pack_elems(true, 2));
+  EXPECT_EQ(4u, pack_elems(true, 4));
+  EXPECT_EQ(1u, pack_elems(false, 2));
+}
+
+}  // namespace
+}  // namespace arnorm
