@@ -6,7 +6,8 @@
 #   scripts/gpu-check.sh [all|tests|sanitize|bench] [extra arnorm-bench flags]
 #
 # BUILD (default build) is the build folder; OUT (default out) receives the
-# logs and the benchmark JSON. NVLink multicast stays off throughout.
+# logs and the benchmark JSON; STEP_TIMEOUT (default 600 s) bounds each step.
+# NVLink multicast stays off throughout.
 set -uo pipefail
 mode=${1:-all}
 shift || true
@@ -35,7 +36,7 @@ run_tests() {
     [ "$w" -le "$ngpu" ] || continue
     log="$OUT/gpu-tests-w$w.log"
     echo "== GPU tests, world $w (log: $log)"
-    if "$BUILD/tests/arnorm-gpu-tests" --world "$w" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
     grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
     note "tests   world $w: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1))"
   done
@@ -43,11 +44,13 @@ run_tests() {
 
 run_sanitizer() {
   [ "$ngpu" -ge 2 ] || { note "sanitize: skipped (fewer than 2 GPUs)"; return; }
-  local filter='AllReduce.Bf16MatchesDefinitionAllSizes:AllReduce.InPlace:AllReduce.MisalignedPointers:AllReduce.GraphCaptureAndReplay'
+  local filter='AllReduce.InPlace:AllReduce.MisalignedPointers:AllReduce.GraphCaptureAndReplay:AllReduce.ChunkedBeyondWorkspace:AddRmsNorm.NoResidual*:AddRmsNorm.ChunkedBeyondWorkspace:AddRmsNorm.GraphReplay*'
+  # API errors are NCCL's own probing (cudaFuncGetAttributes on kernels built
+  # for other GPUs); memory and race errors are what this run looks for.
   for tool in memcheck racecheck; do
     log="$OUT/sanitize-$tool.log"
     echo "== compute-sanitizer $tool, world 2 (log: $log)"
-    if compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 9 \
+    if timeout "${STEP_TIMEOUT:-600}" compute-sanitizer --tool "$tool" --target-processes all --report-api-errors no --error-exitcode 9 \
         "$BUILD/tests/arnorm-gpu-tests" --world 2 --gtest_filter="$filter" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
     grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED' "$log" | sort | uniq -c | head -6
     note "sanitize $tool: $r ($(grep -Eo '(ERROR|RACECHECK) SUMMARY: [0-9]+ [a-z]+' "$log" | sort | uniq -c | xargs))"
@@ -58,7 +61,7 @@ run_bench() {
   for w in 2 4 8; do
     [ "$w" -le "$ngpu" ] || continue
     echo "== arnorm-bench, world $w"
-    if "$BUILD/tools/bench/arnorm-bench" -g "$w" -J "$OUT/bench-w$w.json" "$@" 2>&1 | tee "$OUT/bench-w$w.txt"; then r=PASS; else r=FAIL; status=1; fi
+    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tools/bench/arnorm-bench" -g "$w" -J "$OUT/bench-w$w.json" "$@" 2>&1 | tee "$OUT/bench-w$w.txt"; then r=PASS; else r=FAIL; status=1; fi
     note "bench   world $w: $r (table in $OUT/bench-w$w.txt)"
   done
 }

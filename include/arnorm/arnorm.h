@@ -153,6 +153,54 @@ ARNORM_API arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf
 ARNORM_API arnormStatus_t arnormSelectAlgorithm(arnormComm_t comm, size_t count, arnormDataType_t dtype,
                                      arnormAlgorithm_t* algo);
 
+/* ---- fused all-reduce + residual add + RMSNorm -------------------------- */
+
+/* For activations x_r (tokens x hidden, row-major) on each rank r, residual
+ * and weight gamma (hidden), with round() rounding to the activation type
+ * (round to nearest even):
+ *   s = round( x_0 + x_1 + ... + x_{N-1} )   fp32, from x_0, in rank order
+ *   h = round( s + residual )                (h = s when residual is NULL)
+ *   y = round( (h * rsqrt(mean(h*h) + epsilon)) * gamma )
+ * with h, gamma and the arithmetic in fp32; mean(h*h) is a fp32 sum over the
+ * row in an order fixed by `hidden` alone. h goes to residual_out (if not
+ * NULL; it may equal residual), y to out. This is what the unfused sequence
+ * all-reduce, add, RMSNorm computes.
+ *
+ * Determinism and batch invariance: on the peer-memory algorithms, a row's
+ * outputs are bitwise the same on every rank, for one-shot and two-shot, and
+ * whatever the token count of the call or the row's position in it. The NCCL
+ * path (used only without peer memory, or when forced) sums in NCCL's order:
+ * it is deterministic for a given configuration but carries neither promise.
+ *
+ * out must not overlap any other buffer; residual_out must not overlap
+ * input or weight, and may overlap residual only by being equal to it.
+ * tokens == 0 is a no-op. Collective: every rank passes the same tokens,
+ * hidden, dtypes, epsilon and algo. */
+typedef struct {
+  size_t struct_size;          /* sizeof(arnormAddRmsNormArgs_t) */
+  const void* input;           /* this rank's x_r, tokens x hidden, dtype */
+  const void* residual;        /* tokens x hidden, dtype, or NULL */
+  void* residual_out;          /* tokens x hidden, dtype, or NULL */
+  const void* weight;          /* gamma: hidden elements of weight_dtype */
+  void* out;                   /* y: tokens x hidden, dtype */
+  size_t tokens;
+  size_t hidden;               /* >= 1 */
+  float epsilon;               /* >= 0 */
+  arnormDataType_t dtype;      /* activations: input, residual, outputs */
+  arnormDataType_t weight_dtype; /* any of the three, e.g. fp32 gamma with bf16 activations */
+  arnormAlgorithm_t algo;
+} arnormAddRmsNormArgs_t;
+
+#define ARNORM_ADD_RMSNORM_ARGS_INIT \
+  {sizeof(arnormAddRmsNormArgs_t), NULL, NULL, NULL, NULL, NULL, 0, 0, 1e-6f, ARNORM_BFLOAT16, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO}
+
+ARNORM_API arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arnormAddRmsNormArgs_t* args,
+                                                    cudaStream_t stream);
+
+/* The algorithm AUTO resolves to for a fused call of this size. */
+ARNORM_API arnormStatus_t arnormSelectAlgorithmAddRmsNorm(arnormComm_t comm, size_t tokens, size_t hidden,
+                                                          arnormDataType_t dtype, arnormAlgorithm_t* algo);
+
 /* ---- errors and names -------------------------------------------------- */
 
 ARNORM_API const char* arnormGetErrorName(arnormStatus_t status);

@@ -24,6 +24,8 @@ const char* op_code_name(int32_t op) {
   switch (op) {
     case kOpAllReduceOneShot: return "arnormAllReduce (one-shot)";
     case kOpAllReduceTwoShot: return "arnormAllReduce (two-shot)";
+    case kOpFusedOneShot: return "arnormAllReduceAddRmsNorm (one-shot)";
+    case kOpFusedTwoShot: return "arnormAllReduceAddRmsNorm (two-shot)";
     default: return "an arnorm operation";
   }
 }
@@ -72,6 +74,7 @@ arnormStatus_t note_call_issued(arnormComm* comm, cudaStream_t stream, bool capt
 DeviceGuard::DeviceGuard(int device) {
   if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
   ok_ = previous_ == device || cudaSetDevice(device) == cudaSuccess;
+  if (!ok_) cudaGetLastError();  // leave no stale error for a later check to misreport
 }
 
 DeviceGuard::~DeviceGuard() {

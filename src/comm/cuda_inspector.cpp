@@ -10,19 +10,43 @@ namespace arnorm {
 namespace {
 
 using GetAddressRangeFn = CUresult (*)(CUdeviceptr*, size_t*, CUdeviceptr);
+using StreamGetCtxFn = CUresult (*)(CUstream, CUcontext*);
+using CtxGetDeviceFn = CUresult (*)(CUdevice*);
+using CtxPushFn = CUresult (*)(CUcontext);
+using CtxPopFn = CUresult (*)(CUcontext*);
+
+void* driver_entry(const char* name) {
+  void* p = nullptr;
+  cudaDriverEntryPointQueryResult q{};
+  if (cudaGetDriverEntryPointByVersion(name, &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
+      q != cudaDriverEntryPointSuccess) {
+    cudaGetLastError();
+    return nullptr;
+  }
+  return p;
+}
 
 GetAddressRangeFn address_range_fn() {
-  static GetAddressRangeFn fn = [] {
-    void* p = nullptr;
-    cudaDriverEntryPointQueryResult q{};
-    if (cudaGetDriverEntryPointByVersion("cuMemGetAddressRange", &p, 12000, cudaEnableDefault, &q) != cudaSuccess ||
-        q != cudaDriverEntryPointSuccess) {
-      cudaGetLastError();
-      return static_cast<GetAddressRangeFn>(nullptr);
-    }
-    return reinterpret_cast<GetAddressRangeFn>(p);
-  }();
+  static GetAddressRangeFn fn = reinterpret_cast<GetAddressRangeFn>(driver_entry("cuMemGetAddressRange"));
   return fn;
+}
+
+// The device of a stream that may be under capture: cudaStreamGetDevice
+// would invalidate the capture, the stream's context does not.
+bool capturing_stream_device(cudaStream_t stream, int* device) {
+  static auto get_ctx = reinterpret_cast<StreamGetCtxFn>(driver_entry("cuStreamGetCtx"));
+  static auto push = reinterpret_cast<CtxPushFn>(driver_entry("cuCtxPushCurrent"));
+  static auto pop = reinterpret_cast<CtxPopFn>(driver_entry("cuCtxPopCurrent"));
+  static auto ctx_device = reinterpret_cast<CtxGetDeviceFn>(driver_entry("cuCtxGetDevice"));
+  if (!get_ctx || !push || !pop || !ctx_device) return false;
+  CUcontext ctx = nullptr;
+  if (get_ctx(reinterpret_cast<CUstream>(stream), &ctx) != CUDA_SUCCESS || push(ctx) != CUDA_SUCCESS) return false;
+  CUdevice dev = 0;
+  const bool ok = ctx_device(&dev) == CUDA_SUCCESS;
+  CUcontext popped = nullptr;
+  pop(&popped);
+  *device = static_cast<int>(dev);
+  return ok;
 }
 
 class CudaMemoryInspector final : public MemoryInspector {
@@ -51,6 +75,12 @@ class CudaMemoryInspector final : public MemoryInspector {
   }
 
   bool stream_device(cudaStream_t stream, int* device) const override {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) {
+      cudaGetLastError();
+      return false;
+    }
+    if (capture != cudaStreamCaptureStatusNone) return capturing_stream_device(stream, device);
     if (cudaStreamGetDevice(stream, device) != cudaSuccess) {
       cudaGetLastError();
       return false;

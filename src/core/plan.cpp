@@ -23,4 +23,41 @@ int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, bool vectori
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(want, static_cast<size_t>(max_blocks))));
 }
 
+FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size,
+                                  int max_blocks) {
+  FusedGeometry g;
+  if (rows == 0) return g;
+  const size_t want = std::min<size_t>(rows, static_cast<size_t>(max_blocks));
+  g.rows_per_cta = ceil_div(rows, want);
+  g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
+  if (algo == ARNORM_ALGO_TWOSHOT) {
+    g.shard_cap = align_up(ceil_div(g.rows_per_cta * hidden, static_cast<size_t>(world_size)), kElemAlign);
+  }
+  return g;
+}
+
+size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t rows, size_t hidden,
+                          int world_size, size_t elem_size) {
+  if (algo == ARNORM_ALGO_TWOSHOT) {
+    // Reduce-scatter and all-gather slots: 2 x blocks x world x shard_cap.
+    return 2 * static_cast<size_t>(g.blocks) * world_size * g.shard_cap * elem_size;
+  }
+  return static_cast<size_t>(world_size) * align_up(rows * hidden, kElemAlign) * elem_size;
+}
+
+size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,
+                                 size_t elem_size) {
+  if (hidden == 0) return 0;
+  if (algo != ARNORM_ALGO_TWOSHOT) return layout.oneshot_chunk_elems(elem_size) / hidden;
+  // Padding makes the two-shot need slightly more than 2 x rows x hidden:
+  // start from that bound and step down until the geometry fits.
+  size_t rows = layout.data_bytes_per_parity / (2 * elem_size * hidden);
+  while (rows > 0) {
+    const FusedGeometry g = plan_fused_geometry(algo, rows, hidden, layout.world_size, layout.max_blocks);
+    if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= layout.data_bytes_per_parity) break;
+    rows -= std::max<size_t>(1, rows / 64);
+  }
+  return rows;
+}
+
 }  // namespace arnorm

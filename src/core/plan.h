@@ -33,4 +33,22 @@ ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, siz
 int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, bool vectorized, int world_size,
                 int max_blocks);
 
+// Fused op: CTAs own whole rows. For a chunk of `rows` rows:
+struct FusedGeometry {
+  int blocks = 0;
+  size_t rows_per_cta = 0;
+  size_t shard_cap = 0;  // two-shot: elements of one (CTA, source) slot, a multiple of kElemAlign
+};
+
+FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size,
+                                  int max_blocks);
+
+// Data-region bytes one parity needs for that chunk.
+size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t rows, size_t hidden,
+                          int world_size, size_t elem_size);
+
+// Most rows per chunk that fit the layout's data region (0: not even one row).
+size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,
+                                 size_t elem_size);
+
 }  // namespace arnorm

@@ -13,7 +13,7 @@ namespace arnorm {
 namespace {
 constexpr uint64_t kUnbounded = std::numeric_limits<uint64_t>::max();
 
-const char* op_name(Op op) { return op == Op::kAllReduce ? "allreduce" : "?"; }
+const char* op_name(Op op) { return op == Op::kAllReduce ? "allreduce" : "add_rmsnorm"; }
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -34,12 +34,14 @@ bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out) {
 // Mirrors data/tuning-default.json; measured thresholds are in docs/perf-notes.md.
 SelectionTable SelectionTable::builtin() {
   SelectionTable t;
-  const Op ar = Op::kAllReduce;
-  t.rules_ = {
-      {ar, 2, 1u << 20, ARNORM_ALGO_ONESHOT},   {ar, 2, kUnbounded, ARNORM_ALGO_TWOSHOT},
-      {ar, 4, 256u << 10, ARNORM_ALGO_ONESHOT}, {ar, 4, kUnbounded, ARNORM_ALGO_TWOSHOT},
-      {ar, 8, 128u << 10, ARNORM_ALGO_ONESHOT}, {ar, 8, kUnbounded, ARNORM_ALGO_TWOSHOT},
-  };
+  for (Op op : {Op::kAllReduce, Op::kAddRmsNorm}) {
+    t.rules_.push_back({op, 2, 1u << 20, ARNORM_ALGO_ONESHOT});
+    t.rules_.push_back({op, 2, kUnbounded, ARNORM_ALGO_TWOSHOT});
+    t.rules_.push_back({op, 4, 256u << 10, ARNORM_ALGO_ONESHOT});
+    t.rules_.push_back({op, 4, kUnbounded, ARNORM_ALGO_TWOSHOT});
+    t.rules_.push_back({op, 8, 128u << 10, ARNORM_ALGO_ONESHOT});
+    t.rules_.push_back({op, 8, kUnbounded, ARNORM_ALGO_TWOSHOT});
+  }
   return t;
 }
 
@@ -54,7 +56,7 @@ bool SelectionTable::parse_json(const std::string& text, SelectionTable* out, st
     return false;
   }
   SelectionTable t;
-  const Op ops[] = {Op::kAllReduce};
+  const Op ops[] = {Op::kAllReduce, Op::kAddRmsNorm};
   for (Op op : ops) {
     const char* key = op_name(op);
     if (!doc.contains(key)) continue;

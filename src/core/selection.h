@@ -12,7 +12,7 @@
 
 namespace arnorm {
 
-enum class Op { kAllReduce = 0 };
+enum class Op { kAllReduce = 0, kAddRmsNorm = 1 };
 
 struct SelectionRule {
   Op op;

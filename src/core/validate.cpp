@@ -86,4 +86,74 @@ arnormStatus_t validate_allreduce(const AllReduceCall& c, int device, const Memo
   return ARNORM_SUCCESS;
 }
 
+arnormStatus_t validate_add_rmsnorm(const arnormAddRmsNormArgs_t* a, cudaStream_t stream, int device,
+                                    const MemoryInspector& mem) {
+  const char* op = "arnormAllReduceAddRmsNorm";
+  if (a == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: args is NULL", op);
+  if (a->struct_size != sizeof(arnormAddRmsNormArgs_t)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: args->struct_size is %zu, expected %zu; start from ARNORM_ADD_RMSNORM_ARGS_INIT", op,
+                       a->struct_size, sizeof(arnormAddRmsNormArgs_t));
+  }
+  if (!dtype_valid(a->dtype) || !dtype_valid(a->weight_dtype)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: dtype %d / weight_dtype %d: each must be ARNORM_FLOAT32, ARNORM_FLOAT16 or "
+                       "ARNORM_BFLOAT16",
+                       op, static_cast<int>(a->dtype), static_cast<int>(a->weight_dtype));
+  }
+  if (a->algo < ARNORM_ALGO_AUTO || a->algo > ARNORM_ALGO_NCCL) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: algorithm %d is not an arnormAlgorithm_t", op,
+                       static_cast<int>(a->algo));
+  }
+  if (a->hidden == 0) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: hidden is 0; a row needs at least one element", op);
+  }
+  if (!(a->epsilon >= 0.f) || a->epsilon > 1e30f) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: epsilon %g must be a finite value >= 0", op,
+                       static_cast<double>(a->epsilon));
+  }
+  const size_t es = dtype_size(a->dtype), ws = dtype_size(a->weight_dtype);
+  if (a->hidden > std::numeric_limits<size_t>::max() / es / (a->tokens ? a->tokens : 1)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: tokens x hidden overflows the byte size", op);
+  }
+  ARNORM_TRY(validate_stream(op, stream, device, mem));
+  if (a->tokens == 0) return ARNORM_SUCCESS;  // a no-op
+  const size_t bytes = a->tokens * a->hidden * es, wbytes = a->hidden * ws;
+  ARNORM_TRY(validate_buffer(op, "input", a->input, bytes, es, device, mem));
+  ARNORM_TRY(validate_buffer(op, "out", a->out, bytes, es, device, mem));
+  ARNORM_TRY(validate_buffer(op, "weight", a->weight, wbytes, ws, device, mem));
+  if (a->residual) ARNORM_TRY(validate_buffer(op, "residual", a->residual, bytes, es, device, mem));
+  if (a->residual_out) ARNORM_TRY(validate_buffer(op, "residual_out", a->residual_out, bytes, es, device, mem));
+  struct Named {
+    const char* name;
+    const void* ptr;
+    size_t bytes;
+  };
+  const Named inputs[] = {{"input", a->input, bytes}, {"weight", a->weight, wbytes}, {"residual", a->residual, bytes}};
+  for (const Named& x : inputs) {
+    if (x.ptr && ranges_overlap(a->out, bytes, x.ptr, x.bytes)) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "%s: out overlaps %s; out must be a buffer of its own (the op reads %s after writing out)",
+                         op, x.name, x.name);
+    }
+  }
+  if (a->residual_out) {
+    if (ranges_overlap(a->out, bytes, a->residual_out, bytes)) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: out overlaps residual_out", op);
+    }
+    if (ranges_overlap(a->residual_out, bytes, a->input, bytes) ||
+        ranges_overlap(a->residual_out, bytes, a->weight, wbytes)) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "%s: residual_out overlaps input or weight; only residual may be updated in place", op);
+    }
+    if (a->residual && a->residual != a->residual_out && ranges_overlap(a->residual_out, bytes, a->residual, bytes)) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "%s: residual_out overlaps residual without being equal; pass the same pointer to "
+                         "update in place, or disjoint buffers",
+                         op);
+    }
+  }
+  return ARNORM_SUCCESS;
+}
+
 }  // namespace arnorm

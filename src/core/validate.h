@@ -49,6 +49,11 @@ arnormStatus_t validate_stream(const char* op, cudaStream_t stream, int device,
 // Everything about an all-reduce call except the communicator itself.
 arnormStatus_t validate_allreduce(const AllReduceCall& call, int device, const MemoryInspector& mem);
 
+// Everything about a fused all-reduce + add + RMSNorm call except the
+// communicator itself.
+arnormStatus_t validate_add_rmsnorm(const arnormAddRmsNormArgs_t* args, cudaStream_t stream, int device,
+                                    const MemoryInspector& mem);
+
 // True if [a, a+na) and [b, b+nb) share a byte.
 inline bool ranges_overlap(const void* a, size_t na, const void* b, size_t nb) {
   const uintptr_t x = reinterpret_cast<uintptr_t>(a), y = reinterpret_cast<uintptr_t>(b);

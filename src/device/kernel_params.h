@@ -13,6 +13,8 @@ enum OpCode : int32_t {
   kOpNone = 0,
   kOpAllReduceOneShot = 1,
   kOpAllReduceTwoShot = 2,
+  kOpFusedOneShot = 3,
+  kOpFusedTwoShot = 4,
 };
 
 // Lives in mapped pinned host memory: a kernel writes it when a wait times
@@ -44,6 +46,22 @@ struct AllReduceParams {
   const void* in;  // this chunk of the caller's input
   void* out;       // this chunk of the caller's output (may equal in)
   size_t count;    // elements in this chunk
+};
+
+// All-reduce + residual add + RMSNorm over `rows` rows of `hidden` elements
+// (this chunk; pointers already offset to its first row).
+struct FusedParams {
+  SyncParams sync;
+  const void* in;
+  const void* residual;  // nullptr: no residual (h = s)
+  void* residual_out;    // nullptr: h not stored (may equal residual)
+  const void* weight;    // gamma, `hidden` elements of the weight type
+  void* out;
+  size_t rows;
+  size_t hidden;
+  float eps;
+  size_t rows_per_cta;  // CTA b owns rows [b*rows_per_cta, (b+1)*rows_per_cta)
+  size_t shard_cap;     // two-shot: elements of one (CTA, source) slot
 };
 
 }  // namespace arnorm

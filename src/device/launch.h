@@ -19,6 +19,18 @@ struct AllReduceLaunch {
 
 arnormStatus_t launch_allreduce(const AllReduceLaunch& launch, cudaStream_t stream);
 
+struct AddRmsNormLaunch {
+  FusedParams params;
+  arnormAlgorithm_t algo;  // ONESHOT, TWOSHOT, or NCCL (the norm alone, sums already in params.in)
+  arnormDataType_t dtype;
+  arnormDataType_t weight_dtype;
+  bool vectorized;  // hidden % 8 == 0 and every caller pointer 16-byte aligned
+  int blocks;
+};
+
+// Defined in launch_fused.cu (its own file: 54 kernel instantiations).
+arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& launch, cudaStream_t stream);
+
 // Setup probe: stores a token into every peer's ProbeBlock and copies every
 // peer's ControlBlock::identity into `identities` (device memory, kMaxRanks).
 arnormStatus_t launch_probe(const SyncParams& sync, uint64_t token, uint64_t* identities,

@@ -91,7 +91,7 @@ __device__ __forceinline__ void op_end(const SyncParams& s, uint64_t e) {
 
 // Out of line and rare; takes plain values (a reference to the kernel
 // parameters would force a local copy of them in every kernel).
-__device__ __noinline__ void record_timeout(ControlBlock* c, ErrorRecord* error, int32_t op, int rank, int peer,
+static __device__ __noinline__ void record_timeout(ControlBlock* c, ErrorRecord* error, int32_t op, int rank, int peer,
                                             uint64_t e) {
   if (atomicCAS(&c->abort, 0u, 1u) == 0u) {
     volatile ErrorRecord* r = error;

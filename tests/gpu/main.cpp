@@ -2,6 +2,10 @@
 // starts one process per GPU (N, default every visible GPU) and runs the
 // GoogleTest suite in each. With fewer than 2 GPUs it says SKIPPED and
 // exits 0. Only rank 0 prints the test log; other ranks print failures.
+#include <execinfo.h>
+#include <unistd.h>
+
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -27,6 +31,16 @@ class FailurePrinter : public ::testing::EmptyTestEventListener {
 }  // namespace
 
 Env& env() { return g_env; }
+
+// A crashing rank prints where, instead of only "killed by signal 11".
+void print_backtrace_and_die(int sig) {
+  void* frames[64];
+  const int n = backtrace(frames, 64);
+  dprintf(2, "[rank %d] fatal signal %d; backtrace:\n", g_env.ctx.rank, sig);
+  backtrace_symbols_fd(frames, n, 2);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
 
 uint64_t hash_bytes(const void* data, size_t bytes) {
   uint64_t h = 1469598103934665603ull;
@@ -79,6 +93,8 @@ int main(int argc, char** argv) {
   const int rc = arnorm_tools::launch_ranks(argc, argv, world_size, &e.ctx, 0, 1800.0, 2);
   if (rc != -1) return rc;
 
+  signal(SIGSEGV, print_backtrace_and_die);
+  signal(SIGABRT, print_backtrace_and_die);
   ::testing::InitGoogleTest(&argc, argv);
   if (e.ctx.rank != 0) {
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();

@@ -1,0 +1,120 @@
+// arnormAllReduceAddRmsNorm: validate, resolve the algorithm, then one fused
+// kernel per workspace-sized chunk of rows, or NCCL followed by the norm.
+#include <nccl.h>
+
+#include "comm/communicator.h"
+#include "core/dtype.h"
+#include "core/plan.h"
+#include "core/status.h"
+#include "core/validate.h"
+#include "device/launch.h"
+
+namespace arnorm {
+namespace {
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0; }
+
+ncclDataType_t to_nccl(arnormDataType_t t) {
+  return t == ARNORM_FLOAT32 ? ncclFloat32 : t == ARNORM_FLOAT16 ? ncclFloat16 : ncclBfloat16;
+}
+
+AddRmsNormLaunch base_launch(const arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnormAlgorithm_t algo) {
+  AddRmsNormLaunch l{};
+  l.params.sync = comm->sync_params(algo == ARNORM_ALGO_TWOSHOT ? kOpFusedTwoShot : kOpFusedOneShot);
+  l.params.hidden = a.hidden;
+  l.params.eps = a.epsilon;
+  l.params.weight = a.weight;
+  l.algo = algo;
+  l.dtype = a.dtype;
+  l.weight_dtype = a.weight_dtype;
+  // The vector path needs whole 8-element groups per row and aligned rows;
+  // the choice changes only how elements are fetched, never a result bit.
+  l.vectorized = a.hidden % 8 == 0 && aligned16(a.input) && aligned16(a.out) && aligned16(a.weight) &&
+                 (!a.residual || aligned16(a.residual)) && (!a.residual_out || aligned16(a.residual_out));
+  return l;
+}
+
+void point_at_rows(const arnormAddRmsNormArgs_t& a, size_t first_row, size_t rows, FusedParams* p) {
+  const size_t off = first_row * a.hidden * dtype_size(a.dtype);
+  auto at = [off](const void* base) { return base ? static_cast<const char*>(base) + off : nullptr; };
+  p->in = at(a.input);
+  p->residual = at(a.residual);
+  p->residual_out = const_cast<char*>(at(a.residual_out));
+  p->out = const_cast<char*>(at(a.out));
+  p->rows = rows;
+}
+
+arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnormAlgorithm_t algo,
+                        cudaStream_t stream) {
+  const size_t es = dtype_size(a.dtype);
+  const size_t per_chunk = plan_fused_rows_per_chunk(algo, comm->layout, a.hidden, es);
+  if (per_chunk == 0) {
+    return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                       "arnormAllReduceAddRmsNorm: one row of hidden %zu does not fit the %zu-byte workspace with "
+                       "%s; create the communicator with a larger workspace_bytes",
+                       a.hidden, comm->layout.total_bytes, arnormAlgorithmName(algo));
+  }
+  AddRmsNormLaunch l = base_launch(comm, a, algo);
+  for (size_t first = 0; first < a.tokens; first += per_chunk) {
+    const size_t rows = std::min(per_chunk, a.tokens - first);
+    const FusedGeometry g = plan_fused_geometry(algo, rows, a.hidden, comm->world_size, comm->max_blocks);
+    point_at_rows(a, first, rows, &l.params);
+    l.params.rows_per_cta = g.rows_per_cta;
+    l.params.shard_cap = g.shard_cap;
+    l.blocks = g.blocks;
+    ARNORM_TRY(launch_add_rmsnorm(l, stream));
+  }
+  return ARNORM_SUCCESS;
+}
+
+// Without peer memory: NCCL sums into out, then the same epilogue reads
+// them back from out (each thread rewrites only elements it has read).
+arnormStatus_t run_nccl(arnormComm* comm, const arnormAddRmsNormArgs_t& a, cudaStream_t stream) {
+  const ncclResult_t r =
+      ncclAllReduce(a.input, a.out, a.tokens * a.hidden, to_nccl(a.dtype), ncclSum, comm->nccl, stream);
+  if (r != ncclSuccess) {
+    return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormAllReduceAddRmsNorm: ncclAllReduce failed: %s", ncclGetErrorString(r));
+  }
+  AddRmsNormLaunch l = base_launch(comm, a, ARNORM_ALGO_NCCL);
+  point_at_rows(a, 0, a.tokens, &l.params);
+  l.params.in = a.out;
+  l.blocks = static_cast<int>(std::min<size_t>(a.tokens, 65535));
+  return launch_add_rmsnorm(l, stream);
+}
+
+}  // namespace
+}  // namespace arnorm
+
+extern "C" arnormStatus_t arnormSelectAlgorithmAddRmsNorm(arnormComm_t comm, size_t tokens, size_t hidden,
+                                                          arnormDataType_t dtype, arnormAlgorithm_t* algo) {
+  using namespace arnorm;
+  clear_last_error();
+  if (comm == nullptr || algo == nullptr || !dtype_valid(dtype)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormSelectAlgorithmAddRmsNorm: comm and algo must be non-NULL and dtype valid");
+  }
+  return resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, ARNORM_ALGO_AUTO,
+                           static_cast<uint64_t>(tokens) * hidden * dtype_size(dtype), algo);
+}
+
+extern "C" arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arnormAddRmsNormArgs_t* args,
+                                                    cudaStream_t stream) {
+  using namespace arnorm;
+  clear_last_error();
+  if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormAllReduceAddRmsNorm: comm is NULL");
+  ARNORM_TRY(check_async_error(comm, "arnormAllReduceAddRmsNorm"));
+  DeviceGuard guard(comm->device);
+  if (!guard.ok()) {
+    return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormAllReduceAddRmsNorm: cannot select device %d", comm->device);
+  }
+  ARNORM_TRY(validate_add_rmsnorm(args, stream, comm->device, cuda_memory_inspector()));
+  const arnormAddRmsNormArgs_t& a = *args;
+  if (a.tokens == 0) return ARNORM_SUCCESS;
+  arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;
+  ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, a.algo,
+                               static_cast<uint64_t>(a.tokens) * a.hidden * dtype_size(a.dtype), &algo));
+  bool capturing = false;
+  ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
+  ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream) : run_peer(comm, a, algo, stream));
+  return note_call_issued(comm, stream, capturing);
+}

@@ -1,0 +1,142 @@
+// The residual-add + RMSNorm epilogue of one row, shared by every fused
+// kernel (one-shot, two-shot, and the norm after NCCL), so a row's result
+// does not depend on the algorithm, the batch it came in, or its position.
+//
+// Invariant (batch invariance): the only reduction whose order could vary is
+// the row's sum of squares. Its order is a function of the hidden size alone:
+// element i belongs to virtual pack i / 8, virtual pack v to thread
+// v % kThreadsPerBlock; a thread accumulates its elements in increasing i;
+// warps combine by an xor butterfly (every lane ends with the same value) and
+// warp totals are added in warp order. Vector and scalar loads only change
+// how the 8 elements of a virtual pack are fetched, never this order.
+#pragma once
+
+#include "core/plan.h"
+#include "device/pack.cuh"
+
+namespace arnorm {
+
+constexpr int kRowVec = 8;  // elements per virtual pack
+
+// Loads the 8 elements of virtual pack `v` of a row (bounded by `hidden` on
+// the scalar path; on the vector path hidden is a multiple of 8 and the row
+// 16-byte aligned). `cg` loads through L2 only (data written by peers).
+template <typename T, bool kVec, bool kCg = false>
+__device__ __forceinline__ void load_v8(const T* row, size_t v, size_t hidden, float* f) {
+  if constexpr (kVec) {
+    constexpr int kPer = static_cast<int>(kVectorBytes / sizeof(T));  // elements per 16-byte access
+#pragma unroll
+    for (int a = 0; a < kRowVec / kPer; ++a) {
+      Pack<T, kPer> p;
+      if constexpr (kCg) p = load_cg<T, kPer>(row + v * kRowVec, a);
+      else p = reinterpret_cast<const Pack<T, kPer>*>(row + v * kRowVec)[a];
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) f[a * kPer + i] = Num<T>::to_float(p.v[i]);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) {
+      const size_t e = v * kRowVec + i;
+      f[i] = e < hidden ? Num<T>::to_float(kCg ? load_cg<T, 1>(row, e).v[0] : row[e]) : 0.f;
+    }
+  }
+}
+
+// Rounds 8 floats to T and stores those below `hidden`.
+template <typename T, bool kVec>
+__device__ __forceinline__ void store_v8(T* row, size_t v, size_t hidden, const float* f) {
+  if constexpr (kVec) {
+    constexpr int kPer = static_cast<int>(kVectorBytes / sizeof(T));
+#pragma unroll
+    for (int a = 0; a < kRowVec / kPer; ++a) {
+      Pack<T, kPer> p;
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) p.v[i] = Num<T>::from_float(f[a * kPer + i]);
+      reinterpret_cast<Pack<T, kPer>*>(row + v * kRowVec)[a] = p;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) {
+      const size_t e = v * kRowVec + i;
+      if (e < hidden) row[e] = Num<T>::from_float(f[i]);
+    }
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ float round_to(float x) {
+  return Num<T>::to_float(Num<T>::from_float(x));
+}
+
+// Deterministic CTA-wide sum (see the invariant above). Every thread gets it.
+__device__ __forceinline__ float block_sum(float v) {
+  __shared__ float warp_total[kThreadsPerBlock / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
+  if ((threadIdx.x & 31) == 0) warp_total[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float t = warp_total[0];
+#pragma unroll
+  for (int w = 1; w < kThreadsPerBlock / 32; ++w) t = __fadd_rn(t, warp_total[w]);
+  __syncthreads();  // warp_total may be reused by the next row
+  return t;
+}
+
+struct RowEpilogue {
+  const void* residual;  // row start or nullptr
+  void* residual_out;    // row start or nullptr
+  const void* weight;    // gamma, hidden elements
+  void* out;             // row start
+  size_t hidden;
+  float eps;
+};
+
+// One row: s (from `sum_at`, already rounded to T) -> h = round(s + residual)
+// -> residual_out, then y = round(h * rsqrt(mean(h^2) + eps) * gamma) -> out.
+// h is kept in residual_out, or in out when there is none; each thread
+// re-reads only elements it wrote itself, so no barrier is needed between the
+// passes beyond the one inside block_sum.
+template <typename T, typename W, bool kVec, typename SumAt>
+__device__ __forceinline__ void rmsnorm_row(const RowEpilogue& r, SumAt sum_at) {
+  const T* res = static_cast<const T*>(r.residual);
+  T* h_row = static_cast<T*>(r.residual_out ? r.residual_out : r.out);
+  const size_t nv = ceil_div(r.hidden, static_cast<size_t>(kRowVec));
+  float ss = 0.f;
+  for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
+    float h[kRowVec];
+    sum_at(v, h);
+    if (res) {
+      float x[kRowVec];
+      load_v8<T, kVec>(res, v, r.hidden, x);
+#pragma unroll
+      for (int i = 0; i < kRowVec; ++i) h[i] = round_to<T>(__fadd_rn(h[i], x[i]));
+    }
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) ss = __fmaf_rn(h[i], h[i], ss);  // lanes past hidden hold 0
+    store_v8<T, kVec>(h_row, v, r.hidden, h);
+  }
+  // Explicit _rn operations: no contraction into FMAs that could differ
+  // between the kernels this function is inlined into.
+  const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(ss), static_cast<float>(r.hidden)), r.eps));
+  const W* gamma = static_cast<const W*>(r.weight);
+  for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
+    float h[kRowVec], g[kRowVec];
+    load_v8<T, kVec>(h_row, v, r.hidden, h);
+    load_v8<W, kVec>(gamma, v, r.hidden, g);
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) h[i] = __fmul_rn(__fmul_rn(h[i], scale), g[i]);
+    store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, h);
+  }
+}
+
+// A row of NaN in out and residual_out: what a call that lost a peer leaves.
+template <typename T>
+__device__ __forceinline__ void poison_row(const RowEpilogue& r) {
+  const T nan = Num<T>::from_float(__int_as_float(0x7fc00000));
+  for (size_t i = threadIdx.x; i < r.hidden; i += kThreadsPerBlock) {
+    static_cast<T*>(r.out)[i] = nan;
+    if (r.residual_out) static_cast<T*>(r.residual_out)[i] = nan;
+  }
+}
+
+}  // namespace arnorm
