@@ -1,0 +1,96 @@
+#include "bench.h"
+
+#include <algorithm>
+
+namespace arnorm_bench {
+
+const char* algo_name(Algo algo) {
+  switch (algo) {
+    case Algo::kOneshot:
+      return "oneshot";
+    case Algo::kTwoshot:
+      return "twoshot";
+    case Algo::kAuto:
+      return "auto";
+    case Algo::kNccl:
+      return "nccl";
+    case Algo::kNcclNorm:
+      return "nccl+norm";
+  }
+  return "?";
+}
+
+bool parse_algo(const std::string& name, Algo* algo) {
+  for (Algo a : {Algo::kOneshot, Algo::kTwoshot, Algo::kAuto, Algo::kNccl, Algo::kNcclNorm}) {
+    if (name == algo_name(a)) {
+      *algo = a;
+      return true;
+    }
+  }
+  return false;
+}
+
+arnormAlgorithm_t to_arnorm(Algo algo) {
+  switch (algo) {
+    case Algo::kOneshot:
+      return ARNORM_ALGO_ONESHOT;
+    case Algo::kTwoshot:
+      return ARNORM_ALGO_TWOSHOT;
+    case Algo::kAuto:
+      return ARNORM_ALGO_AUTO;
+    case Algo::kNccl:
+    case Algo::kNcclNorm:
+      return ARNORM_ALGO_NCCL;
+  }
+  return ARNORM_ALGO_AUTO;
+}
+
+const char* dtype_name(arnormDataType_t dtype) {
+  switch (dtype) {
+    case ARNORM_FLOAT32:
+      return "float";
+    case ARNORM_FLOAT16:
+      return "half";
+    case ARNORM_BFLOAT16:
+      return "bf16";
+  }
+  return "?";
+}
+
+bool parse_dtype(const std::string& name, arnormDataType_t* dtype) {
+  for (arnormDataType_t t : {ARNORM_FLOAT32, ARNORM_FLOAT16, ARNORM_BFLOAT16}) {
+    if (name == dtype_name(t)) {
+      *dtype = t;
+      return true;
+    }
+  }
+  return false;
+}
+
+size_t dtype_size(arnormDataType_t dtype) { return dtype == ARNORM_FLOAT32 ? 4 : 2; }
+
+ncclDataType_t nccl_type(arnormDataType_t dtype) {
+  switch (dtype) {
+    case ARNORM_FLOAT32:
+      return ncclFloat32;
+    case ARNORM_FLOAT16:
+      return ncclFloat16;
+    case ARNORM_BFLOAT16:
+      return ncclBfloat16;
+  }
+  return ncclFloat32;
+}
+
+int reduce_over_ranks(const Rank& rank, const LocalOutcome& local, AlgoOutcome* out) {
+  std::vector<LocalOutcome> all(static_cast<size_t>(rank.ctx.world_size));
+  if (rank.host->allgather(&local, all.data(), sizeof(local)) != 0) return 1;
+  *out = AlgoOutcome{};
+  for (const LocalOutcome& r : all) {
+    out->time_us = std::max(out->time_us, r.median_us);
+    out->wrong += r.wrong;
+    out->failed = out->failed || r.failed != 0;
+  }
+  return 0;
+}
+
+}  // namespace arnorm_bench

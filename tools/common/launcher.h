@@ -1,0 +1,92 @@
+// One process per GPU, started by the program itself, plus small host-side
+// collectives over NCCL for exchanging results between those processes.
+//
+// Usage (the same binary is both parent and ranks):
+//
+//   arnorm_tools::RankContext ctx;
+//   int rc = arnorm_tools::launch_ranks(argc, argv, 0, &ctx, 77, 600.0);
+//   if (rc != -1) return rc;   // parent: every rank has finished (or none could start)
+//   ... this process is rank ctx.rank, on device ctx.device ...
+//
+// Parse the command line before calling launch_ranks, so that --help and usage
+// errors are answered once by the parent, without touching a GPU.
+#ifndef ARNORM_TOOLS_LAUNCHER_H
+#define ARNORM_TOOLS_LAUNCHER_H
+
+#include <cuda_runtime_api.h>
+#include <nccl.h>
+#include <stddef.h>
+
+namespace arnorm_tools {
+
+struct RankContext {
+  int rank;
+  int world_size;
+  int device;            // CUDA device ordinal of this rank (== rank)
+  ncclUniqueId nccl_id;  // same on every rank: pass to ncclCommInitRank
+};
+
+// Exit status the parent returns when the watchdog fired.
+constexpr int kLaunchTimeoutExitCode = 124;
+
+// In a rank started by launch_ranks (ARNORM_LAUNCH_* set in the environment):
+// fills *ctx and returns -1, meaning "you are a rank, go on". A malformed
+// launch environment returns 1 after saying why.
+//
+// Otherwise acts as the parent and never returns -1:
+//  - world_size <= 0 means every visible GPU. With no GPU, or fewer than
+//    max(world_size, min_world_size) GPUs, prints one line to stderr and
+//    returns no_gpu_exit_code (e.g. 77 for a ctest skip).
+//  - creates the NCCL unique id (the NCCL bootstrap root then lives in this
+//    process, which stays alive until every rank has exited), and spawns
+//    world_size copies of /proc/self/exe with the same argv. Ranks inherit
+//    the environment plus ARNORM_LAUNCH_{RANK,WORLD,NCCL_ID,PARENT}, and
+//    NCCL_NVLS_ENABLE=0 unless it is set. The parent runs no kernel.
+//  - returns 0 when every rank exits 0. When one fails (non-zero exit or a
+//    signal), the others get a short grace period, are then killed, and the
+//    first failure's status is returned (128+signal for a signal). When
+//    timeout_seconds > 0 and ranks are still running after it, all are killed
+//    and kLaunchTimeoutExitCode is returned.
+// Ranks die with the parent (PR_SET_PDEATHSIG), so a killed launcher leaves no
+// orphans holding GPUs.
+int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, int no_gpu_exit_code,
+                 double timeout_seconds, int min_world_size = 1);
+
+// Collectives on host memory over an NCCL communicator, for small control
+// messages (results, names, barriers) outside the measured region. Each call
+// stages through a device bounce buffer on `stream` and synchronizes it, so
+// it must not be called during stream capture. Collective: every rank calls
+// the same functions in the same order with the same sizes. All return 0 on
+// success, non-zero after reporting the failure.
+class HostCollectives {
+ public:
+  // `comm` and `stream` are borrowed and must outlive this object; `stream`
+  // belongs to the communicator's device.
+  HostCollectives(ncclComm_t comm, cudaStream_t stream);
+  ~HostCollectives();
+  HostCollectives(const HostCollectives&) = delete;
+  HostCollectives& operator=(const HostCollectives&) = delete;
+
+  // recv receives world_size * bytes: rank r's `send` at offset r * bytes.
+  int allgather(const void* send, void* recv, size_t bytes);
+  int max(double* value);  // in place, across ranks
+  int sum(double* value);  // in place, across ranks
+  int barrier();           // returns once every rank has entered it
+
+ private:
+  int reserve(size_t bytes);
+  int allreduce_double(double* value, ncclRedOp_t op);
+
+  ncclComm_t comm_;
+  cudaStream_t stream_;
+  void* bounce_ = nullptr;  // device memory, grown on demand
+  size_t bounce_bytes_ = 0;
+};
+
+// Matches arnormAllGatherFn, so a HostCollectives can bootstrap an arnorm
+// communicator: arnormBootstrap_t b{&host_allgather_callback, &collectives};
+int host_allgather_callback(const void* send, void* recv, size_t bytes, void* host_collectives);
+
+}  // namespace arnorm_tools
+
+#endif  // ARNORM_TOOLS_LAUNCHER_H
