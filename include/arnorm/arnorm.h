@@ -12,9 +12,12 @@
  * accumulated in fp32 starting from x_0[i] (not from 0), in rank order, and
  * rounded once to the element type T (round to nearest even). Every rank
  * receives the same bits, and one-shot and two-shot give the same bits.
- * A call that the selection table routes to NCCL (only where peer memory is
- * unavailable, or when forced) is summed in NCCL's order and does not carry
- * that bitwise promise.
+ * A call served by NCCL is summed in NCCL's order and does not carry that
+ * bitwise promise: that happens where peer memory is unavailable, when
+ * forced, and for plain all-reduces the selection table sends to NCCL
+ * because NCCL is faster there (large messages; see data/tuning-default.json;
+ * force ARNORM_ALGO_TWOSHOT to keep arnorm's summation order). The fused op
+ * never goes to NCCL while peer memory is available.
  *
  * Threading: one communicator serves one stream at a time. Calls made on a
  * different stream than the previous call are ordered after it (outside

@@ -48,26 +48,18 @@ arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, 
   cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
   ARNORM_CUDA_TRY(cudaStreamIsCapturing(stream, &cs));
   *capturing = cs != cudaStreamCaptureStatusNone;
+  // The previous stream's handle is only compared, never used: the caller
+  // may have destroyed it. order_event was recorded right after that call.
   if (*capturing || !comm->has_last_stream || comm->last_stream == stream) return ARNORM_SUCCESS;
-  cudaStreamCaptureStatus prev = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(comm->last_stream, &prev) != cudaSuccess) {
-    // The previous stream was destroyed: its work is complete or ordered by the caller.
-    cudaGetLastError();
-    return ARNORM_SUCCESS;
-  }
-  if (prev != cudaStreamCaptureStatusNone) return ARNORM_SUCCESS;
-  // Recorded now, the event covers the previous call and anything after it
-  // on that stream: over-ordering, never under-ordering.
-  ARNORM_CUDA_TRY(cudaEventRecord(comm->order_event, comm->last_stream));
   ARNORM_CUDA_TRY(cudaStreamWaitEvent(stream, comm->order_event, 0));
   return ARNORM_SUCCESS;
 }
 
 arnormStatus_t note_call_issued(arnormComm* comm, cudaStream_t stream, bool capturing) {
-  if (!capturing) {
-    comm->last_stream = stream;
-    comm->has_last_stream = true;
-  }
+  if (capturing) return ARNORM_SUCCESS;
+  ARNORM_CUDA_TRY(cudaEventRecord(comm->order_event, stream));
+  comm->last_stream = stream;
+  comm->has_last_stream = true;
   return ARNORM_SUCCESS;
 }
 

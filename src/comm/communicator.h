@@ -35,6 +35,7 @@ struct arnormComm {
   arnormAlgorithm_t forced = ARNORM_ALGO_AUTO;  // ARNORM_ALGO at creation
 
   // Orders a call on a new stream after the previous call (outside capture).
+  // last_stream is only compared, never dereferenced (it may be destroyed).
   cudaStream_t last_stream = nullptr;
   bool has_last_stream = false;
   cudaEvent_t order_event = nullptr;
@@ -48,9 +49,8 @@ namespace arnorm {
 // Fails with the recorded asynchronous error, naming the op and ranks.
 arnormStatus_t check_async_error(const arnormComm* comm, const char* op);
 
-// Makes `stream` wait for the previous call's stream if they differ and
-// neither is capturing, then switches the current device. Restores nothing:
-// pair with DeviceGuard.
+// Makes `stream` wait for the previous eager call (through order_event,
+// recorded right after it) when the stream differs and is not capturing.
 arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, bool* capturing);
 arnormStatus_t note_call_issued(arnormComm* comm, cudaStream_t stream, bool capturing);
 

@@ -368,7 +368,8 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
     same_host = same_host && h.host_hash == all[0].host_hash;
     min_sms = std::min(min_sms, h.sm_count);
   }
-  c->max_blocks = std::max(1, std::min(min_sms, kMaxBlocks));
+  // Two CTAs per multiprocessor (the kernels are built for two resident).
+  c->max_blocks = std::max(1, std::min(2 * min_sms, kMaxBlocks));
   c->peer_access = same_host && c->world_size <= kMaxRanks;
 
   if (c->peer_access) {

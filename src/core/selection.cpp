@@ -34,14 +34,22 @@ bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out) {
 // Mirrors data/tuning-default.json; measured thresholds are in docs/perf-notes.md.
 SelectionTable SelectionTable::builtin() {
   SelectionTable t;
-  for (Op op : {Op::kAllReduce, Op::kAddRmsNorm}) {
-    t.rules_.push_back({op, 2, 1u << 20, ARNORM_ALGO_ONESHOT});
-    t.rules_.push_back({op, 2, kUnbounded, ARNORM_ALGO_TWOSHOT});
-    t.rules_.push_back({op, 4, 256u << 10, ARNORM_ALGO_ONESHOT});
-    t.rules_.push_back({op, 4, kUnbounded, ARNORM_ALGO_TWOSHOT});
-    t.rules_.push_back({op, 8, 128u << 10, ARNORM_ALGO_ONESHOT});
-    t.rules_.push_back({op, 8, kUnbounded, ARNORM_ALGO_TWOSHOT});
-  }
+  const Op ar = Op::kAllReduce, fused = Op::kAddRmsNorm;
+  t.rules_ = {
+      {ar, 2, 4ull << 20, ARNORM_ALGO_ONESHOT},
+      {ar, 2, 16ull << 20, ARNORM_ALGO_TWOSHOT},
+      {ar, 2, kUnbounded, ARNORM_ALGO_NCCL},
+      {ar, 4, 256ull << 10, ARNORM_ALGO_ONESHOT},
+      {ar, 4, 4ull << 20, ARNORM_ALGO_TWOSHOT},
+      {ar, 4, kUnbounded, ARNORM_ALGO_NCCL},
+      {ar, 8, 128ull << 10, ARNORM_ALGO_ONESHOT},
+      {ar, 8, 4ull << 20, ARNORM_ALGO_TWOSHOT},
+      {ar, 8, kUnbounded, ARNORM_ALGO_NCCL},
+      {fused, 2, 4ull << 20, ARNORM_ALGO_ONESHOT},
+      {fused, 2, kUnbounded, ARNORM_ALGO_TWOSHOT},
+      {fused, 4, kUnbounded, ARNORM_ALGO_TWOSHOT},
+      {fused, 8, kUnbounded, ARNORM_ALGO_TWOSHOT},
+  };
   return t;
 }
 

@@ -3,13 +3,16 @@
 // limit, budget), so an offset computed locally is valid in a peer's
 // mapping. Compiles for host and device.
 //
-//   [ ControlBlock | ProbeBlock | flags[kPhases][kMaxRanks][max_blocks] | data parity 0 | data parity 1 ]
+//   [ ControlBlock | ProbeBlock | epochs[max_blocks] | flags[kPhases][kMaxRanks][max_blocks]
+//     | data parity 0 | data parity 1 ]
 //
-// Invariant (two-parity data): the call with epoch e writes peers' data
-// region e % 2 only. A rank reaches epoch e+2 only after seeing every peer's
-// flags of epoch e+1, which each peer raises after its epoch-e kernel has
-// finished reading region e % 2. So a region is never overwritten while a
-// peer still reads it, with no extra barrier at the end of a call.
+// Invariant (two-parity data): every peer-memory kernel runs max_blocks
+// CTAs, so each CTA's epoch equals the number of calls made so far, on every
+// rank. The call with epoch e writes peers' data region e % 2 only. A rank
+// reaches epoch e+2 only after its epoch-(e+1) kernel has seen, in some CTA,
+// the flags of every peer's epoch-(e+1) kernel, which that peer started only
+// after its epoch-e kernel had finished reading region e % 2. So a region is
+// never overwritten while a peer still reads it, with no barrier at the end.
 #pragma once
 
 #include <cstddef>
@@ -37,11 +40,10 @@ constexpr size_t kElemAlign = 16;
 constexpr size_t kDefaultWorkspaceBytes = 64ull << 20;
 constexpr size_t kMinDataBytesPerParity = 64ull << 10;
 
-// Counters owned by the local rank; peers never touch them.
+// Owned by the local rank; peers only read `identity` (setup probe).
 struct ControlBlock {
-  uint64_t epoch;     // epoch of the last completed call (single writer: the last CTA to finish)
-  uint32_t done;      // CTAs of the current call that have finished
   uint32_t abort;     // set once a wait timed out; later waits give up at once
+  uint32_t pad0;
   uint64_t identity;  // written at setup; peers read it to prove loads reach us
   uint32_t error_op;  // first timed-out op (device copy of the host error record)
   uint32_t pad;
@@ -61,6 +63,7 @@ struct WorkspaceLayout {
   int max_blocks = 0;
   size_t control_offset = 0;
   size_t probe_offset = 0;
+  size_t epochs_offset = 0;  // uint64_t per CTA: the epoch of its last call (single writer: that CTA)
   size_t flags_offset = 0;
   size_t flags_bytes = 0;
   size_t data_offset = 0;

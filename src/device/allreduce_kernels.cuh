@@ -23,6 +23,30 @@ __device__ __forceinline__ void gather_contributions(const T* const* slot, int m
   }
 }
 
+// Runs body(i) for packs i in [lo + threadIdx.x, hi) stepping blockDim.x,
+// U packs per thread at a time: `load(i)` for all U first, then `use(i, v)`,
+// so U independent loads per thread are in flight.
+template <int U, typename V, typename Load, typename Use>
+__device__ __forceinline__ void for_packs(size_t lo, size_t hi, Load load, Use use) {
+  for (size_t base = lo + threadIdx.x; base < hi; base += U * blockDim.x) {
+    V v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const size_t i = base + u * blockDim.x;
+      if (i < hi) v[u] = load(i);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const size_t i = base + u * blockDim.x;
+      if (i < hi) use(i, v[u]);
+    }
+  }
+}
+
+// Packs per thread in flight in the copy loops and the reduce loops.
+constexpr int kCopyUnroll = 4;
+constexpr int kReduceUnroll = 2;
+
 // Slot `slot_index` (of `slot_elems` elements) in every rank's data region
 // of parity `e`, as mapped here.
 template <typename T>
@@ -39,26 +63,28 @@ __device__ __forceinline__ void slots_at(const SyncParams& s, uint64_t e, size_t
 // In place is safe: a thread reads in[i] before it writes out[i], and no
 // other thread or rank reads in[i] after this CTA's push.
 template <typename T, int P>
-__global__ void __launch_bounds__(kThreadsPerBlock) allreduce_oneshot_kernel(AllReduceParams p) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
   const SyncParams& s = p.sync;
   const uint64_t e = op_begin(s);
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t npacks = ceil_div(n, static_cast<size_t>(P));
-  const size_t per_cta = ceil_div(npacks, static_cast<size_t>(gridDim.x));
+  const size_t per_cta = ceil_div(npacks, static_cast<size_t>(s.active_blocks));
   const size_t lo = min(npacks, blockIdx.x * per_cta), hi = min(npacks, lo + per_cta);
   const size_t slot_elems = s.layout.oneshot_chunk_elems(sizeof(T));
 
   T* my_slot_on[kMaxRanks];  // slot [me] on rank r: where this rank's data goes
   slots_at<T>(s, e, me, slot_elems, my_slot_on);
-  for (size_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    const Pack<T, P> v = load_bounded<T, P>(in, i, n);
+  for_packs<kCopyUnroll, Pack<T, P>>(
+      lo, hi, [&](size_t i) { return load_bounded<T, P>(in, i, n); },
+      [&](size_t i, const Pack<T, P>& v) {
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r)
-      if (r < world && r != me) store_slot<T, P>(my_slot_on[r], i, v);
-  }
+        for (int r = 0; r < kMaxRanks; ++r)
+          if (r < world && r != me) store_slot<T, P>(my_slot_on[r], i, v);
+      });
   const bool ok = signal_and_wait(s, 0, e);
 
   // Local slot [r] holds rank r's data.
@@ -66,17 +92,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock) allreduce_oneshot_kernel(All
   char* local = workspace_of(s, me) + s.layout.data_parity_offset(e);
 #pragma unroll
   for (int r = 0; r < kMaxRanks; ++r) src[r] = reinterpret_cast<const T*>(local) + r * slot_elems;
-  for (size_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-    Pack<T, P> result;
-    if (ok) {
-      Pack<T, P> v[kMaxRanks];
-      gather_contributions<T, P>(src, me, world, in, i, n, i, v);
-      result = sum_in_rank_order<T, P>(v, world);
-    } else {
-      result = nan_pack<T, P>();
-    }
-    store_bounded<T, P>(out, i, n, result);
-  }
+  for_packs<kReduceUnroll, Pack<T, P>>(
+      lo, hi,
+      [&](size_t i) {
+        if (!ok) return nan_pack<T, P>();
+        Pack<T, P> v[kMaxRanks];
+        gather_contributions<T, P>(src, me, world, in, i, n, i, v);
+        return sum_in_rank_order<T, P>(v, world);
+      },
+      [&](size_t i, const Pack<T, P>& result) { store_bounded<T, P>(out, i, n, result); });
   op_end(s, e);
 }
 
@@ -91,15 +115,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock) allreduce_oneshot_kernel(All
 // In place is safe: every element this CTA reads from `in` it reads before it
 // writes that element of `out`, and other CTAs touch disjoint packs.
 template <typename T, int P>
-__global__ void __launch_bounds__(kThreadsPerBlock) allreduce_twoshot_kernel(AllReduceParams p) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(AllReduceParams p) {
   const SyncParams& s = p.sync;
   const uint64_t e = op_begin(s);
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t spp = twoshot_shard_len(n, world) / P;  // packs per shard
-  const size_t per_cta = ceil_div(spp, static_cast<size_t>(gridDim.x));
+  const size_t per_cta = ceil_div(spp, static_cast<size_t>(s.active_blocks));
   const size_t lo = min(spp, blockIdx.x * per_cta), hi = min(spp, lo + per_cta);
   const size_t npacks = ceil_div(n, static_cast<size_t>(P));
   const size_t cap = s.layout.twoshot_shard_capacity(sizeof(T));
@@ -110,8 +135,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) allreduce_twoshot_kernel(All
 #pragma unroll
     for (int r = 0; r < kMaxRanks; ++r) {
       if (r >= world || r == me) continue;
-      for (size_t i = lo + threadIdx.x; i < hi && r * spp + i < npacks; i += blockDim.x)
-        store_slot<T, P>(rs_me_on[r], i, load_bounded<T, P>(in, r * spp + i, n));
+      const size_t end = min(hi, npacks > r * spp ? npacks - r * spp : 0);
+      for_packs<kCopyUnroll, Pack<T, P>>(
+          lo, end, [&](size_t i) { return load_bounded<T, P>(in, r * spp + i, n); },
+          [&](size_t i, const Pack<T, P>& v) { store_slot<T, P>(rs_me_on[r], i, v); });
     }
   }
   bool ok = signal_and_wait(s, 0, e);
@@ -123,16 +150,20 @@ __global__ void __launch_bounds__(kThreadsPerBlock) allreduce_twoshot_kernel(All
 #pragma unroll
     for (int r = 0; r < kMaxRanks; ++r) rs[r] = reinterpret_cast<const T*>(local) + r * cap;
     slots_at<T>(s, e, world + me, cap, ag_me_on);
-    for (size_t i = lo + threadIdx.x; i < hi && me * spp + i < npacks; i += blockDim.x) {
-      const size_t g = me * spp + i;
-      Pack<T, P> v[kMaxRanks];
-      gather_contributions<T, P>(rs, me, world, in, g, n, i, v);
-      const Pack<T, P> result = sum_in_rank_order<T, P>(v, world);
-      store_bounded<T, P>(out, g, n, result);
+    const size_t end = min(hi, npacks > me * spp ? npacks - me * spp : 0);
+    for_packs<kReduceUnroll, Pack<T, P>>(
+        lo, end,
+        [&](size_t i) {
+          Pack<T, P> v[kMaxRanks];
+          gather_contributions<T, P>(rs, me, world, in, me * spp + i, n, i, v);
+          return sum_in_rank_order<T, P>(v, world);
+        },
+        [&](size_t i, const Pack<T, P>& result) {
+          store_bounded<T, P>(out, me * spp + i, n, result);
 #pragma unroll
-      for (int r = 0; r < kMaxRanks; ++r)
-        if (r < world && r != me) store_slot<T, P>(ag_me_on[r], i, result);
-    }
+          for (int r = 0; r < kMaxRanks; ++r)
+            if (r < world && r != me) store_slot<T, P>(ag_me_on[r], i, result);
+        });
     ok = signal_and_wait(s, 1, e);
   }
 
@@ -140,8 +171,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock) allreduce_twoshot_kernel(All
   for (int r = 0; r < kMaxRanks; ++r) {
     if (r >= world || (ok && r == me)) continue;
     const T* ag = reinterpret_cast<const T*>(local) + (world + r) * cap;
-    for (size_t i = lo + threadIdx.x; i < hi && r * spp + i < npacks; i += blockDim.x)
-      store_bounded<T, P>(out, r * spp + i, n, ok ? load_cg<T, P>(ag, i) : nan_pack<T, P>());
+    const size_t end = min(hi, npacks > r * spp ? npacks - r * spp : 0);
+    for_packs<kCopyUnroll, Pack<T, P>>(
+        lo, end, [&](size_t i) { return ok ? load_cg<T, P>(ag, i) : nan_pack<T, P>(); },
+        [&](size_t i, const Pack<T, P>& v) { store_bounded<T, P>(out, r * spp + i, n, v); });
   }
   op_end(s, e);
 }

@@ -25,19 +25,21 @@ __device__ __forceinline__ RowEpilogue row_epilogue(const FusedParams& p, size_t
 // of P; on the vector path first and last are multiples of P.
 template <typename T, int P>
 __device__ __forceinline__ void copy_range(T* dst, const T* src, size_t first, size_t last) {
-  for (size_t i = first / P + threadIdx.x; i < ceil_div(last, static_cast<size_t>(P)); i += blockDim.x)
-    store_slot<T, P>(dst, i, load_bounded<T, P>(src, i, last));
+  for_packs<kCopyUnroll, Pack<T, P>>(
+      first / P, ceil_div(last, static_cast<size_t>(P)), [&](size_t i) { return load_bounded<T, P>(src, i, last); },
+      [&](size_t i, const Pack<T, P>& v) { store_slot<T, P>(dst, i, v); });
 }
 
 // ONE-SHOT FUSED. CTA b pushes its rows into slot [me] of every peer (the
 // one-shot all-reduce layout), waits for the same CTA of every peer, then
 // runs the epilogue on each row, summing all ranks' values in rank order.
 template <typename T, typename W, bool kVec>
-__global__ void __launch_bounds__(kThreadsPerBlock) fused_oneshot_kernel(FusedParams p) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 2) fused_oneshot_kernel(FusedParams p) {
   constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
   const uint64_t e = op_begin(s);
   const int me = s.rank, world = s.world;
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t H = p.hidden;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const T* in = static_cast<const T*>(p.in);
@@ -94,11 +96,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock) fused_oneshot_kernel(FusedPa
 // one activation per element, against two (h and y) otherwise; every rank
 // then recomputes the cheap epilogue from identical sums.
 template <typename T, typename W, bool kVec>
-__global__ void __launch_bounds__(kThreadsPerBlock) fused_twoshot_kernel(FusedParams p) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 2) fused_twoshot_kernel(FusedParams p) {
   constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
   const uint64_t e = op_begin(s);
   const int me = s.rank, world = s.world;
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t H = p.hidden;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const size_t L = (r1 - r0) * H;
@@ -106,7 +109,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) fused_twoshot_kernel(FusedPa
   const T* in = static_cast<const T*>(p.in) + r0 * H;
   const size_t cap = p.shard_cap;
   const size_t rs_base = static_cast<size_t>(blockIdx.x) * world * cap;
-  const size_t ag_base = (static_cast<size_t>(gridDim.x) + blockIdx.x) * world * cap;
+  const size_t ag_base = (static_cast<size_t>(s.active_blocks) + blockIdx.x) * world * cap;
   const size_t parity = s.layout.data_parity_offset(e);
   auto region = [&](int r) { return reinterpret_cast<T*>(s.ws[r] + parity); };  // r compile-time below
 

@@ -18,7 +18,10 @@ arnormStatus_t launch_typed(const AllReduceLaunch& l, cudaStream_t stream) {
   } else {
     return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: algorithm %d has no kernel", l.algo);
   }
-  kernel<<<l.blocks, kThreadsPerBlock, 0, stream>>>(l.params);
+  // Every peer-memory kernel runs the full grid (see EPOCH in sync.cuh).
+  AllReduceParams params = l.params;
+  params.sync.active_blocks = l.blocks;
+  kernel<<<l.params.sync.layout.max_blocks, kThreadsPerBlock, 0, stream>>>(params);
   ARNORM_CUDA_TRY(cudaGetLastError());
   return ARNORM_SUCCESS;
 }

@@ -47,7 +47,12 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
   if (l.blocks < 1 || l.blocks > limit) {
     return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_add_rmsnorm: %d blocks outside [1, %d]", l.blocks, limit);
   }
-  kernel<<<l.blocks, kThreadsPerBlock, 0, stream>>>(l.params);
+  // Peer-memory kernels run the full grid (see EPOCH in sync.cuh); the norm
+  // after NCCL has no epoch and runs one CTA per row.
+  FusedParams params = l.params;
+  params.sync.active_blocks = l.blocks;
+  const int grid = l.algo == ARNORM_ALGO_NCCL ? l.blocks : l.params.sync.layout.max_blocks;
+  kernel<<<grid, kThreadsPerBlock, 0, stream>>>(params);
   ARNORM_CUDA_TRY(cudaGetLastError());
   return ARNORM_SUCCESS;
 }

@@ -1,12 +1,11 @@
 // The synchronisation patterns of every arnorm kernel, each named once.
 //
-// EPOCH (per-rank call counter, single writer). ControlBlock::epoch holds the
-//   epoch of the last finished call. Every CTA of a call reads it at start and
-//   uses e = epoch + 1. Each CTA increments `done` when it finishes; the CTA
-//   that brings it to gridDim.x resets it and publishes e. A CTA increments
-//   `done` only after its own read, so the publish happens after every CTA's
-//   read; stream order makes e visible to the next call's kernel. All ranks
-//   run the same sequence of calls, so their epochs agree.
+// EPOCH (per-CTA call counter, single writer). Every peer-memory kernel runs
+//   exactly max_blocks CTAs (CTAs past the call's active count only count the
+//   call), so CTA b's counter epochs[b] is the number of calls so far, the
+//   same for every b and on every rank (all ranks make the same calls). CTA b
+//   reads it at start, uses e = epochs[b] + 1, and stores e at its end; stream
+//   order makes the store visible to the next call. No atomics, no fences.
 //
 // PUSH-SIGNAL-WAIT (release/acquire at system scope). A CTA stores its data
 //   into peers' workspaces, then bar.sync (the CTA's stores are ordered before
@@ -67,26 +66,23 @@ __device__ __forceinline__ uint64_t* flag_ptr(const SyncParams& s, int owner, in
   return reinterpret_cast<uint64_t*>(workspace_of(s, owner) + s.layout.flag_offset(phase, src, blockIdx.x));
 }
 
-// EPOCH: start of a call.
+__device__ __forceinline__ uint64_t* epoch_slot(const SyncParams& s) {
+  return reinterpret_cast<uint64_t*>(workspace_of(s, s.rank) + s.layout.epochs_offset) + blockIdx.x;
+}
+
+// EPOCH: start of a call. The slot was written by another kernel, perhaps on
+// another stream and multiprocessor: read it past L1.
 __device__ __forceinline__ uint64_t op_begin(const SyncParams& s) {
   __shared__ uint64_t epoch;
-  if (threadIdx.x == 0) epoch = *reinterpret_cast<volatile uint64_t*>(&control_block(s)->epoch) + 1;
+  if (threadIdx.x == 0) epoch = *reinterpret_cast<volatile uint64_t*>(epoch_slot(s)) + 1;
   __syncthreads();
   return epoch;
 }
 
-// EPOCH: end of a call (every CTA, whatever happened).
+// EPOCH: end of a call (every CTA, whatever happened). Only thread 0 ever
+// touches the slot, so no barrier is needed before the store.
 __device__ __forceinline__ void op_end(const SyncParams& s, uint64_t e) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    ControlBlock* c = control_block(s);
-    __threadfence();
-    if (atomicAdd(&c->done, 1u) == gridDim.x - 1) {
-      c->done = 0;
-      __threadfence();
-      *reinterpret_cast<volatile uint64_t*>(&c->epoch) = e;
-    }
-  }
+  if (threadIdx.x == 0) *epoch_slot(s) = e;
 }
 
 // Out of line and rare; takes plain values (a reference to the kernel
@@ -134,7 +130,10 @@ __device__ __forceinline__ bool signal_and_wait(const SyncParams& s, int phase, 
     if (!wait_flag(s, flag_ptr(s, s.rank, phase, q), e, q)) all_arrived = 0;
   }
   __syncthreads();
-  return all_arrived != 0;
+  const bool arrived = all_arrived != 0;
+  // Every thread has read the verdict before a later call resets it.
+  __syncthreads();
+  return arrived;
 }
 
 }  // namespace arnorm

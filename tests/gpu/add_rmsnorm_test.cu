@@ -67,6 +67,7 @@ Outputs<T, W> run_fused(arnormComm_t comm, arnormAlgorithm_t algo, const Case& c
   upload(w, make_input<W>(2000, salt, c.hidden), misalign);
   cudaMemset(out.ptr, kPoisonByte, out.bytes);
   cudaMemset(res_out.ptr, kPoisonByte, res_out.bytes);
+  cudaDeviceSynchronize();  // setup lands before the call on the non-blocking stream
   arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
   a.input = static_cast<T*>(in.ptr) + misalign;
   a.residual = c.residual ? static_cast<T*>(res.ptr) + misalign : nullptr;
@@ -283,6 +284,7 @@ TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
   Buf staging(n * 2), in(n * 2), res(n * 2), out(n * 2), w(hidden * 2);
   upload(w, make_input<__nv_bfloat16>(2000, 1, hidden));
   cudaMemset(res.ptr, 0, n * 2);
+  cudaDeviceSynchronize();
   arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
   a.input = in.ptr;
   a.residual = res.ptr;
@@ -305,6 +307,7 @@ TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
     std::vector<__nv_bfloat16> first;
     for (int replay = 0; replay < 3; ++replay) {
       upload(staging, make_input<__nv_bfloat16>(rank(), 77 + replay, n));
+      cudaDeviceSynchronize();
       CUDA_OK(cudaGraphLaunch(exec, env().stream));
       CUDA_OK(cudaStreamSynchronize(env().stream));
       const auto got = download<__nv_bfloat16>(out.ptr, n);

@@ -26,6 +26,7 @@ TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
   const size_t n = 8192;
   DeviceBuffer in(n * 2), out(n * 2);
   cudaMemset(in.ptr, 0, n * 2);
+  cudaDeviceSynchronize();
   if (rank() == 0) {
     const auto t0 = std::chrono::steady_clock::now();
     EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
