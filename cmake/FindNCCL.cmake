@@ -10,7 +10,7 @@ find_library(NCCL_LIBRARY NAMES nccl
   HINTS ${NCCL_ROOT} $ENV{NCCL_HOME} ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_LIBRARY_ROOT}
   PATH_SUFFIXES lib lib64)
 include(FindPackageHandleStandardArgs)
-find_package_handle_standard_args(NCCL REQUIRED_VARS NCCL_INCLUDE_DIR NCCL_LIBRARY)
+find_package_handle_standard_args(NCCL REQUIRED_VARS NCCL_INCLUDE_DIR NCCL_LIBRARY NAME_MISMATCHED)
 add_library(NCCL::nccl UNKNOWN IMPORTED)
 set_target_properties(NCCL::nccl PROPERTIES
   IMPORTED_LOCATION "${NCCL_LIBRARY}"

@@ -10,14 +10,7 @@
 namespace arnorm_test {
 namespace {
 
-struct Buf {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  explicit Buf(size_t n) : bytes(n) { cudaMalloc(&ptr, n ? n : 1); }
-  ~Buf() { cudaFree(ptr); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-};
+using Buf = DeviceBuffer;
 
 template <typename T>
 void upload(const Buf& b, const std::vector<T>& v, size_t elem_offset = 0) {

@@ -10,15 +10,6 @@
 namespace arnorm_test {
 namespace {
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  size_t bytes = 0;
-  explicit DeviceBuffer(size_t n) : bytes(n) { cudaMalloc(&ptr, n ? n : 1); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-  template <typename T>
-  T* as(size_t elem_offset = 0) const { return static_cast<T*>(ptr) + elem_offset; }
-};
-
 // One all-reduce of fresh inputs through `algo`; returns this rank's output.
 // `in_offset`/`out_offset` shift the pointers by whole elements (misalignment).
 template <typename T>

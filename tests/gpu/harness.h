@@ -103,6 +103,18 @@ size_t count_bit_mismatches(const std::vector<T>& a, const std::vector<T>& b) {
   return bad + (a.size() > b.size() ? a.size() - b.size() : b.size() - a.size());
 }
 
+// A device allocation of the current device, freed at scope exit.
+struct DeviceBuffer {
+  void* ptr = nullptr;
+  size_t bytes = 0;
+  explicit DeviceBuffer(size_t n) : bytes(n) { cudaMalloc(&ptr, n ? n : 1); }
+  ~DeviceBuffer() { cudaFree(ptr); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  template <typename T>
+  T* as(size_t elem_offset = 0) const { return static_cast<T*>(ptr) + elem_offset; }
+};
+
 uint64_t hash_bytes(const void* data, size_t bytes);
 
 // True on every rank iff every rank passed the same 64-bit value.

@@ -7,12 +7,6 @@
 namespace arnorm_test {
 namespace {
 
-struct DeviceBuffer {
-  void* ptr = nullptr;
-  explicit DeviceBuffer(size_t n) { cudaMalloc(&ptr, n); }
-  ~DeviceBuffer() { cudaFree(ptr); }
-};
-
 // Last: rank 0 calls alone on a private communicator; the kernel must give
 // up within the timeout, name a missing rank, poison the output with NaN and
 // make every later call fail at once.

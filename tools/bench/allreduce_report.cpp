@@ -4,6 +4,7 @@
 #include <string>
 
 #include "allreduce_sweep.h"
+#include "report.h"
 
 namespace arnorm_bench {
 namespace {
@@ -88,18 +89,8 @@ void print_allreduce_row(FILE* out, const Options& opt, int world, const SizeOut
 
 void print_allreduce_summary(FILE* out, const Options& opt, int world,
                              const std::vector<SizeOutcome>& results) {
-  uint64_t wrong = 0, failed = 0;
-  for (const SizeOutcome& row : results) {
-    for (const AlgoOutcome& a : row.algos) {
-      wrong += a.wrong;
-      failed += a.failed ? 1 : 0;
-    }
-    failed += row.auto_algo.empty() ? 1 : 0;
-  }
-  fprintf(out, "# Out of bounds values : %llu %s\n", static_cast<unsigned long long>(wrong),
-          wrong == 0 ? "OK" : "FAILED");
-  fprintf(out, "# Failed calls         : %llu %s\n", static_cast<unsigned long long>(failed),
-          failed == 0 ? "OK" : "FAILED");
+  const SweepTotals totals = sum_outcomes(results);
+  print_totals(out, "Out of bounds values ", "Failed calls         ", totals);
   for (size_t i = 0; i < opt.algos.size(); ++i) {
     double sum = 0.0;
     int n = 0;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "fused_sweep.h"
+#include "report.h"
 
 namespace arnorm_bench {
 namespace {
@@ -102,18 +103,8 @@ void print_fused_row(FILE* out, const Options& opt, const FusedRow& row) {
 }
 
 void print_fused_summary(FILE* out, const Options& opt, const std::vector<FusedRow>& results) {
-  uint64_t wrong = 0, failed = 0;
-  for (const FusedRow& row : results) {
-    for (const AlgoOutcome& a : row.algos) {
-      wrong += a.wrong;
-      failed += a.failed ? 1 : 0;
-    }
-    failed += row.auto_algo.empty() ? 1 : 0;
-  }
-  fprintf(out, "# Wrong values (fused) : %llu %s\n", static_cast<unsigned long long>(wrong),
-          wrong == 0 ? "OK" : "FAILED");
-  fprintf(out, "# Failed calls (fused) : %llu %s\n", static_cast<unsigned long long>(failed),
-          failed == 0 ? "OK" : "FAILED");
+  const SweepTotals totals = sum_outcomes(results);
+  print_totals(out, "Wrong values (fused) ", "Failed calls (fused) ", totals);
   for (Algo base : ratio_bases(opt)) {
     double log_sum = 0.0;
     int n = 0;

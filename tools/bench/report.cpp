@@ -172,4 +172,10 @@ int write_results_json(const std::string& path, const nlohmann::ordered_json& en
   return 0;
 }
 
+void print_totals(FILE* out, const char* wrong_label, const char* failed_label, const SweepTotals& t) {
+  fprintf(out, "# %s: %llu %s\n", wrong_label, static_cast<unsigned long long>(t.wrong), t.wrong == 0 ? "OK" : "FAILED");
+  fprintf(out, "# %s: %llu %s\n", failed_label, static_cast<unsigned long long>(t.failed),
+          t.failed == 0 ? "OK" : "FAILED");
+}
+
 }  // namespace arnorm_bench

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "bench.h"
 
@@ -24,6 +25,29 @@ nlohmann::ordered_json environment_json(const Options& opt, const RunInfo& info)
 // Writes {"environment": ..., "results": rows}. Non-zero on failure (reported).
 int write_results_json(const std::string& path, const nlohmann::ordered_json& environment,
                        const nlohmann::ordered_json& rows);
+
+// Totals of a sweep: wrong values and failed calls over every row's
+// algorithms, a row whose auto query failed counting as one failed call.
+struct SweepTotals {
+  uint64_t wrong = 0;
+  uint64_t failed = 0;
+};
+
+template <typename Row>
+SweepTotals sum_outcomes(const std::vector<Row>& rows) {
+  SweepTotals t;
+  for (const Row& row : rows) {
+    for (const AlgoOutcome& a : row.algos) {
+      t.wrong += a.wrong;
+      t.failed += a.failed ? 1 : 0;
+    }
+    t.failed += row.auto_algo.empty() ? 1 : 0;
+  }
+  return t;
+}
+
+// The two nccl-tests style verdict lines, with the labels given.
+void print_totals(FILE* out, const char* wrong_label, const char* failed_label, const SweepTotals& t);
 
 }  // namespace arnorm_bench
 
