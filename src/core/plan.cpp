@@ -53,7 +53,8 @@ size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& 
   // start from that bound and step down until the geometry fits.
   size_t rows = layout.data_bytes_per_parity / (2 * elem_size * hidden);
   while (rows > 0) {
-    const FusedGeometry g = plan_fused_geometry(algo, rows, hidden, layout.world_size, layout.max_blocks);
+    const FusedGeometry g =
+        plan_fused_geometry(algo, rows, hidden, layout.world_size, fused_max_active(layout.max_blocks));
     if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= layout.data_bytes_per_parity) break;
     rows -= std::max<size_t>(1, rows / 64);
   }

@@ -47,6 +47,11 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
 size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t rows, size_t hidden,
                           int world_size, size_t elem_size);
 
+// The fused kernels keep a row in registers and run one CTA per
+// multiprocessor: of the grid's max_blocks (two per multiprocessor), this
+// many carry data.
+inline int fused_max_active(int max_blocks) { return max_blocks > 1 ? max_blocks / 2 : 1; }
+
 // Most rows per chunk that fit the layout's data region (0: not even one row).
 size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,
                                  size_t elem_size);

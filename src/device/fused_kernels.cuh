@@ -1,6 +1,9 @@
 // Kernel bodies of all-reduce + residual add + RMSNorm. CTAs own whole rows
 // (rows_per_cta each); every kernel ends in rmsnorm_row, so one-shot,
 // two-shot and the norm after NCCL produce the same bits for the same sums.
+// These kernels hold a row in registers (one CTA per multiprocessor), so at
+// most max_blocks / 2 CTAs carry data (fused_max_active in core/plan.h); the rest of the
+// grid only counts the call (EPOCH in sync.cuh).
 #pragma once
 
 #include "device/allreduce_kernels.cuh"
@@ -34,7 +37,7 @@ __device__ __forceinline__ void copy_range(T* dst, const T* src, size_t first, s
 // one-shot all-reduce layout), waits for the same CTA of every peer, then
 // runs the epilogue on each row, summing all ranks' values in rank order.
 template <typename T, typename W, bool kVec>
-__global__ void __launch_bounds__(kThreadsPerBlock, 2) fused_oneshot_kernel(FusedParams p) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(FusedParams p) {
   constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
   const uint64_t e = op_begin(s);
@@ -96,7 +99,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) fused_oneshot_kernel(Fuse
 // one activation per element, against two (h and y) otherwise; every rank
 // then recomputes the cheap epilogue from identical sums.
 template <typename T, typename W, bool kVec>
-__global__ void __launch_bounds__(kThreadsPerBlock, 2) fused_twoshot_kernel(FusedParams p) {
+__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(FusedParams p) {
   constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
   const uint64_t e = op_begin(s);

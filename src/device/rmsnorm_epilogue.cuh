@@ -91,41 +91,78 @@ struct RowEpilogue {
   float eps;
 };
 
+// Virtual packs per thread held in registers: rows of up to
+// kRowRegs * kThreadsPerBlock * 8 elements (8192) keep h in registers
+// between the two passes, and every load of a pass is issued before any is
+// used. Wider rows take several rounds and re-read h from memory. Both give
+// the same bits: the order of every operation is the same.
+constexpr int kRowRegs = 4;
+
 // One row: s (from `sum_at`, already rounded to T) -> h = round(s + residual)
 // -> residual_out, then y = round(h * rsqrt(mean(h^2) + eps) * gamma) -> out.
-// h is kept in residual_out, or in out when there is none; each thread
-// re-reads only elements it wrote itself, so no barrier is needed between the
-// passes beyond the one inside block_sum.
+// Rows wider than one round keep h in residual_out, or in out when there is
+// none; each thread re-reads only elements it wrote itself, so no barrier is
+// needed between the passes beyond the one inside block_sum.
 template <typename T, typename W, bool kVec, typename SumAt>
 __device__ __forceinline__ void rmsnorm_row(const RowEpilogue& r, SumAt sum_at) {
   const T* res = static_cast<const T*>(r.residual);
   T* h_row = static_cast<T*>(r.residual_out ? r.residual_out : r.out);
+  const W* gamma = static_cast<const W*>(r.weight);
   const size_t nv = ceil_div(r.hidden, static_cast<size_t>(kRowVec));
+  const size_t per_round = static_cast<size_t>(kRowRegs) * kThreadsPerBlock;
+  const bool one_round = nv <= per_round;
+  float h[kRowRegs][kRowVec];
   float ss = 0.f;
-  for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
-    float h[kRowVec];
-    sum_at(v, h);
-    if (res) {
-      float x[kRowVec];
-      load_v8<T, kVec>(res, v, r.hidden, x);
+  for (size_t v0 = threadIdx.x; v0 < nv; v0 += per_round) {
 #pragma unroll
-      for (int i = 0; i < kRowVec; ++i) h[i] = round_to<T>(__fadd_rn(h[i], x[i]));
+    for (int u = 0; u < kRowRegs; ++u)
+      if (v0 + u * kThreadsPerBlock < nv) sum_at(v0 + u * kThreadsPerBlock, h[u]);
+    if (res) {
+      float x[kRowRegs][kRowVec];
+#pragma unroll
+      for (int u = 0; u < kRowRegs; ++u)
+        if (v0 + u * kThreadsPerBlock < nv) load_v8<T, kVec>(res, v0 + u * kThreadsPerBlock, r.hidden, x[u]);
+#pragma unroll
+      for (int u = 0; u < kRowRegs; ++u)
+#pragma unroll
+        for (int i = 0; i < kRowVec; ++i) h[u][i] = round_to<T>(__fadd_rn(h[u][i], x[u][i]));
     }
 #pragma unroll
-    for (int i = 0; i < kRowVec; ++i) ss = __fmaf_rn(h[i], h[i], ss);  // lanes past hidden hold 0
-    store_v8<T, kVec>(h_row, v, r.hidden, h);
+    for (int u = 0; u < kRowRegs; ++u) {
+      const size_t v = v0 + u * kThreadsPerBlock;
+      if (v >= nv) continue;
+#pragma unroll
+      for (int i = 0; i < kRowVec; ++i) ss = __fmaf_rn(h[u][i], h[u][i], ss);  // lanes past hidden hold 0
+      if (!one_round || r.residual_out) store_v8<T, kVec>(h_row, v, r.hidden, h[u]);
+    }
+  }
+  float g[kRowRegs][kRowVec];
+  if (one_round) {
+#pragma unroll
+    for (int u = 0; u < kRowRegs; ++u)
+      if (threadIdx.x + u * kThreadsPerBlock < nv) load_v8<W, kVec>(gamma, threadIdx.x + u * kThreadsPerBlock, r.hidden, g[u]);
   }
   // Explicit _rn operations: no contraction into FMAs that could differ
   // between the kernels this function is inlined into.
   const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(ss), static_cast<float>(r.hidden)), r.eps));
-  const W* gamma = static_cast<const W*>(r.weight);
-  for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
-    float h[kRowVec], g[kRowVec];
-    load_v8<T, kVec>(h_row, v, r.hidden, h);
-    load_v8<W, kVec>(gamma, v, r.hidden, g);
+  if (one_round) {
 #pragma unroll
-    for (int i = 0; i < kRowVec; ++i) h[i] = __fmul_rn(__fmul_rn(h[i], scale), g[i]);
-    store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, h);
+    for (int u = 0; u < kRowRegs; ++u) {
+      const size_t v = threadIdx.x + u * kThreadsPerBlock;
+      if (v >= nv) continue;
+#pragma unroll
+      for (int i = 0; i < kRowVec; ++i) h[u][i] = __fmul_rn(__fmul_rn(h[u][i], scale), g[u][i]);
+      store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, h[u]);
+    }
+    return;
+  }
+  for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
+    float y[kRowVec], gv[kRowVec];
+    load_v8<T, kVec>(h_row, v, r.hidden, y);
+    load_v8<W, kVec>(gamma, v, r.hidden, gv);
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) y[i] = __fmul_rn(__fmul_rn(y[i], scale), gv[i]);
+    store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, y);
   }
 }
 

@@ -99,3 +99,42 @@ TEST(Plan, BlocksStayWithinTheAgreedLimit) {
 
 }  // namespace
 }  // namespace arnorm
+
+namespace arnorm {
+namespace {
+
+TEST(Plan, FusedChunksFitTheDataRegion) {
+  for (int world : {2, 4, 8}) {
+    WorkspaceLayout l;
+    ASSERT_TRUE(compute_workspace_layout(world, 264, kDefaultWorkspaceBytes, &l));
+    for (auto algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+      for (size_t hidden : {size_t{1}, size_t{7}, size_t{4096}, size_t{7168}, size_t{32768}}) {
+        for (size_t es : {size_t{2}, size_t{4}}) {
+          const size_t per_chunk = plan_fused_rows_per_chunk(algo, l, hidden, es);
+          ASSERT_GT(per_chunk, 0u) << "default budget holds a row of " << hidden;
+          for (size_t rows : {size_t{1}, per_chunk / 2 + 1, per_chunk}) {
+            const FusedGeometry g = plan_fused_geometry(algo, rows, hidden, world, fused_max_active(264));
+            EXPECT_GE(g.blocks, 1);
+            EXPECT_LE(g.blocks, fused_max_active(264));
+            EXPECT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
+            EXPECT_LE(fused_region_bytes(algo, g, rows, hidden, world, es), l.data_bytes_per_parity)
+                << "world " << world << " hidden " << hidden << " rows " << rows;
+            if (algo == ARNORM_ALGO_TWOSHOT) {
+              EXPECT_LE(twoshot_shard_len(g.rows_per_cta * hidden, world), g.shard_cap);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(Plan, FusedRowTooWideForTheWorkspaceIsReported) {
+  WorkspaceLayout l;
+  ASSERT_TRUE(compute_workspace_layout(8, 264, 256u << 10, &l));
+  EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, size_t{1} << 20, 4));
+  EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, size_t{1} << 20, 4));
+}
+
+}  // namespace
+}  // namespace arnorm
