@@ -3,9 +3,12 @@
  * over NVLink peer memory inside one host.
  *
  * Stable C API. Every function returns an arnormStatus_t; every operation
- * that launches work takes the CUDA stream last. When a call returns an
- * error, nothing was launched and no caller buffer was written; the reason
- * is in arnormGetLastErrorString() (per calling thread).
+ * that launches work takes the CUDA stream last. Every argument is checked
+ * before anything is launched: a call that fails with
+ * ARNORM_ERROR_INVALID_ARGUMENT or _UNSUPPORTED launched nothing and wrote no
+ * caller buffer. Only a CUDA or NCCL failure in the middle of a call (a
+ * failed launch of a later chunk, say) can leave outputs partly written. The
+ * reason is in arnormGetLastErrorString() (per calling thread).
  *
  * Semantics of the all-reduce (sum), for every algorithm arnorm runs itself:
  *   out[i] = round_T( ((x_0[i] + x_1[i]) + x_2[i]) + ... + x_{N-1}[i] )
@@ -19,9 +22,11 @@
  * force ARNORM_ALGO_TWOSHOT to keep arnorm's summation order). The fused op
  * never goes to NCCL while peer memory is available.
  *
- * Threading: one communicator serves one stream at a time. Calls made on a
- * different stream than the previous call are ordered after it (outside
- * CUDA-graph capture); do not call a communicator from two threads at once.
+ * Threading: one communicator serves one stream at a time. An eager call
+ * made on a different stream than the previous eager call is ordered after
+ * it. Replays of captured graphs are not seen by the library: order them
+ * with the communicator's eager calls and with each other yourself (same
+ * stream, or events). Do not call a communicator from two threads at once.
  */
 #ifndef ARNORM_ARNORM_H
 #define ARNORM_ARNORM_H

@@ -57,8 +57,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   AddRmsNormLaunch l = base_launch(comm, a, algo);
   for (size_t first = 0; first < a.tokens; first += per_chunk) {
     const size_t rows = std::min(per_chunk, a.tokens - first);
-    const FusedGeometry g =
-        plan_fused_geometry(algo, rows, a.hidden, comm->world_size, fused_max_active(comm->max_blocks));
+    const FusedGeometry g = plan_fused_chunk(algo, comm->layout, rows, a.hidden, es, per_chunk);
     point_at_rows(a, first, rows, &l.params);
     l.params.rows_per_cta = g.rows_per_cta;
     l.params.shard_cap = g.shard_cap;

@@ -40,7 +40,7 @@ arnormStatus_t run_peer_allreduce(arnormComm* comm, const AllReduceCall& call, a
     l.params.in = static_cast<const char*>(call.sendbuf) + first * es;
     l.params.out = static_cast<char*>(call.recvbuf) + first * es;
     l.params.count = n;
-    l.blocks = plan_blocks(algo, n, es, vec, comm->world_size, comm->max_blocks);
+    l.blocks = plan_blocks(algo, n, es, comm->world_size, comm->max_blocks);
     ARNORM_TRY(launch_allreduce(l, call.stream));
   }
   return ARNORM_SUCCESS;

@@ -36,7 +36,7 @@ arnormStatus_t check_async_error(const arnormComm* comm, const char* op) {
   const int32_t status = r->status;
   if (status == 0) return ARNORM_SUCCESS;
   return ARNORM_FAIL(static_cast<arnormStatus_t>(status),
-                     "%s refused: an earlier %s (call #%llu) on rank %d timed out after %.1f s "
+                     "%s refused: an earlier %s (kernel epoch %llu) on rank %d timed out after %.1f s "
                      "waiting for rank %d, which never arrived. Check that every rank makes the same "
                      "sequence of calls with the same arguments and that rank %d is alive; then "
                      "destroy and recreate the communicator",
@@ -86,6 +86,13 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
       status = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommDestroy: %s failed: %s", what, cudaGetErrorString(e));
     }
   };
+  if (comm->probe_stuck) {
+    // A kernel of this communicator never finished; every free would wait on it.
+    delete comm;
+    return ARNORM_FAIL(ARNORM_ERROR_PEER_TIMEOUT,
+                       "arnormCommDestroy: the setup probe never finished, so the workspace was left "
+                       "allocated (freeing it would wait forever); the process should not reuse this GPU");
+  }
   for (int r = 0; r < arnorm::kMaxRanks; ++r) {
     if (comm->peer_workspace[r] != nullptr && r != comm->rank) {
       note(cudaIpcCloseMemHandle(comm->peer_workspace[r]), "cudaIpcCloseMemHandle");

@@ -22,6 +22,7 @@ struct arnormComm {
   double timeout_seconds = 0;
   arnorm::WorkspaceLayout layout{};
 
+  bool probe_stuck = false;  // the setup probe never finished: teardown must not free (it would wait forever)
   char* workspace = nullptr;                     // local, cudaMalloc'd
   char* peer_workspace[arnorm::kMaxRanks] = {};  // mapped peers; [rank] = workspace
 

@@ -274,7 +274,9 @@ arnormStatus_t run_probe(arnormComm* c, uint64_t nonce, uint64_t* identities_hos
     cudaError_t q;
     while ((q = cudaStreamQuery(stream)) == cudaErrorNotReady) {
       if (std::chrono::steady_clock::now() > deadline) {
-        // The kernel is stuck on a peer access: the stream cannot be freed.
+        // The kernel is stuck on a peer access: freeing memory would wait for
+        // it forever, so teardown leaves this communicator's memory alone.
+        c->probe_stuck = true;
         return ARNORM_FAIL(ARNORM_ERROR_PEER_TIMEOUT,
                            "arnormCommCreate: the peer-access probe on rank %d did not finish in %.1f s; "
                            "the GPUs cannot reach each other's memory",
@@ -401,8 +403,15 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
       c->peer_access = false;
     }
   }
-  if (!c->peer_access && c->nccl == nullptr) {
+  // NCCL is needed without peer memory, and when ARNORM_ALGO forces it
+  // (the same on every rank, checked above).
+  if ((!c->peer_access || c->forced == ARNORM_ALGO_NCCL) && c->nccl == nullptr) {
     if (!cfg.nccl_fallback) {
+      if (c->peer_access) {
+        return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                           "arnormCommCreate: ARNORM_ALGO=nccl needs an NCCL comm; pass one in "
+                           "arnormConfig_t.nccl_comm or set nccl_fallback = 1");
+      }
       return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
                          "arnormCommCreate: peer memory is unavailable (GPUs on %s) and nccl_fallback is 0",
                          same_host ? "one host without P2P, or more than 8 ranks" : "more than one host");
@@ -445,6 +454,14 @@ extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
     }
     std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
   }
+  // Without a valid world size the bootstrap cannot even be called (its
+  // buffers are sized by it): fail here, before any collective step.
+  if (world_size < 1 || world_size > kMaxWorld || rank < 0 || rank >= world_size) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreate: rank %d / world_size %d: need 1 <= world_size <= %d and 0 <= rank < "
+                       "world_size (no collective step was started; the other ranks will wait in the bootstrap)",
+                       rank, world_size, kMaxWorld);
+  }
   auto* c = new arnormComm();
   c->rank = rank;
   c->world_size = world_size;
@@ -454,7 +471,7 @@ extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
   if (st != ARNORM_SUCCESS) {
     const std::string msg = last_error();
     c->owns_nccl = c->owns_nccl && c->nccl;  // destroy what this rank made
-    arnormCommDestroy(c);
+    arnormCommDestroy(c);                    // leaves memory alone if the probe is stuck
     return restore_last_error(st, msg);
   }
   *comm = c;

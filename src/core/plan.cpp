@@ -13,9 +13,8 @@ ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, siz
   return plan;
 }
 
-int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, bool vectorized, int world_size,
-                int max_blocks) {
-  const size_t p = pack_elems(vectorized, elem_size);
+int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, int world_size, int max_blocks) {
+  const size_t p = pack_elems(/*vectorized=*/true, elem_size);
   // One-shot: a CTA owns a contiguous range of the chunk. Two-shot: a CTA
   // owns the same sub-range of every shard.
   const size_t packs = algo == ARNORM_ALGO_TWOSHOT ? twoshot_shard_len(n, world_size) / p : ceil_div(n, p);
@@ -59,6 +58,20 @@ size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& 
     rows -= std::max<size_t>(1, rows / 64);
   }
   return rows;
+}
+
+FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden,
+                               size_t elem_size, size_t rows_per_chunk) {
+  const int active = fused_max_active(layout.max_blocks);
+  FusedGeometry g = plan_fused_geometry(algo, rows, hidden, layout.world_size, active);
+  if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= layout.data_bytes_per_parity) {
+    return g;
+  }
+  const FusedGeometry full = plan_fused_geometry(algo, rows_per_chunk, hidden, layout.world_size, active);
+  g.rows_per_cta = full.rows_per_cta;
+  g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
+  g.shard_cap = full.shard_cap;
+  return g;
 }
 
 }  // namespace arnorm

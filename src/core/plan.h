@@ -29,9 +29,10 @@ ARNORM_HD inline size_t pack_elems(bool vectorized, size_t elem_size) {
 ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t count,
                       size_t elem_size);
 
-// CTAs for one chunk of n elements.
-int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, bool vectorized, int world_size,
-                int max_blocks);
+// CTAs carrying data for one chunk of n elements. It depends on nothing
+// local (not on pointer alignment): the kernels cut their ranges in 16-byte
+// units on every rank, whichever access width each rank can use.
+int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, int world_size, int max_blocks);
 
 // Fused op: CTAs own whole rows. For a chunk of `rows` rows:
 struct FusedGeometry {
@@ -51,6 +52,13 @@ size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t
 // multiprocessor: of the grid's max_blocks (two per multiprocessor), this
 // many carry data.
 inline int fused_max_active(int max_blocks) { return max_blocks > 1 ? max_blocks / 2 : 1; }
+
+// Geometry for a chunk of `rows` <= rows_per_chunk rows that always fits the
+// data region. Padding makes blocks x shard_cap non-monotonic in rows, so a
+// shorter chunk's own geometry can need more room than the full chunk's;
+// then it takes the full chunk's rows per CTA (fewer CTAs, same slots).
+FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden,
+                               size_t elem_size, size_t rows_per_chunk);
 
 // Most rows per chunk that fit the layout's data region (0: not even one row).
 size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,

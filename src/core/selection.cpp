@@ -98,6 +98,12 @@ bool SelectionTable::parse_json(const std::string& text, SelectionTable* out, st
         *error = where + ": algo must be oneshot, twoshot or nccl";
         return false;
       }
+      if (op == Op::kAddRmsNorm && rule.algo == ARNORM_ALGO_NCCL) {
+        // The fused op stays on arnorm's algorithms wherever peer memory
+        // exists, so a row's bits never depend on its batch (see arnorm.h).
+        *error = where + ": add_rmsnorm rules may use oneshot or twoshot only";
+        return false;
+      }
       t.rules_.push_back(rule);
     }
   }

@@ -65,27 +65,34 @@ __device__ __forceinline__ void slots_at(const SyncParams& s, uint64_t e, size_t
 template <typename T, int P>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
   const SyncParams& s = p.sync;
-  const uint64_t e = op_begin(s);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
-  const size_t npacks = ceil_div(n, static_cast<size_t>(P));
-  const size_t per_cta = ceil_div(npacks, static_cast<size_t>(s.active_blocks));
-  const size_t lo = min(npacks, blockIdx.x * per_cta), hi = min(npacks, lo + per_cta);
+  // The CTA's element range is cut in 16-byte units whatever P is: ranks may
+  // differ in alignment (and so in P), never in who handles which element.
+  constexpr size_t kUnit = kVectorBytes / sizeof(T);
+  const size_t per_cta = ceil_div(ceil_div(n, kUnit), static_cast<size_t>(s.active_blocks)) * kUnit;
+  const size_t lo_e = min(n, blockIdx.x * per_cta), hi_e = min(n, lo_e + per_cta);
+  const size_t lo = ceil_div(lo_e, static_cast<size_t>(P)), hi = ceil_div(hi_e, static_cast<size_t>(P));
   const size_t slot_elems = s.layout.oneshot_chunk_elems(sizeof(T));
 
-  T* my_slot_on[kMaxRanks];  // slot [me] on rank r: where this rank's data goes
-  slots_at<T>(s, e, me, slot_elems, my_slot_on);
-  for_packs<kCopyUnroll, Pack<T, P>>(
-      lo, hi, [&](size_t i) { return load_bounded<T, P>(in, i, n); },
-      [&](size_t i, const Pack<T, P>& v) {
+  bool ok = false;
+  if (!call.aborted) {
+    T* my_slot_on[kMaxRanks];  // slot [me] on rank r: where this rank's data goes
+    slots_at<T>(s, e, me, slot_elems, my_slot_on);
+    for_packs<kCopyUnroll, Pack<T, P>>(
+        lo, hi, [&](size_t i) { return load_bounded<T, P>(in, i, n); },
+        [&](size_t i, const Pack<T, P>& v) {
 #pragma unroll
-        for (int r = 0; r < kMaxRanks; ++r)
-          if (r < world && r != me) store_slot<T, P>(my_slot_on[r], i, v);
-      });
-  const bool ok = signal_and_wait(s, 0, e);
+          for (int r = 0; r < kMaxRanks; ++r)
+            if (r < world && r != me) store_slot<T, P>(my_slot_on[r], i, v);
+        });
+    ok = signal_and_wait(s, 0, e);
+  }
 
   // Local slot [r] holds rank r's data.
   const T* src[kMaxRanks];
@@ -117,19 +124,25 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
 template <typename T, int P>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(AllReduceParams p) {
   const SyncParams& s = p.sync;
-  const uint64_t e = op_begin(s);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
-  const size_t spp = twoshot_shard_len(n, world) / P;  // packs per shard
-  const size_t per_cta = ceil_div(spp, static_cast<size_t>(s.active_blocks));
-  const size_t lo = min(spp, blockIdx.x * per_cta), hi = min(spp, lo + per_cta);
+  const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign
+  const size_t spp = shard_len / P;                       // packs per shard
+  // Sub-ranges cut in 16-byte units whatever P is (see the one-shot kernel).
+  constexpr size_t kUnit = kVectorBytes / sizeof(T);
+  const size_t per_cta = ceil_div(shard_len / kUnit, static_cast<size_t>(s.active_blocks)) * kUnit;
+  const size_t lo_e = min(shard_len, blockIdx.x * per_cta), hi_e = min(shard_len, lo_e + per_cta);
+  const size_t lo = lo_e / P, hi = hi_e / P;
   const size_t npacks = ceil_div(n, static_cast<size_t>(P));
   const size_t cap = s.layout.twoshot_shard_capacity(sizeof(T));
 
-  {
+  bool ok = false;
+  if (!call.aborted) {
     T* rs_me_on[kMaxRanks];
     slots_at<T>(s, e, me, cap, rs_me_on);
 #pragma unroll
@@ -140,8 +153,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
           lo, end, [&](size_t i) { return load_bounded<T, P>(in, r * spp + i, n); },
           [&](size_t i, const Pack<T, P>& v) { store_slot<T, P>(rs_me_on[r], i, v); });
     }
+    ok = signal_and_wait(s, 0, e);
   }
-  bool ok = signal_and_wait(s, 0, e);
 
   char* local = workspace_of(s, me) + s.layout.data_parity_offset(e);
   if (ok) {

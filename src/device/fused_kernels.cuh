@@ -40,7 +40,8 @@ template <typename T, typename W, bool kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(FusedParams p) {
   constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
-  const uint64_t e = op_begin(s);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t H = p.hidden;
@@ -48,12 +49,15 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   const T* in = static_cast<const T*>(p.in);
   const size_t slot_elems = s.layout.oneshot_chunk_elems(sizeof(T));
 
-  T* my_slot_on[kMaxRanks];
-  slots_at<T>(s, e, me, slot_elems, my_slot_on);
+  bool ok = false;
+  if (!call.aborted) {
+    T* my_slot_on[kMaxRanks];
+    slots_at<T>(s, e, me, slot_elems, my_slot_on);
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r)
-    if (r < world && r != me) copy_range<T, P>(my_slot_on[r], in, r0 * H, r1 * H);
-  const bool ok = signal_and_wait(s, 0, e);
+    for (int r = 0; r < kMaxRanks; ++r)
+      if (r < world && r != me) copy_range<T, P>(my_slot_on[r], in, r0 * H, r1 * H);
+    ok = signal_and_wait(s, 0, e);
+  }
 
   const T* src[kMaxRanks];
   char* local = workspace_of(s, me) + s.layout.data_parity_offset(e);
@@ -102,7 +106,8 @@ template <typename T, typename W, bool kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(FusedParams p) {
   constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
-  const uint64_t e = op_begin(s);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t H = p.hidden;
@@ -117,13 +122,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(Fuse
   auto region = [&](int r) { return reinterpret_cast<T*>(s.ws[r] + parity); };  // r compile-time below
 
   // 1. reduce-scatter push
+  bool ok = false;
+  if (!call.aborted) {
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
-    if (r >= world || r == me) continue;
-    const size_t a = min(L, r * shard_len), b = min(L, a + shard_len);
-    copy_range<T, P>(region(r) + rs_base + me * cap - a, in, a, b);
+    for (int r = 0; r < kMaxRanks; ++r) {
+      if (r >= world || r == me) continue;
+      const size_t a = min(L, r * shard_len), b = min(L, a + shard_len);
+      copy_range<T, P>(region(r) + rs_base + me * cap - a, in, a, b);
+    }
+    ok = signal_and_wait(s, 0, e);
   }
-  bool ok = signal_and_wait(s, 0, e);
 
   T* local = reinterpret_cast<T*>(workspace_of(s, me) + parity);
   if (ok) {

@@ -70,13 +70,27 @@ __device__ __forceinline__ uint64_t* epoch_slot(const SyncParams& s) {
   return reinterpret_cast<uint64_t*>(workspace_of(s, s.rank) + s.layout.epochs_offset) + blockIdx.x;
 }
 
+struct CallStart {
+  uint64_t e;    // this call's epoch
+  bool aborted;  // an earlier wait on this rank timed out
+};
+
 // EPOCH: start of a call. The slot was written by another kernel, perhaps on
 // another stream and multiprocessor: read it past L1.
-__device__ __forceinline__ uint64_t op_begin(const SyncParams& s) {
+// Once this rank has given up on a peer, its kernels neither push nor
+// signal: a rank that ran ahead through queued calls or graph replays would
+// otherwise overwrite data a healthy peer is still reading and satisfy that
+// peer's waits with flags of later calls. Its peers then time out too and
+// report it, instead of returning mixed data.
+__device__ __forceinline__ CallStart op_begin(const SyncParams& s) {
   __shared__ uint64_t epoch;
-  if (threadIdx.x == 0) epoch = *reinterpret_cast<volatile uint64_t*>(epoch_slot(s)) + 1;
+  __shared__ uint32_t aborted;
+  if (threadIdx.x == 0) {
+    epoch = *reinterpret_cast<volatile uint64_t*>(epoch_slot(s)) + 1;
+    aborted = *reinterpret_cast<volatile uint32_t*>(&control_block(s)->abort);
+  }
   __syncthreads();
-  return epoch;
+  return CallStart{epoch, aborted != 0};
 }
 
 // EPOCH: end of a call (every CTA, whatever happened). Only thread 0 ever

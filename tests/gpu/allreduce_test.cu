@@ -98,6 +98,20 @@ TEST(AllReduce, MisalignedPointers) {
   }
 }
 
+// Ranks may pass buffers of different alignment (one uses 16-byte packs,
+// another single elements); who handles which element must not change.
+TEST(AllReduce, AlignmentMayDifferBetweenRanks) {
+  for (size_t n : {size_t{65536}, size_t{1000003}}) {
+    for (arnormAlgorithm_t algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+      const uint64_t iter = ++env().iteration;
+      const auto ref = reference_sum<__nv_bfloat16>(iter, n, world());
+      const size_t in_off = rank() % 2, out_off = (rank() / 2) % 2;
+      const auto got = run_once<__nv_bfloat16>(env().comm, algo, n, iter, false, in_off, out_off);
+      EXPECT_EQ(0u, count_bit_mismatches(got, ref)) << arnormAlgorithmName(algo) << " n=" << n;
+    }
+  }
+}
+
 TEST(AllReduce, ZeroCountIsANoOp) {
   EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(env().comm, nullptr, nullptr, 0, ARNORM_BFLOAT16,
                                             ARNORM_ALGO_AUTO, env().stream));

@@ -9,7 +9,11 @@ namespace {
 
 // Last: rank 0 calls alone on a private communicator; the kernel must give
 // up within the timeout, name a missing rank, poison the output with NaN and
-// make every later call fail at once.
+// make every later call fail at once. Rank 0 queues a second call before the
+// first has failed: once aborted, that kernel must neither push nor signal,
+// so when the other ranks later make the same two calls, their first
+// completes (rank 0 had pushed and signalled it) and their second times out
+// naming rank 0, instead of completing on a dead rank's stale signals.
 TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
   arnormConfig_t cfg = ARNORM_CONFIG_INIT;
   cfg.timeout_seconds = 1.0;
@@ -24,6 +28,8 @@ TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
   if (rank() == 0) {
     const auto t0 = std::chrono::steady_clock::now();
     EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
+    DeviceBuffer out2(n * 2);
+    EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out2.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
     EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LT(seconds, 5.0) << "the wait was not bounded";
@@ -38,6 +44,19 @@ TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
     EXPECT_EQ(n, nan) << "a timed-out call must not leave plausible data";
     EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT,
               arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
+  }
+  cudaDeviceSynchronize();
+  barrier();
+  if (rank() != 0) {
+    ARNORM_OK(arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
+    EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+    EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << "rank 0 pushed and signalled the first call";
+    ARNORM_OK(arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
+    EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+    EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c))
+        << "an aborted rank's queued call must not satisfy its peers";
+    EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("waiting for rank 0"))
+        << arnormGetLastErrorString();
   }
   cudaDeviceSynchronize();
   barrier();

@@ -83,11 +83,11 @@ TEST(Plan, TwoShotShardsAreVectorAlignedAndFitTheirSlots) {
 
 TEST(Plan, BlocksStayWithinTheAgreedLimit) {
   for (auto algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
-    EXPECT_EQ(1, plan_blocks(algo, 1, 2, true, 4, 132));
-    EXPECT_EQ(132, plan_blocks(algo, size_t{1} << 30, 2, true, 4, 132));
-    EXPECT_EQ(7, plan_blocks(algo, size_t{1} << 30, 4, false, 2, 7));
+    EXPECT_EQ(1, plan_blocks(algo, 1, 2, 4, 132));
+    EXPECT_EQ(132, plan_blocks(algo, size_t{1} << 30, 2, 4, 132));
+    EXPECT_EQ(7, plan_blocks(algo, size_t{1} << 30, 4, 2, 7));
     for (size_t n : {size_t{1}, size_t{5000}, size_t{1} << 20}) {
-      const int b = plan_blocks(algo, n, 2, true, 4, 132);
+      const int b = plan_blocks(algo, n, 2, 4, 132);
       EXPECT_GE(b, 1);
       EXPECT_LE(b, 132);
     }
@@ -112,8 +112,9 @@ TEST(Plan, FusedChunksFitTheDataRegion) {
         for (size_t es : {size_t{2}, size_t{4}}) {
           const size_t per_chunk = plan_fused_rows_per_chunk(algo, l, hidden, es);
           ASSERT_GT(per_chunk, 0u) << "default budget holds a row of " << hidden;
-          for (size_t rows : {size_t{1}, per_chunk / 2 + 1, per_chunk}) {
-            const FusedGeometry g = plan_fused_geometry(algo, rows, hidden, world, fused_max_active(264));
+          for (size_t rows : {size_t{1}, per_chunk / 2 + 1, per_chunk - per_chunk / 3, per_chunk - 2, per_chunk}) {
+            if (rows == 0 || rows > per_chunk) continue;
+            const FusedGeometry g = plan_fused_chunk(algo, l, rows, hidden, es, per_chunk);
             EXPECT_GE(g.blocks, 1);
             EXPECT_LE(g.blocks, fused_max_active(264));
             EXPECT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
@@ -125,6 +126,30 @@ TEST(Plan, FusedChunksFitTheDataRegion) {
           }
         }
       }
+    }
+  }
+}
+
+// Every chunk length up to the full chunk fits, including the lengths whose
+// own geometry pads past the region (found in review: world 8, 32 MiB,
+// hidden 3520, 1188 rows; world 5, 64 MiB, hidden 512, 16366 rows).
+TEST(Plan, EveryShorterFusedChunkFits) {
+  struct Case {
+    int world;
+    size_t budget, hidden;
+  } cases[] = {{8, 32u << 20, 3520}, {5, kDefaultWorkspaceBytes, 512}, {4, kDefaultWorkspaceBytes, 7168},
+               {3, 1u << 20, 1000}};
+  for (const Case& c : cases) {
+    WorkspaceLayout l;
+    ASSERT_TRUE(compute_workspace_layout(c.world, 264, c.budget, &l));
+    const size_t per_chunk = plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, c.hidden, 2);
+    ASSERT_GT(per_chunk, 0u);
+    for (size_t rows = 1; rows <= per_chunk; ++rows) {
+      const FusedGeometry g = plan_fused_chunk(ARNORM_ALGO_TWOSHOT, l, rows, c.hidden, 2, per_chunk);
+      ASSERT_LE(fused_region_bytes(ARNORM_ALGO_TWOSHOT, g, rows, c.hidden, c.world, 2), l.data_bytes_per_parity)
+          << "world " << c.world << " hidden " << c.hidden << " rows " << rows;
+      ASSERT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
+      ASSERT_LE(g.blocks, fused_max_active(264));
     }
   }
 }

@@ -51,6 +51,7 @@ TEST(Selection, BadJsonIsRejectedWithAReason) {
       {R"({"version":1,"allreduce":[{"world_size":2,"max_bytes":null,"algo":"fast"}]})", "algo must be"},
       {R"({"version":1,"allreduce":[{"world_size":2,"max_bytes":-5,"algo":"oneshot"}]})", "non-negative"},
       {R"({"version":1,"allreduce":[{"world_size":2,"max_bytes":10,"algo":"oneshot"}]})", "last rule"},
+      {R"({"version":1,"add_rmsnorm":[{"world_size":2,"max_bytes":null,"algo":"nccl"}]})", "oneshot or twoshot only"},
   };
   for (const auto& c : cases) {
     SelectionTable t;
