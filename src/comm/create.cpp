@@ -147,12 +147,8 @@ arnormStatus_t read_forced_algorithm(arnormAlgorithm_t* forced) {
 }
 
 // Local checks and facts of this rank; fills *hello and the comm's settings.
+// (rank and world size were checked by arnormCommCreate before any collective step.)
 arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* hello) {
-  if (c->world_size < 1 || c->world_size > kMaxWorld || c->rank < 0 || c->rank >= c->world_size) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreate: rank %d / world_size %d: need 1 <= world_size <= %d and 0 <= rank < world_size",
-                       c->rank, c->world_size, kMaxWorld);
-  }
   if (!(cfg.timeout_seconds >= 0) || !std::isfinite(cfg.timeout_seconds) || cfg.timeout_seconds > 86400) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                        "arnormCommCreate: timeout_seconds %g must be in [0, 86400] (0 = default 5 s)",

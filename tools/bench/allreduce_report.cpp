@@ -128,10 +128,7 @@ nlohmann::ordered_json allreduce_rows_json(const Options& opt, int world,
         r["algbw"] = algbw_gbps(row.bytes, a.time_us);
         r["busbw"] = busbw_of(a, row.bytes, world);
       }
-      r["wrong"] = a.wrong;
-      r["failed"] = a.failed;
-      r["auto_algo"] = row.auto_algo.empty() ? nlohmann::ordered_json(nullptr)
-                                             : nlohmann::ordered_json(row.auto_algo);
+      add_outcome_fields(&r, a, row.auto_algo);
       rows.push_back(std::move(r));
     }
   }

@@ -136,10 +136,7 @@ nlohmann::ordered_json fused_rows_json(const Options& opt, const std::vector<Fus
       r["weight_type"] = dtype_name(row.weight_dtype);
       r["algo"] = algo_name(opt.fused_algos[i]);
       r["time_us"] = a.failed ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(a.time_us);
-      r["wrong"] = a.wrong;
-      r["failed"] = a.failed;
-      r["auto_algo"] = row.auto_algo.empty() ? nlohmann::ordered_json(nullptr)
-                                             : nlohmann::ordered_json(row.auto_algo);
+      add_outcome_fields(&r, a, row.auto_algo);
       rows.push_back(std::move(r));
     }
   }

@@ -178,4 +178,10 @@ void print_totals(FILE* out, const char* wrong_label, const char* failed_label, 
           t.failed == 0 ? "OK" : "FAILED");
 }
 
+void add_outcome_fields(nlohmann::ordered_json* row, const AlgoOutcome& a, const std::string& auto_algo) {
+  (*row)["wrong"] = a.wrong;
+  (*row)["failed"] = a.failed;
+  (*row)["auto_algo"] = auto_algo.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(auto_algo);
+}
+
 }  // namespace arnorm_bench

@@ -46,6 +46,9 @@ SweepTotals sum_outcomes(const std::vector<Row>& rows) {
   return t;
 }
 
+// The fields every JSON result row ends with.
+void add_outcome_fields(nlohmann::ordered_json* row, const AlgoOutcome& a, const std::string& auto_algo);
+
 // The two nccl-tests style verdict lines, with the labels given.
 void print_totals(FILE* out, const char* wrong_label, const char* failed_label, const SweepTotals& t);
 

@@ -178,30 +178,30 @@ int write_section(const std::string& path, const char* section, int world,
 
 }  // namespace
 
-int write_tuning_file(const std::string& path, const Options& opt, int world,
-                      const std::vector<SizeOutcome>& results) {
+// Rows of either sweep carry bytes and per-column outcomes; the faster of
+// one-shot and two-shot at each size becomes a rule.
+template <typename Row>
+int write_rows(const std::string& path, const std::vector<Algo>& algos, const char* section, int world,
+               const std::vector<Row>& results) {
   size_t column[2];
-  if (!candidate_columns(opt.algos, column)) return 1;
+  if (!candidate_columns(algos, column)) return 1;
   std::vector<Sample> samples;
-  for (const SizeOutcome& row : results) {
+  for (const Row& row : results) {
     const AlgoOutcome& one = row.algos[column[0]];
     const AlgoOutcome& two = row.algos[column[1]];
     samples.push_back(Sample{row.bytes, {one.time_us, two.time_us}, {one.ok(), two.ok()}});
   }
-  return write_section(path, "allreduce", world, samples);
+  return write_section(path, section, world, samples);
+}
+
+int write_tuning_file(const std::string& path, const Options& opt, int world,
+                      const std::vector<SizeOutcome>& results) {
+  return write_rows(path, opt.algos, "allreduce", world, results);
 }
 
 int write_fused_tuning_file(const std::string& path, const Options& opt, int world,
                             const std::vector<FusedRow>& results) {
-  size_t column[2];
-  if (!candidate_columns(opt.fused_algos, column)) return 1;
-  std::vector<Sample> samples;
-  for (const FusedRow& row : results) {
-    const AlgoOutcome& one = row.algos[column[0]];
-    const AlgoOutcome& two = row.algos[column[1]];
-    samples.push_back(Sample{row.bytes, {one.time_us, two.time_us}, {one.ok(), two.ok()}});
-  }
-  return write_section(path, "add_rmsnorm", world, samples);
+  return write_rows(path, opt.fused_algos, "add_rmsnorm", world, results);
 }
 
 }  // namespace arnorm_bench
