@@ -25,6 +25,7 @@ AddRmsNormLaunch base_launch(const arnormComm* comm, const arnormAddRmsNormArgs_
   l.params.eps = a.epsilon;
   l.params.weight = a.weight;
   l.algo = algo;
+  l.pdl = comm->pdl;
   l.dtype = a.dtype;
   l.weight_dtype = a.weight_dtype;
   // The vector path needs whole 8-element groups per row and aligned rows;

@@ -25,13 +25,16 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVectorB
 
 arnormStatus_t run_peer_allreduce(arnormComm* comm, const AllReduceCall& call, arnormAlgorithm_t algo) {
   const size_t es = dtype_size(call.dtype);
-  const ChunkPlan plan = plan_chunks(algo, comm->layout, call.count, es);
+  const bool ll = algo == ARNORM_ALGO_TWOSHOT && twoshot_uses_ll(comm->selection_context(), call.count * es);
+  const ChunkPlan plan = plan_chunks(algo, comm->layout, call.count, es, ll);
   // Chunk starts are multiples of kElemAlign elements, so 16-byte alignment
   // of the caller's pointers holds for every chunk.
   const bool vec = aligned16(call.sendbuf) && aligned16(call.recvbuf);
   AllReduceLaunch l{};
   l.params.sync = comm->sync_params(algo == ARNORM_ALGO_ONESHOT ? kOpAllReduceOneShot : kOpAllReduceTwoShot);
   l.algo = algo;
+  l.ll = ll;
+  l.pdl = comm->pdl;
   l.dtype = call.dtype;
   l.vectorized = vec;
   for (size_t c = 0; c < plan.num_chunks; ++c) {

@@ -11,11 +11,12 @@ arnorm::SyncParams arnormComm::sync_params(int32_t op) const {
   s.timeout_ns = static_cast<uint64_t>(timeout_seconds * 1e9);
   s.error = error_device;
   s.op = op;
+  s.poll_backoff_ns = poll_backoff_ns;
   return s;
 }
 
 arnorm::SelectionContext arnormComm::selection_context() const {
-  return arnorm::SelectionContext{world_size, peer_access, nccl != nullptr, forced};
+  return arnorm::SelectionContext{world_size, peer_access, nccl != nullptr, forced, forced_protocol};
 }
 
 namespace arnorm {

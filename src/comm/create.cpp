@@ -32,6 +32,7 @@ struct Hello {
   int32_t device;
   int32_t sm_count;
   int32_t forced;
+  int32_t forced_protocol;
   int32_t nccl_fallback;
   int32_t have_nccl;
   int32_t pid;
@@ -146,6 +147,17 @@ arnormStatus_t read_forced_algorithm(arnormAlgorithm_t* forced) {
   return ARNORM_SUCCESS;
 }
 
+arnormStatus_t read_forced_protocol(Protocol* forced) {
+  const char* env = std::getenv("ARNORM_PROTOCOL");
+  *forced = Protocol::kAuto;
+  if (env == nullptr || *env == '\0') return ARNORM_SUCCESS;
+  if (!protocol_from_name(env, forced)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreate: ARNORM_PROTOCOL='%s' is not one of auto, ll, simple", env);
+  }
+  return ARNORM_SUCCESS;
+}
+
 // Local checks and facts of this rank; fills *hello and the comm's settings.
 // (rank and world size were checked by arnormCommCreate before any collective step.)
 arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* hello) {
@@ -165,6 +177,11 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   ARNORM_CUDA_TRY(cudaGetDeviceProperties(&prop, c->device));
   ARNORM_TRY(load_table(cfg, &c->table));
   ARNORM_TRY(read_forced_algorithm(&c->forced));
+  ARNORM_TRY(read_forced_protocol(&c->forced_protocol));
+  const char* pdl = std::getenv("ARNORM_PDL");
+  c->pdl = pdl == nullptr || std::strcmp(pdl, "0") != 0;
+  const char* backoff = std::getenv("ARNORM_POLL_BACKOFF_NS");
+  c->poll_backoff_ns = backoff ? static_cast<uint32_t>(std::strtoul(backoff, nullptr, 10)) : 0;
   hello->sm_count = prop.multiProcessorCount;
   std::memcpy(hello->uuid, prop.uuid.bytes, sizeof(hello->uuid));
   return ARNORM_SUCCESS;
@@ -178,7 +195,7 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     auto differ = [&](const char* what) {
       return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                          "arnormCommCreate: rank %d and rank 0 disagree on %s; every rank must use the "
-                         "same library version, configuration, ARNORM_ALGO and tuning table",
+                         "same library version, configuration, ARNORM_ALGO, ARNORM_PROTOCOL and tuning table",
                          r, what);
     };
     if (h.rank != r || h.world != world) {
@@ -192,6 +209,7 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     if (h.timeout_ns != a.timeout_ns) return differ("timeout_seconds");
     if (h.table_hash != a.table_hash) return differ("the selection table");
     if (h.forced != a.forced) return differ("ARNORM_ALGO");
+    if (h.forced_protocol != a.forced_protocol) return differ("ARNORM_PROTOCOL");
     if (h.nccl_fallback != a.nccl_fallback) return differ("nccl_fallback");
     if (h.have_nccl != a.have_nccl) return differ("whether an NCCL comm was given");
     for (int q = 0; q < r; ++q) {
@@ -344,6 +362,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   mine.status = prepare_local(c, cfg, &mine);
   const std::string local_error = last_error();
   mine.forced = c->forced;
+  mine.forced_protocol = static_cast<int32_t>(c->forced_protocol);
   mine.nccl_fallback = cfg.nccl_fallback ? 1 : 0;
   mine.have_nccl = c->nccl ? 1 : 0;
   mine.pid = static_cast<int32_t>(getpid());
@@ -377,7 +396,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
                        "arnormCommCreate: workspace_bytes %zu is too small for world size %d (need at least "
                        "about %zu KiB)",
                        budget, c->world_size,
-                       (kMaxRanks * kPhases * static_cast<size_t>(c->max_blocks) * 8 + 2 * kMinDataBytesPerParity) / 1024 + 4);
+                       (kMaxRanks * kPhases * static_cast<size_t>(c->max_blocks) * 8 + 4 * kMinDataBytesPerParity) / 1024 + 4);
     }
     cudaIpcMemHandle_t handle{};
     if (st == ARNORM_SUCCESS) st = allocate_local(c, nonce, &handle);

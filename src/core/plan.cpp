@@ -5,10 +5,11 @@
 namespace arnorm {
 
 ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t count,
-                      size_t elem_size) {
+                      size_t elem_size, bool ll) {
   ChunkPlan plan;
-  plan.chunk_elems = algo == ARNORM_ALGO_TWOSHOT ? layout.twoshot_chunk_elems(elem_size)
-                                                 : layout.oneshot_chunk_elems(elem_size);
+  plan.chunk_elems = algo != ARNORM_ALGO_TWOSHOT ? layout.oneshot_chunk_elems(elem_size)
+                     : ll                        ? layout.twoshot_ll_chunk_elems(elem_size)
+                                                 : layout.twoshot_chunk_elems(elem_size);
   plan.num_chunks = count == 0 || plan.chunk_elems == 0 ? 0 : ceil_div(count, plan.chunk_elems);
   return plan;
 }
@@ -31,6 +32,11 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
   g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
   if (algo == ARNORM_ALGO_TWOSHOT) {
     g.shard_cap = align_up(ceil_div(g.rows_per_cta * hidden, static_cast<size_t>(world_size)), kElemAlign);
+  } else {
+    // One-shot pushes the rows' elements spread over CTAs, about one
+    // 8-element unit per thread, whoever owns the rows.
+    const size_t push = ceil_div(ceil_div(rows * hidden, size_t{8}), static_cast<size_t>(kThreadsPerBlock));
+    g.blocks = static_cast<int>(std::max<size_t>(g.blocks, std::min<size_t>(push, static_cast<size_t>(max_blocks))));
   }
   return g;
 }
@@ -41,7 +47,11 @@ size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t
     // Reduce-scatter and all-gather slots: 2 x blocks x world x shard_cap.
     return 2 * static_cast<size_t>(g.blocks) * world_size * g.shard_cap * elem_size;
   }
-  return static_cast<size_t>(world_size) * align_up(rows * hidden, kElemAlign) * elem_size;
+  return static_cast<size_t>(world_size) * align_up(rows * hidden, kElemAlign) * elem_size * kLLExpansion;
+}
+
+size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout) {
+  return algo == ARNORM_ALGO_TWOSHOT ? layout.data_bytes_per_parity : layout.ll_bytes_per_parity;
 }
 
 size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,
@@ -54,7 +64,7 @@ size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& 
   while (rows > 0) {
     const FusedGeometry g =
         plan_fused_geometry(algo, rows, hidden, layout.world_size, fused_max_active(layout.max_blocks));
-    if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= layout.data_bytes_per_parity) break;
+    if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= region_capacity(algo, layout)) break;
     rows -= std::max<size_t>(1, rows / 64);
   }
   return rows;
@@ -64,7 +74,7 @@ FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& la
                                size_t elem_size, size_t rows_per_chunk) {
   const int active = fused_max_active(layout.max_blocks);
   FusedGeometry g = plan_fused_geometry(algo, rows, hidden, layout.world_size, active);
-  if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= layout.data_bytes_per_parity) {
+  if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= region_capacity(algo, layout)) {
     return g;
   }
   const FusedGeometry full = plan_fused_geometry(algo, rows_per_chunk, hidden, layout.world_size, active);

@@ -26,8 +26,9 @@ ARNORM_HD inline size_t pack_elems(bool vectorized, size_t elem_size) {
   return vectorized ? kVectorBytes / elem_size : 1;
 }
 
+// `ll`: a two-shot over LL (one-shot always is).
 ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t count,
-                      size_t elem_size);
+                      size_t elem_size, bool ll = false);
 
 // CTAs carrying data for one chunk of n elements. It depends on nothing
 // local (not on pointer alignment): the kernels cut their ranges in 16-byte
@@ -44,9 +45,13 @@ struct FusedGeometry {
 FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size,
                                   int max_blocks);
 
-// Data-region bytes one parity needs for that chunk.
+// Bytes of one parity's region the chunk needs: the data region for
+// two-shot, the LL region (LL words: twice the data) for one-shot.
 size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t rows, size_t hidden,
                           int world_size, size_t elem_size);
+
+// Bytes of one parity's region that algorithm may use.
+size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout);
 
 // The fused kernels keep a row in registers and run one CTA per
 // multiprocessor: of the grid's max_blocks (two per multiprocessor), this

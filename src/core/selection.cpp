@@ -31,6 +31,20 @@ bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out) {
   return true;
 }
 
+bool protocol_from_name(const std::string& name, Protocol* out) {
+  const std::string n = lower(name);
+  if (n == "auto") *out = Protocol::kAuto;
+  else if (n == "ll") *out = Protocol::kLL;
+  else if (n == "simple") *out = Protocol::kSimple;
+  else return false;
+  return true;
+}
+
+bool twoshot_uses_ll(const SelectionContext& ctx, uint64_t bytes) {
+  if (ctx.forced_protocol != Protocol::kAuto) return ctx.forced_protocol == Protocol::kLL;
+  return bytes <= kTwoShotLLMaxBytes;
+}
+
 // Mirrors data/tuning-default.json; measured thresholds are in docs/perf-notes.md.
 SelectionTable SelectionTable::builtin() {
   SelectionTable t;

@@ -43,12 +43,28 @@ class SelectionTable {
 // Parses "oneshot", "twoshot", "nccl", "auto" (case-insensitive).
 bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out);
 
+// How a peer-memory algorithm moves data (device/ll.cuh, device/sync.cuh):
+// LL puts the call's epoch in every 8-byte word (half the bandwidth, no
+// fence, no flag hop); simple stores plain data and publishes it with one
+// release flag per CTA. One-shot always uses LL; two-shot uses LL up to
+// kTwoShotLLMaxBytes per rank, simple above.
+enum class Protocol : int32_t { kAuto = 0, kLL = 1, kSimple = 2 };
+
+// Parses "auto", "ll", "simple" (case-insensitive).
+bool protocol_from_name(const std::string& name, Protocol* out);
+
 struct SelectionContext {
   int world_size;
   bool peer_access;     // peer-memory algorithms usable on this communicator
   bool nccl_available;  // an NCCL comm is there
   arnormAlgorithm_t forced;  // from ARNORM_ALGO at creation; AUTO when unset
+  Protocol forced_protocol = Protocol::kAuto;  // from ARNORM_PROTOCOL at creation
 };
+
+constexpr uint64_t kTwoShotLLMaxBytes = 512ull << 10;
+
+// Whether a two-shot call of `bytes` per rank runs over LL.
+bool twoshot_uses_ll(const SelectionContext& ctx, uint64_t bytes);
 
 // Resolves the algorithm of one call. Fails (message set) when the request
 // cannot be served: a peer algorithm without peer access, NCCL without a

@@ -22,9 +22,12 @@ bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_byte
   off = align_up(off + l.flags_bytes, kLayoutAlign);
   l.data_offset = off;
   if (budget_bytes < off) return false;
-  l.data_bytes_per_parity = align_down((budget_bytes - off) / 2, kLayoutAlign);
-  if (l.data_bytes_per_parity < kMinDataBytesPerParity) return false;
-  l.total_bytes = l.data_offset + 2 * l.data_bytes_per_parity;
+  const size_t rest = budget_bytes - off;
+  l.ll_bytes_per_parity = align_down(rest / (2 * kLLShareDivisor), kLayoutAlign);
+  l.data_bytes_per_parity = align_down((rest - 2 * l.ll_bytes_per_parity) / 2, kLayoutAlign);
+  if (l.data_bytes_per_parity < kMinDataBytesPerParity || l.ll_bytes_per_parity < kMinLLBytesPerParity) return false;
+  l.ll_offset = l.data_offset + 2 * l.data_bytes_per_parity;
+  l.total_bytes = l.ll_offset + 2 * l.ll_bytes_per_parity;
   *out = l;
   return true;
 }

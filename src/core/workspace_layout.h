@@ -4,9 +4,15 @@
 // mapping. Compiles for host and device.
 //
 //   [ ControlBlock | ProbeBlock | epochs[max_blocks] | flags[kPhases][kMaxRanks][max_blocks]
-//     | data parity 0 | data parity 1 ]
+//     | data parity 0 | data parity 1 | LL parity 0 | LL parity 1 ]
 //
-// Invariant (two-parity data): every peer-memory kernel runs max_blocks
+// The data regions carry plain values, published by flags (two-shot); the LL
+// regions carry only LL words (one-shot; LL in device/ll.cuh). Invariant: no
+// kernel ever writes anything but LL words into an LL region, so a stale
+// word there holds an older call's epoch, never the current one; plain data
+// could hold any bit pattern, which is why the regions are apart.
+//
+// Invariant (two parities, for both kinds of region): every peer-memory kernel runs max_blocks
 // CTAs, so each CTA's epoch equals the number of calls made so far, on every
 // rank. The call with epoch e writes peers' data region e % 2 only. A rank
 // reaches epoch e+2 only after its epoch-(e+1) kernel has seen, in some CTA,
@@ -39,6 +45,15 @@ constexpr size_t kLayoutAlign = 256;
 constexpr size_t kElemAlign = 16;
 constexpr size_t kDefaultWorkspaceBytes = 64ull << 20;
 constexpr size_t kMinDataBytesPerParity = 64ull << 10;
+// An LL word (8 bytes) carries 4 bytes of data: LL regions hold twice the
+// data they carry.
+constexpr size_t kLLExpansion = 2;
+// Share of the budget past the control area that goes to the LL regions.
+constexpr size_t kLLShareDivisor = 2;
+// One-shot chunks are multiples of this many elements: whole groups of 32
+// 16-byte LL units (device/ll.cuh) for every element size.
+constexpr size_t kLLElemAlign = 256;
+constexpr size_t kMinLLBytesPerParity = 16ull << 10;
 
 // Owned by the local rank; peers only read `identity` (setup probe).
 struct ControlBlock {
@@ -68,6 +83,8 @@ struct WorkspaceLayout {
   size_t flags_bytes = 0;
   size_t data_offset = 0;
   size_t data_bytes_per_parity = 0;
+  size_t ll_offset = 0;
+  size_t ll_bytes_per_parity = 0;
   size_t total_bytes = 0;
 
   // Flag written by rank `src` for CTA `block` at sync point `phase`.
@@ -79,10 +96,32 @@ struct WorkspaceLayout {
     return data_offset + static_cast<size_t>(epoch & 1) * data_bytes_per_parity;
   }
 
-  // One-shot: rank q's region holds one slot per source rank, each of
-  // oneshot_chunk_elems() elements (a whole chunk of that source's input).
+  ARNORM_HD size_t ll_parity_offset(uint64_t epoch) const {
+    return ll_offset + static_cast<size_t>(epoch & 1) * ll_bytes_per_parity;
+  }
+
+  // One-shot: rank q's LL region holds one slot per source rank, each
+  // carrying oneshot_chunk_elems() elements (a whole chunk of that source's
+  // input) in oneshot_slot_bytes() bytes of LL words.
   ARNORM_HD size_t oneshot_chunk_elems(size_t elem_size) const {
-    return align_down(data_bytes_per_parity / world_size / elem_size, kElemAlign);
+    return align_down(ll_bytes_per_parity / kLLExpansion / world_size / elem_size, kLLElemAlign);
+  }
+  ARNORM_HD size_t oneshot_slot_bytes(size_t elem_size) const {
+    return oneshot_chunk_elems(elem_size) * elem_size * kLLExpansion;
+  }
+  // Two-shot over LL: rank q's LL region holds a reduce-scatter area (one
+  // shard slot per source) and an all-gather area (one reduced-shard slot per
+  // source), each slot carrying twoshot_ll_shard_capacity() elements in
+  // twoshot_ll_slot_bytes() bytes of LL words.
+  ARNORM_HD size_t twoshot_ll_shard_capacity(size_t elem_size) const {
+    return align_down(ll_bytes_per_parity / kLLExpansion / (2 * static_cast<size_t>(world_size)) / elem_size,
+                      kLLElemAlign);
+  }
+  ARNORM_HD size_t twoshot_ll_slot_bytes(size_t elem_size) const {
+    return twoshot_ll_shard_capacity(elem_size) * elem_size * kLLExpansion;
+  }
+  ARNORM_HD size_t twoshot_ll_chunk_elems(size_t elem_size) const {
+    return twoshot_ll_shard_capacity(elem_size) * world_size;
   }
   // Two-shot: rank q's region holds a reduce-scatter area (one shard slot per
   // source) and an all-gather area (one reduced-shard slot per source).

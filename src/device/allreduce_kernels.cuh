@@ -5,6 +5,7 @@
 #pragma once
 
 #include "core/plan.h"
+#include "device/ll.cuh"
 #include "device/pack.cuh"
 #include "device/sync.cuh"
 
@@ -23,30 +24,6 @@ __device__ __forceinline__ void gather_contributions(const T* const* slot, int m
   }
 }
 
-// Runs body(i) for packs i in [lo + threadIdx.x, hi) stepping blockDim.x,
-// U packs per thread at a time: `load(i)` for all U first, then `use(i, v)`,
-// so U independent loads per thread are in flight.
-template <int U, typename V, typename Load, typename Use>
-__device__ __forceinline__ void for_packs(size_t lo, size_t hi, Load load, Use use) {
-  for (size_t base = lo + threadIdx.x; base < hi; base += U * blockDim.x) {
-    V v[U];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const size_t i = base + u * blockDim.x;
-      if (i < hi) v[u] = load(i);
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const size_t i = base + u * blockDim.x;
-      if (i < hi) use(i, v[u]);
-    }
-  }
-}
-
-// Packs per thread in flight in the copy loops and the reduce loops.
-constexpr int kCopyUnroll = 4;
-constexpr int kReduceUnroll = 2;
-
 // Slot `slot_index` (of `slot_elems` elements) in every rank's data region
 // of parity `e`, as mapped here.
 template <typename T>
@@ -57,57 +34,161 @@ __device__ __forceinline__ void slots_at(const SyncParams& s, uint64_t e, size_t
   for (int r = 0; r < kMaxRanks; ++r) out[r] = r < s.world ? reinterpret_cast<T*>(s.ws[r] + offset) : nullptr;
 }
 
-// ONE-SHOT. CTA b owns packs [lo, hi) of the chunk. It pushes them into slot
-// [me] of every peer's data region, signals, waits for the same CTA of every
-// peer, and sums all ranks' packs in rank order into the output.
-// In place is safe: a thread reads in[i] before it writes out[i], and no
-// other thread or rank reads in[i] after this CTA's push.
-template <typename T, int P>
+// Polls unit u of every peer's slot src[r] (ll_poll) and returns the
+// rank-order sum with this rank's own value `own` (NaN if a unit never
+// arrived). Shared by the one-shot sum and the two-shot reduce-scatter.
+template <typename T>
+__device__ __forceinline__ uint4 ll_sum_unit(const uint64_t* const* src, size_t u, const uint4& own, int me,
+                                             int world, const LLWait& wait) {
+  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+  const uint64_t* at[kMaxRanks];
+  bool live[kMaxRanks];
+  int peer[kMaxRanks];
+  LLRaw raw[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) {
+    live[r] = r < world && r != me;
+    at[r] = live[r] ? ll_at(src[r], u) : nullptr;
+    peer[r] = r;
+  }
+  const bool ok = ll_poll(at, live, peer, wait, raw);
+  Pack<T, K> v[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) {
+    if (r >= world) continue;
+    const uint4 d = r == me ? own : ll_data(raw[r]);
+    v[r] = *reinterpret_cast<const Pack<T, K>*>(&d);
+  }
+  const Pack<T, K> sum = ok ? sum_in_rank_order<T, K>(v, world) : nan_pack<T, K>();
+  return *reinterpret_cast<const uint4*>(&sum);
+}
+
+// ONE-SHOT (LL, ll.cuh). CTA b owns units [lo, hi) (16 data bytes each) of
+// the chunk. It pushes them as LL words into slot [me] of every peer's LL
+// region, then polls the same units of every peer's slot in its own region
+// and sums all ranks' values in rank order into the output. No signal, no
+// fence: each word carries the call's epoch.
+// In place is safe: the thread that handles unit u reads in[u] (push, then
+// sum) before it writes out[u], and no other thread or rank reads in[u].
+template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
+  pdl_begin();
+  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   const SyncParams& s = p.sync;
-  const CallStart call = op_begin(s);
-  const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
+  // Ranges are cut in 16-byte units on every rank, whatever its alignment.
+  const size_t units = ceil_div(n, static_cast<size_t>(K));
+  const size_t per_cta = ceil_div(units, static_cast<size_t>(s.active_blocks));
+  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
+  uint4 first{};
+  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
-  // The CTA's element range is cut in 16-byte units whatever P is: ranks may
-  // differ in alignment (and so in P), never in who handles which element.
-  constexpr size_t kUnit = kVectorBytes / sizeof(T);
-  const size_t per_cta = ceil_div(ceil_div(n, kUnit), static_cast<size_t>(s.active_blocks)) * kUnit;
-  const size_t lo_e = min(n, blockIdx.x * per_cta), hi_e = min(n, lo_e + per_cta);
-  const size_t lo = ceil_div(lo_e, static_cast<size_t>(P)), hi = ceil_div(hi_e, static_cast<size_t>(P));
-  const size_t slot_elems = s.layout.oneshot_chunk_elems(sizeof(T));
+  const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
+  if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
 
-  bool ok = false;
-  if (!call.aborted) {
-    T* my_slot_on[kMaxRanks];  // slot [me] on rank r: where this rank's data goes
-    slots_at<T>(s, e, me, slot_elems, my_slot_on);
-    for_packs<kCopyUnroll, Pack<T, P>>(
-        lo, hi, [&](size_t i) { return load_bounded<T, P>(in, i, n); },
-        [&](size_t i, const Pack<T, P>& v) {
+  // Local slot [r] holds rank r's data. After an abort every poll gives up
+  // at once and the output is NaN.
+  const LLWait wait = ll_wait_of(s, e);
+  const uint64_t* src[kMaxRanks];
 #pragma unroll
-          for (int r = 0; r < kMaxRanks; ++r)
-            if (r < world && r != me) store_slot<T, P>(my_slot_on[r], i, v);
-        });
-    ok = signal_and_wait(s, 0, e);
+  for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
+  for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
+    const uint4 own = u == lo + threadIdx.x ? first : load_unit<T, kVec>(in, u, n);
+    store_unit<T, kVec>(out, u, n, ll_sum_unit<T>(src, u, own, me, world, wait));
+  }
+  op_end(s, e);
+}
+
+// TWO-SHOT over LL. The chunk is cut into `world` shards of shard_len
+// elements (twoshot_shard_len); CTA b owns units [lo, hi) of every shard.
+// Rank q's LL region holds RS[src] (slots 0..world-1) and AG[src] (slots
+// world..2*world-1).
+//   1. push unit u of shard j to RS[me] on rank j;
+//   2. poll RS[r] for every peer, sum own shard in rank order, write it to
+//      the output and push it to AG[me] on every peer;
+//   3. poll AG[r] for every peer, copy its reduced shard to the output.
+// Each CTA waits only for units the same-index CTA of a peer pushes (same
+// geometry on every rank). In place is safe: a unit of `in` is read (steps
+// 1 and 2) by the thread that later writes it, before it writes it.
+template <typename T, bool kVec>
+__global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kernel(AllReduceParams p) {
+  pdl_begin();
+  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+  const SyncParams& s = p.sync;
+  const int me = s.rank, world = s.world;
+  const T* in = static_cast<const T*>(p.in);
+  T* out = static_cast<T*>(p.out);
+  const size_t n = p.count;
+  const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign, so of K
+  const size_t su = shard_len / K;                        // units per shard
+  const size_t per_cta = ceil_div(su, static_cast<size_t>(s.active_blocks));
+  const size_t lo = min(su, blockIdx.x * per_cta), hi = min(su, lo + per_cta);
+  // This rank's view of shard j: elements [j * shard_len, n).
+  auto shard_in = [&](int j) { return in + j * shard_len; };
+  auto shard_n = [&](int j) { return n > j * shard_len ? n - j * shard_len : size_t{0}; };
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
+  const uint32_t flag = static_cast<uint32_t>(e);
+  const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
+  const LLWait wait = ll_wait_of(s, e);
+
+  // 1. reduce-scatter push
+  if (!call.aborted) {
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      if (r >= world || r == me) continue;
+      uint64_t* rs_me_on_r = ll_slot(s, r, me, e, slot_bytes);
+      for_packs<kCopyUnroll, uint4>(
+          lo, hi, [&](size_t u) { return load_unit<T, kVec>(shard_in(r), u, shard_n(r)); },
+          [&](size_t u, const uint4& d) { ll_store_unit(rs_me_on_r, u, d, flag); });
+    }
   }
 
-  // Local slot [r] holds rank r's data.
-  const T* src[kMaxRanks];
-  char* local = workspace_of(s, me) + s.layout.data_parity_offset(e);
+  // 2. reduce own shard, write it, push it to every peer's AG[me]
+  const uint64_t* rs[kMaxRanks];
+  uint64_t* ag_me_on[kMaxRanks];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) src[r] = reinterpret_cast<const T*>(local) + r * slot_elems;
-  for_packs<kReduceUnroll, Pack<T, P>>(
-      lo, hi,
-      [&](size_t i) {
-        if (!ok) return nan_pack<T, P>();
-        Pack<T, P> v[kMaxRanks];
-        gather_contributions<T, P>(src, me, world, in, i, n, i, v);
-        return sum_in_rank_order<T, P>(v, world);
-      },
-      [&](size_t i, const Pack<T, P>& result) { store_bounded<T, P>(out, i, n, result); });
+  for (int r = 0; r < kMaxRanks; ++r) {
+    rs[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
+    ag_me_on[r] = r < world ? ll_slot(s, r, world + me, e, slot_bytes) : nullptr;
+  }
+  for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
+    const uint4 sum = ll_sum_unit<T>(rs, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait);
+    store_unit<T, kVec>(out + me * shard_len, u, shard_n(me), sum);
+    if (!call.aborted) {
+#pragma unroll
+      for (int r = 0; r < kMaxRanks; ++r)
+        if (r < world && r != me) ll_store_unit(ag_me_on[r], u, sum, flag);
+    }
+  }
+
+  // 3. all-gather: every peer's reduced shard
+  const uint64_t* ag[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) ag[r] = r < world ? ll_slot(s, me, world + r, e, slot_bytes) : nullptr;
+  for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
+    const uint64_t* at[kMaxRanks];
+    bool live[kMaxRanks];
+    int peer[kMaxRanks];
+    LLRaw raw[kMaxRanks];
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      live[r] = r < world && r != me;
+      at[r] = live[r] ? ll_at(ag[r], u) : nullptr;
+      peer[r] = r;
+    }
+    const bool ok = ll_poll(at, live, peer, wait, raw);
+    const Pack<T, K> nan = nan_pack<T, K>();
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r)
+      if (live[r]) store_unit<T, kVec>(out + r * shard_len, u, shard_n(r), ok ? ll_data(raw[r]) : *reinterpret_cast<const uint4*>(&nan));
+  }
   op_end(s, e);
 }
 
@@ -123,6 +204,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
 // writes that element of `out`, and other CTAs touch disjoint packs.
 template <typename T, int P>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(AllReduceParams p) {
+  pdl_begin();
   const SyncParams& s = p.sync;
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "device/allreduce_kernels.cuh"
+#include "device/ll.cuh"
 #include "device/rmsnorm_epilogue.cuh"
 
 namespace arnorm {
@@ -33,59 +34,159 @@ __device__ __forceinline__ void copy_range(T* dst, const T* src, size_t first, s
       [&](size_t i, const Pack<T, P>& v) { store_slot<T, P>(dst, i, v); });
 }
 
-// ONE-SHOT FUSED. CTA b pushes its rows into slot [me] of every peer (the
-// one-shot all-reduce layout), waits for the same CTA of every peer, then
-// runs the epilogue on each row, summing all ranks' values in rank order.
-template <typename T, typename W, bool kVec>
-__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(FusedParams p) {
-  constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
-  const SyncParams& s = p.sync;
-  const CallStart call = op_begin(s);
-  const uint64_t e = call.e;
-  const int me = s.rank, world = s.world;
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
-  const size_t H = p.hidden;
-  const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
-  const T* in = static_cast<const T*>(p.in);
-  const size_t slot_elems = s.layout.oneshot_chunk_elems(sizeof(T));
+// LL unit holding element c of row `row` (rows contiguous in the slot).
+template <typename T>
+__device__ __forceinline__ size_t ll_unit_of(size_t row, size_t hidden, size_t c) {
+  return (row * hidden + c) / (kLLUnitBytes / sizeof(T));
+}
 
-  bool ok = false;
-  if (!call.aborted) {
-    T* my_slot_on[kMaxRanks];
-    slots_at<T>(s, e, me, slot_elems, my_slot_on);
+// Polls, in every peer's slot, the units of `row` this thread reads in one
+// epilogue round (virtual packs v0 + k * kThreadsPerBlock) until all are
+// complete; false if any never arrived. On the vector path the loads of up
+// to kLLBatch units are in flight before any is checked.
+template <typename T, bool kVec>
+__device__ __forceinline__ bool ll_wait_round(const uint64_t* const* src, int me, int world, size_t row,
+                                              size_t hidden, size_t v0, const LLWait& w) {
+  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+  const size_t nv = ceil_div(hidden, static_cast<size_t>(kRowVec));
+  bool ok = true;
+  if constexpr (kVec) {
+    constexpr int kUnits = kRowVec / K;  // units per virtual pack
+    constexpr int kPerRank = kRowRegs * kUnits;
+    constexpr int kLLBatch = 8;
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r)
-      if (r < world && r != me) copy_range<T, P>(my_slot_on[r], in, r0 * H, r1 * H);
-    ok = signal_and_wait(s, 0, e);
-  }
-
-  const T* src[kMaxRanks];
-  char* local = workspace_of(s, me) + s.layout.data_parity_offset(e);
+    for (int j0 = 0; j0 < kMaxRanks * kPerRank; j0 += kLLBatch) {
+      if (j0 / kPerRank >= world) break;  // ranks past the world: nothing to poll
+      const uint64_t* at[kLLBatch];
+      bool live[kLLBatch];
+      int peer[kLLBatch];
+      LLRaw raw[kLLBatch];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) src[r] = r == me ? in : reinterpret_cast<const T*>(local) + r * slot_elems;
-  for (size_t row = r0; row < r1; ++row) {
-    const RowEpilogue ep = row_epilogue<T>(p, row);
-    if (!ok) {
-      poison_row<T>(ep);
-      continue;
+      for (int j = 0; j < kLLBatch; ++j) {
+        const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
+        const size_t v = v0 + k * kThreadsPerBlock;
+        live[j] = r < world && r != me && v < nv;
+        at[j] = live[j] ? ll_at(src[r], ll_unit_of<T>(row, hidden, v * kRowVec) + a) : nullptr;
+        peer[j] = r;
+      }
+      ok = ll_poll(at, live, peer, w, raw) && ok;
     }
-    rmsnorm_row<T, W, kVec>(ep, [&](size_t v, float* sum) {
-      float x[kMaxRanks][kRowVec];
+  } else {
+    for (int k = 0; k < kRowRegs; ++k) {
+      const size_t v = v0 + k * kThreadsPerBlock;
+      if (v >= nv) break;
 #pragma unroll
       for (int r = 0; r < kMaxRanks; ++r) {
-        if (r >= world) continue;
-        if (r == me) load_v8<T, kVec>(src[r] + row * H, v, H, x[r]);
-        else load_v8<T, kVec, true>(src[r] + row * H, v, H, x[r]);
+        if (r >= world || r == me) continue;
+        for (size_t c = v * kRowVec; c < min(hidden, (v + 1) * kRowVec); ++c) {
+          const uint64_t* at[1] = {ll_at(src[r], ll_unit_of<T>(row, hidden, c))};
+          const bool live[1] = {true};
+          const int peer[1] = {r};
+          LLRaw raw[1];
+          ok = ll_poll(at, live, peer, w, raw) && ok;
+        }
       }
+    }
+  }
+  return ok;
+}
+
+// 8 elements of `row`, virtual pack v, from an LL slot whose units this
+// thread has seen complete (ll_wait_row).
+template <typename T, bool kVec>
+__device__ __forceinline__ void ll_read_v8(const uint64_t* slot, size_t row, size_t v, size_t hidden, float* f) {
+  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+  if constexpr (kVec) {
+    const size_t u0 = ll_unit_of<T>(row, hidden, v * kRowVec);
 #pragma unroll
-      for (int i = 0; i < kRowVec; ++i) {
-        float acc = x[0][i];
+    for (int a = 0; a < kRowVec / K; ++a) {
+      const uint4 d = ll_read_seen(slot, u0 + a);
+      const T* t = reinterpret_cast<const T*>(&d);
 #pragma unroll
-        for (int r = 1; r < kMaxRanks; ++r)
-          if (r < world) acc = __fadd_rn(acc, x[r][i]);
-        sum[i] = round_to<T>(acc);
-      }
-    });
+      for (int i = 0; i < K; ++i) f[a * K + i] = Num<T>::to_float(t[i]);
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) {
+      const size_t c = v * kRowVec + i;
+      f[i] = 0.f;
+      if (c >= hidden) continue;
+      const uint4 d = ll_read_seen(slot, ll_unit_of<T>(row, hidden, c));
+      f[i] = Num<T>::to_float(reinterpret_cast<const T*>(&d)[(row * hidden + c) % K]);
+    }
+  }
+}
+
+// The rounded rank-order sums of one row for rmsnorm_row: this rank's own
+// values from its input, every peer's from its LL slot in the local region.
+template <typename T, bool kVec>
+struct LLRowSums {
+  const uint64_t* const* src;  // src[r]: rank r's LL slot here
+  const T* own;                // this rank's input row
+  size_t row, hidden;
+  int me, world;
+  LLWait wait;
+
+  __device__ __forceinline__ bool ready(size_t v0) const {
+    return ll_wait_round<T, kVec>(src, me, world, row, hidden, v0, wait);
+  }
+  __device__ __forceinline__ void sum_at(size_t v, float* sum) const {
+    float x[kMaxRanks][kRowVec];
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      if (r >= world) continue;
+      if (r == me) load_v8<T, kVec>(own, v, hidden, x[r]);
+      else ll_read_v8<T, kVec>(src[r], row, v, hidden, x[r]);
+    }
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) {
+      float acc = x[0][i];
+#pragma unroll
+      for (int r = 1; r < kMaxRanks; ++r)
+        if (r < world) acc = __fadd_rn(acc, x[r][i]);
+      sum[i] = round_to<T>(acc);
+    }
+  }
+};
+
+// ONE-SHOT FUSED (LL, ll.cuh). Push: the chunk's rows form one flat range of
+// rows x hidden elements, cut in 16-byte units over all active CTAs; each CTA
+// pushes its units as LL words into slot [me] of every peer. Rows: CTA b owns
+// rows [b*rows_per_cta, ...) and polls every peer's copy of them in its own
+// LL region, whoever pushed them there. No CTA waits for another to signal,
+// so the push uses every active CTA even for a single row.
+template <typename T, typename W, bool kVec>
+__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(FusedParams p) {
+  pdl_begin();
+  const SyncParams& s = p.sync;
+  const int me = s.rank, world = s.world;
+  const size_t H = p.hidden;
+  const T* in = static_cast<const T*>(p.in);
+  // Push range: 16-byte units of the flat rows x hidden range. The input is
+  // 16-byte aligned on the vector path (rows of a multiple of 8 elements).
+  const size_t n = p.rows * H;
+  const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
+  const size_t per_cta = ceil_div(units, static_cast<size_t>(s.active_blocks));
+  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
+  uint4 first{};
+  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
+  const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
+  const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
+  if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
+
+  const LLWait wait = ll_wait_of(s, e);
+  const uint64_t* src[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
+  for (size_t row = r0; row < r1; ++row) {
+    const RowEpilogue ep = row_epilogue<T>(p, row);
+    const bool ok = rmsnorm_row<T, W, kVec>(ep, LLRowSums<T, kVec>{src, in + row * H, row, H, me, world, wait});
+    // A row with any missing unit is NaN as a whole; the barrier orders
+    // every write of the epilogue before the poison.
+    if (__syncthreads_or(!ok)) poison_row<T>(ep);
   }
   op_end(s, e);
 }
@@ -104,6 +205,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
 // then recomputes the cheap epilogue from identical sums.
 template <typename T, typename W, bool kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(FusedParams p) {
+  pdl_begin();
   constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
   const CallStart call = op_begin(s);
@@ -163,7 +265,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(Fuse
       continue;
     }
     const T* srow = gathered + (row - r0) * H;
-    rmsnorm_row<T, W, kVec>(ep, [&](size_t v, float* sum) { load_v8<T, kVec, true>(srow, v, H, sum); });
+    rmsnorm_row<T, W, kVec>(ep, loaded_sums([&](size_t v, float* sum) { load_v8<T, kVec, true>(srow, v, H, sum); }));
   }
   op_end(s, e);
 }
@@ -174,7 +276,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) add_rmsnorm_kernel(FusedPara
   for (size_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
     const T* srow = static_cast<const T*>(p.in) + row * p.hidden;
     rmsnorm_row<T, W, kVec>(row_epilogue<T>(p, row),
-                            [&](size_t v, float* sum) { load_v8<T, kVec>(srow, v, p.hidden, sum); });
+                            loaded_sums([&](size_t v, float* sum) { load_v8<T, kVec>(srow, v, p.hidden, sum); }));
   }
 }
 

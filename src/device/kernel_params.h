@@ -39,6 +39,7 @@ struct SyncParams {
   uint64_t timeout_ns;
   ErrorRecord* error;  // device alias of the mapped host record
   int32_t op;          // OpCode of this launch
+  uint32_t poll_backoff_ns;  // sleep between LL polling rounds that found nothing new
   int active_blocks;   // CTAs [0, active_blocks) carry data; the grid is always layout.max_blocks
 };
 

@@ -12,7 +12,9 @@ arnormStatus_t launch_typed(const AllReduceLaunch& l, cudaStream_t stream) {
   constexpr int kVec = static_cast<int>(kVectorBytes / sizeof(T));
   void (*kernel)(AllReduceParams) = nullptr;
   if (l.algo == ARNORM_ALGO_ONESHOT) {
-    kernel = l.vectorized ? allreduce_oneshot_kernel<T, kVec> : allreduce_oneshot_kernel<T, 1>;
+    kernel = l.vectorized ? allreduce_oneshot_kernel<T, true> : allreduce_oneshot_kernel<T, false>;
+  } else if (l.algo == ARNORM_ALGO_TWOSHOT && l.ll) {
+    kernel = l.vectorized ? allreduce_twoshot_ll_kernel<T, true> : allreduce_twoshot_ll_kernel<T, false>;
   } else if (l.algo == ARNORM_ALGO_TWOSHOT) {
     kernel = l.vectorized ? allreduce_twoshot_kernel<T, kVec> : allreduce_twoshot_kernel<T, 1>;
   } else {
@@ -21,9 +23,7 @@ arnormStatus_t launch_typed(const AllReduceLaunch& l, cudaStream_t stream) {
   // Every peer-memory kernel runs the full grid (see EPOCH in sync.cuh).
   AllReduceParams params = l.params;
   params.sync.active_blocks = l.blocks;
-  kernel<<<l.params.sync.layout.max_blocks, kThreadsPerBlock, 0, stream>>>(params);
-  ARNORM_CUDA_TRY(cudaGetLastError());
-  return ARNORM_SUCCESS;
+  return launch_peer_kernel(kernel, l.params.sync.layout.max_blocks, params, l.pdl, stream);
 }
 
 __global__ void probe_kernel(SyncParams s, uint64_t token, uint64_t* identities) {
@@ -37,6 +37,25 @@ __global__ void probe_kernel(SyncParams s, uint64_t token, uint64_t* identities)
 }
 
 }  // namespace
+
+template <typename P>
+arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream) {
+  cudaLaunchAttribute attr[1] = {};
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(grid);
+  cfg.blockDim = dim3(kThreadsPerBlock);
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  ARNORM_CUDA_TRY(cudaLaunchKernelEx(&cfg, kernel, params));
+  return ARNORM_SUCCESS;
+}
+template arnormStatus_t launch_peer_kernel<AllReduceParams>(void (*)(AllReduceParams), int, const AllReduceParams&,
+                                                            bool, cudaStream_t);
+template arnormStatus_t launch_peer_kernel<FusedParams>(void (*)(FusedParams), int, const FusedParams&, bool,
+                                                        cudaStream_t);
 
 arnormStatus_t launch_allreduce(const AllReduceLaunch& l, cudaStream_t stream) {
   if (l.blocks < 1 || l.blocks > l.params.sync.layout.max_blocks) {

@@ -11,7 +11,9 @@ namespace arnorm {
 
 struct AllReduceLaunch {
   AllReduceParams params;
+  bool pdl;                // programmatic dependent launch (PDL in sync.cuh)
   arnormAlgorithm_t algo;  // ONESHOT or TWOSHOT
+  bool ll;                 // TWOSHOT over LL (ONESHOT always is)
   arnormDataType_t dtype;
   bool vectorized;         // 16-byte packs (caller pointers 16-byte aligned)
   int blocks;
@@ -21,6 +23,7 @@ arnormStatus_t launch_allreduce(const AllReduceLaunch& launch, cudaStream_t stre
 
 struct AddRmsNormLaunch {
   FusedParams params;
+  bool pdl;  // programmatic dependent launch for the peer kernels (PDL in sync.cuh)
   arnormAlgorithm_t algo;  // ONESHOT, TWOSHOT, or NCCL (the norm alone, sums already in params.in)
   arnormDataType_t dtype;
   arnormDataType_t weight_dtype;
@@ -30,6 +33,11 @@ struct AddRmsNormLaunch {
 
 // Defined in launch_fused.cu (its own file: 54 kernel instantiations).
 arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& launch, cudaStream_t stream);
+
+// Launches a peer-memory kernel on the full grid, with programmatic stream
+// serialization when `pdl`.
+template <typename P>
+arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream);
 
 // Setup probe: stores a token into every peer's ProbeBlock and copies every
 // peer's ControlBlock::identity into `identities` (device memory, kMaxRanks).

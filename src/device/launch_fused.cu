@@ -51,8 +51,8 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
   // after NCCL has no epoch and runs one CTA per row.
   FusedParams params = l.params;
   params.sync.active_blocks = l.blocks;
-  const int grid = l.algo == ARNORM_ALGO_NCCL ? l.blocks : l.params.sync.layout.max_blocks;
-  kernel<<<grid, kThreadsPerBlock, 0, stream>>>(params);
+  if (l.algo != ARNORM_ALGO_NCCL) return launch_peer_kernel(kernel, l.params.sync.layout.max_blocks, params, l.pdl, stream);
+  kernel<<<l.blocks, kThreadsPerBlock, 0, stream>>>(params);
   ARNORM_CUDA_TRY(cudaGetLastError());
   return ARNORM_SUCCESS;
 }

@@ -114,4 +114,28 @@ __device__ __forceinline__ Pack<T, P> sum_in_rank_order(const Pack<T, P>* v, int
   return out;
 }
 
+// Runs body(i) for packs i in [lo + threadIdx.x, hi) stepping blockDim.x,
+// U packs per thread at a time: `load(i)` for all U first, then `use(i, v)`,
+// so U independent loads per thread are in flight.
+template <int U, typename V, typename Load, typename Use>
+__device__ __forceinline__ void for_packs(size_t lo, size_t hi, Load load, Use use) {
+  for (size_t base = lo + threadIdx.x; base < hi; base += U * blockDim.x) {
+    V v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const size_t i = base + u * blockDim.x;
+      if (i < hi) v[u] = load(i);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const size_t i = base + u * blockDim.x;
+      if (i < hi) use(i, v[u]);
+    }
+  }
+}
+
+// Packs per thread in flight in the copy loops and the reduce loops.
+constexpr int kCopyUnroll = 4;
+constexpr int kReduceUnroll = 2;
+
 }  // namespace arnorm

@@ -98,13 +98,31 @@ struct RowEpilogue {
 // the same bits: the order of every operation is the same.
 constexpr int kRowRegs = 4;
 
-// One row: s (from `sum_at`, already rounded to T) -> h = round(s + residual)
-// -> residual_out, then y = round(h * rsqrt(mean(h^2) + eps) * gamma) -> out.
+// Where rmsnorm_row gets the row's rounded sums. Each round covers virtual
+// packs v0 + k * kThreadsPerBlock (k < kRowRegs) of the calling thread.
+// ready(v0) is called once per round after the round's residual and weight
+// loads are issued, so a source that must wait for peers (LL) overlaps that
+// wait with them; it returns false if the sums will never come. sum_at(v, f)
+// then yields the 8 sums of virtual pack v, already rounded to T.
+template <typename F>
+struct LoadedSums {
+  F load;  // (v, float* f): the sums are in memory already
+  __device__ __forceinline__ bool ready(size_t) const { return true; }
+  __device__ __forceinline__ void sum_at(size_t v, float* f) const { load(v, f); }
+};
+template <typename F>
+__device__ __forceinline__ LoadedSums<F> loaded_sums(F f) {
+  return LoadedSums<F>{f};
+}
+
+// One row: s (from `sums`) -> h = round(s + residual) -> residual_out, then
+// y = round(h * rsqrt(mean(h^2) + eps) * gamma) -> out. Returns false (on the
+// threads concerned) if a source's ready() failed; the caller poisons the row.
 // Rows wider than one round keep h in residual_out, or in out when there is
 // none; each thread re-reads only elements it wrote itself, so no barrier is
 // needed between the passes beyond the one inside block_sum.
-template <typename T, typename W, bool kVec, typename SumAt>
-__device__ __forceinline__ void rmsnorm_row(const RowEpilogue& r, SumAt sum_at) {
+template <typename T, typename W, bool kVec, typename Sums>
+__device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& sums) {
   const T* res = static_cast<const T*>(r.residual);
   T* h_row = static_cast<T*>(r.residual_out ? r.residual_out : r.out);
   const W* gamma = static_cast<const W*>(r.weight);
@@ -112,16 +130,26 @@ __device__ __forceinline__ void rmsnorm_row(const RowEpilogue& r, SumAt sum_at) 
   const size_t per_round = static_cast<size_t>(kRowRegs) * kThreadsPerBlock;
   const bool one_round = nv <= per_round;
   float h[kRowRegs][kRowVec];
+  float g[kRowRegs][kRowVec];
   float ss = 0.f;
+  bool ok = true;
   for (size_t v0 = threadIdx.x; v0 < nv; v0 += per_round) {
-#pragma unroll
-    for (int u = 0; u < kRowRegs; ++u)
-      if (v0 + u * kThreadsPerBlock < nv) sum_at(v0 + u * kThreadsPerBlock, h[u]);
+    float x[kRowRegs][kRowVec];
     if (res) {
-      float x[kRowRegs][kRowVec];
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
         if (v0 + u * kThreadsPerBlock < nv) load_v8<T, kVec>(res, v0 + u * kThreadsPerBlock, r.hidden, x[u]);
+    }
+    if (one_round) {
+#pragma unroll
+      for (int u = 0; u < kRowRegs; ++u)
+        if (v0 + u * kThreadsPerBlock < nv) load_v8<W, kVec>(gamma, v0 + u * kThreadsPerBlock, r.hidden, g[u]);
+    }
+    ok = sums.ready(v0) && ok;
+#pragma unroll
+    for (int u = 0; u < kRowRegs; ++u)
+      if (v0 + u * kThreadsPerBlock < nv) sums.sum_at(v0 + u * kThreadsPerBlock, h[u]);
+    if (res) {
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
 #pragma unroll
@@ -136,12 +164,6 @@ __device__ __forceinline__ void rmsnorm_row(const RowEpilogue& r, SumAt sum_at) 
       if (!one_round || r.residual_out) store_v8<T, kVec>(h_row, v, r.hidden, h[u]);
     }
   }
-  float g[kRowRegs][kRowVec];
-  if (one_round) {
-#pragma unroll
-    for (int u = 0; u < kRowRegs; ++u)
-      if (threadIdx.x + u * kThreadsPerBlock < nv) load_v8<W, kVec>(gamma, threadIdx.x + u * kThreadsPerBlock, r.hidden, g[u]);
-  }
   // Explicit _rn operations: no contraction into FMAs that could differ
   // between the kernels this function is inlined into.
   const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(ss), static_cast<float>(r.hidden)), r.eps));
@@ -154,7 +176,7 @@ __device__ __forceinline__ void rmsnorm_row(const RowEpilogue& r, SumAt sum_at) 
       for (int i = 0; i < kRowVec; ++i) h[u][i] = __fmul_rn(__fmul_rn(h[u][i], scale), g[u][i]);
       store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, h[u]);
     }
-    return;
+    return ok;
   }
   for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
     float y[kRowVec], gv[kRowVec];
@@ -164,6 +186,7 @@ __device__ __forceinline__ void rmsnorm_row(const RowEpilogue& r, SumAt sum_at) 
     for (int i = 0; i < kRowVec; ++i) y[i] = __fmul_rn(__fmul_rn(y[i], scale), gv[i]);
     store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, y);
   }
+  return ok;
 }
 
 // A row of NaN in out and residual_out: what a call that lost a peer leaves.

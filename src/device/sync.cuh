@@ -19,6 +19,15 @@
 //   every rank is what pairs writers with readers: grids are planned from
 //   shared values only.
 //
+// PDL (programmatic dependent launch). Peer kernels may be launched with
+//   programmatic stream serialization. Every CTA runs pdl_begin() before it
+//   touches memory: launch_dependents lets the next kernel of the stream be
+//   scheduled once every CTA of this one has started, and griddepcontrol.wait
+//   returns only when the previous kernel has completed with its memory
+//   visible. So stream order still holds for every byte a kernel reads or
+//   writes (EPOCH and the parity invariant rely on it); only launch latency
+//   overlaps. Without the launch attribute both instructions do nothing.
+//
 // BOUNDED WAIT. A wait gives up after SyncParams::timeout_ns (globaltimer),
 //   records {op, rank, peer, epoch} in the host-mapped ErrorRecord (first
 //   failure wins, through ControlBlock::abort) and returns false; the CTA then
@@ -68,6 +77,11 @@ __device__ __forceinline__ uint64_t* flag_ptr(const SyncParams& s, int owner, in
 
 __device__ __forceinline__ uint64_t* epoch_slot(const SyncParams& s) {
   return reinterpret_cast<uint64_t*>(workspace_of(s, s.rank) + s.layout.epochs_offset) + blockIdx.x;
+}
+
+__device__ __forceinline__ void pdl_begin() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;" ::: "memory");
 }
 
 struct CallStart {

@@ -24,7 +24,14 @@ TEST(WorkspaceLayout, FitsTheBudgetAndKeepsRegionsAligned) {
       // Parity regions do not overlap and end inside the allocation.
       EXPECT_EQ(l.data_parity_offset(1), l.data_parity_offset(0) + l.data_bytes_per_parity);
       EXPECT_EQ(l.data_parity_offset(2), l.data_parity_offset(0));
-      EXPECT_LE(l.data_parity_offset(1) + l.data_bytes_per_parity, l.total_bytes);
+      EXPECT_LE(l.data_parity_offset(1) + l.data_bytes_per_parity, l.ll_parity_offset(0));
+      // LL regions come after the data regions, apart from them and from each other.
+      EXPECT_EQ(0u, l.ll_offset % kLayoutAlign);
+      EXPECT_EQ(0u, l.ll_bytes_per_parity % kLayoutAlign);
+      EXPECT_GE(l.ll_bytes_per_parity, kMinLLBytesPerParity);
+      EXPECT_EQ(l.ll_parity_offset(1), l.ll_parity_offset(0) + l.ll_bytes_per_parity);
+      EXPECT_EQ(l.ll_parity_offset(2), l.ll_parity_offset(0));
+      EXPECT_EQ(l.ll_parity_offset(1) + l.ll_bytes_per_parity, l.total_bytes);
     }
   }
 }
@@ -34,7 +41,9 @@ TEST(WorkspaceLayout, SlotsOfEveryAlgorithmFitOneParityRegion) {
     WorkspaceLayout l;
     ASSERT_TRUE(compute_workspace_layout(world, 64, 3u << 20, &l));
     for (size_t es : {2u, 4u}) {
-      EXPECT_LE(l.oneshot_chunk_elems(es) * world * es, l.data_bytes_per_parity);
+      EXPECT_LE(l.oneshot_slot_bytes(es) * world, l.ll_bytes_per_parity);
+      EXPECT_EQ(l.oneshot_chunk_elems(es) * es * kLLExpansion, l.oneshot_slot_bytes(es));
+      EXPECT_EQ(0u, l.oneshot_slot_bytes(es) % 32) << "whole LL units";
       EXPECT_LE(l.twoshot_shard_capacity(es) * 2 * world * es, l.data_bytes_per_parity);
       EXPECT_EQ(0u, l.oneshot_chunk_elems(es) % kElemAlign);
       EXPECT_EQ(0u, l.twoshot_shard_capacity(es) % kElemAlign);
@@ -103,7 +112,7 @@ TEST(Plan, BlocksStayWithinTheAgreedLimit) {
 namespace arnorm {
 namespace {
 
-TEST(Plan, FusedChunksFitTheDataRegion) {
+TEST(Plan, FusedChunksFitTheirRegion) {
   for (int world : {2, 4, 8}) {
     WorkspaceLayout l;
     ASSERT_TRUE(compute_workspace_layout(world, 264, kDefaultWorkspaceBytes, &l));
@@ -118,7 +127,7 @@ TEST(Plan, FusedChunksFitTheDataRegion) {
             EXPECT_GE(g.blocks, 1);
             EXPECT_LE(g.blocks, fused_max_active(264));
             EXPECT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
-            EXPECT_LE(fused_region_bytes(algo, g, rows, hidden, world, es), l.data_bytes_per_parity)
+            EXPECT_LE(fused_region_bytes(algo, g, rows, hidden, world, es), region_capacity(algo, l))
                 << "world " << world << " hidden " << hidden << " rows " << rows;
             if (algo == ARNORM_ALGO_TWOSHOT) {
               EXPECT_LE(twoshot_shard_len(g.rows_per_cta * hidden, world), g.shard_cap);
@@ -156,7 +165,7 @@ TEST(Plan, EveryShorterFusedChunkFits) {
 
 TEST(Plan, FusedRowTooWideForTheWorkspaceIsReported) {
   WorkspaceLayout l;
-  ASSERT_TRUE(compute_workspace_layout(8, 264, 256u << 10, &l));
+  ASSERT_TRUE(compute_workspace_layout(8, 264, 512u << 10, &l));
   EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, size_t{1} << 20, 4));
   EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, size_t{1} << 20, 4));
 }

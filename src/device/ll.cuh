@@ -1,0 +1,219 @@
+// LL (low-latency) transport: the flag travels inside every data word.
+//
+// LL WORD (relaxed, single-copy atomic 8-byte accesses; no fence, no
+//   separate signal). Every 4 bytes of data travel as one 8-byte word
+//   {data, flag} with flag = the low 32 bits of the call's epoch. A naturally
+//   aligned 8-byte access is single-copy atomic, so a reader that sees its
+//   flag in a word sees that word's data with it. A writer stores each 16
+//   data bytes as two v2.u64 volatile stores straight into the reader's LL
+//   slot; a reader polls its local copy with volatile v2.u64 loads (never L1)
+//   until every word carries the flag. Nothing orders words against each
+//   other and nothing needs to: each word validates itself. A reader may
+//   re-read a word it has seen complete with plain loads: no peer writes
+//   that parity again before this rank's next call has started.
+//
+// Why a stale word can never pass: LL regions hold LL words only (layout
+//   invariant), the call with epoch e uses LL parity e % 2, and the parity
+//   invariant keeps a peer from writing parity e % 2 again before this rank
+//   has finished reading it; so a stale word carries an epoch e' < e of the
+//   same parity (or 0, never written), and the flags differ until the 32-bit
+//   epoch wraps after 2^32 calls.
+//
+// BOUNDED WAIT applies to polling as to flags (sync.cuh): a word that never
+//   arrives makes the reader give up after the timeout, record the missing
+//   rank and return false.
+#pragma once
+
+#include <cstdint>
+
+#include "device/pack.cuh"
+#include "device/sync.cuh"
+
+namespace arnorm {
+
+// Data bytes one LL unit carries; its LL words take kLLExpansion times as much.
+constexpr size_t kLLUnitBytes = 16;
+constexpr size_t kLLWordsPerUnit = kLLUnitBytes / 4;
+// Units are laid out in groups of 32 (one per lane of a warp): the first
+// halves (words 0-1) of the group's units, then their second halves, so that
+// a warp storing or loading consecutive units touches 512 contiguous bytes
+// per instruction, never half-written lines.
+constexpr size_t kLLGroupUnits = 32;
+
+__device__ __forceinline__ uint64_t ll_word(uint32_t data, uint32_t flag) {
+  return static_cast<uint64_t>(data) | (static_cast<uint64_t>(flag) << 32);
+}
+
+// Word index of the first half of unit u; the second half is kLLGroupUnits*2 further.
+__device__ __forceinline__ size_t ll_half0(size_t u) {
+  return (u / kLLGroupUnits) * (kLLGroupUnits * kLLWordsPerUnit) + (u % kLLGroupUnits) * 2;
+}
+constexpr size_t kLLHalfStride = kLLGroupUnits * 2;
+
+// Stores unit `u` (16 data bytes) into an LL slot.
+__device__ __forceinline__ void ll_store_unit(uint64_t* slot, size_t u, const uint4& d, uint32_t flag) {
+  uint64_t* w = slot + ll_half0(u);
+  asm volatile("st.volatile.global.v2.u64 [%0], {%1, %2};" ::"l"(w), "l"(ll_word(d.x, flag)),
+               "l"(ll_word(d.y, flag))
+               : "memory");
+  asm volatile("st.volatile.global.v2.u64 [%0], {%1, %2};" ::"l"(w + kLLHalfStride), "l"(ll_word(d.z, flag)),
+               "l"(ll_word(d.w, flag))
+               : "memory");
+}
+
+// The four words of unit u as loaded, not yet checked. Loads carry no
+// memory clobber so that a thread can issue the loads of many units before
+// it checks any (a check is a branch on the loaded value).
+struct LLRaw {
+  uint64_t w[4];
+};
+
+// Address of unit u's first half in a slot.
+__device__ __forceinline__ const uint64_t* ll_at(const uint64_t* slot, size_t u) { return slot + ll_half0(u); }
+
+__device__ __forceinline__ LLRaw ll_fetch_at(const uint64_t* p) {
+  LLRaw r;
+  asm volatile("ld.volatile.global.v2.u64 {%0, %1}, [%2];" : "=l"(r.w[0]), "=l"(r.w[1]) : "l"(p));
+  asm volatile("ld.volatile.global.v2.u64 {%0, %1}, [%2];" : "=l"(r.w[2]), "=l"(r.w[3]) : "l"(p + kLLHalfStride));
+  return r;
+}
+
+__device__ __forceinline__ bool ll_ready(const LLRaw& r, uint32_t flag) {
+  return static_cast<uint32_t>(r.w[0] >> 32) == flag && static_cast<uint32_t>(r.w[1] >> 32) == flag &&
+         static_cast<uint32_t>(r.w[2] >> 32) == flag && static_cast<uint32_t>(r.w[3] >> 32) == flag;
+}
+
+__device__ __forceinline__ uint4 ll_data(const LLRaw& r) {
+  return make_uint4(static_cast<uint32_t>(r.w[0]), static_cast<uint32_t>(r.w[1]), static_cast<uint32_t>(r.w[2]),
+                    static_cast<uint32_t>(r.w[3]));
+}
+
+// What a poll needs besides the slot, as plain values (a reference to the
+// kernel parameters would force a local copy of them).
+struct LLWait {
+  ControlBlock* control;
+  ErrorRecord* error;
+  uint64_t timeout_ns;
+  uint64_t epoch;
+  int32_t op;
+  int rank;
+  uint32_t backoff_ns;
+};
+
+__device__ __forceinline__ LLWait ll_wait_of(const SyncParams& s, uint64_t e) {
+  return LLWait{control_block(s), s.error, s.timeout_ns, e, s.op, s.rank, s.poll_backoff_ns};
+}
+
+// BOUNDED WAIT on a batch of B units: unit j lives at `at[j]` (its first
+// half, ll_at), written by rank peer[j]; dead entries are skipped. All
+// fetches of a round are issued before any is checked, so a batch costs
+// about one round trip once its data is there. True with raw[] complete;
+// false if any unit never arrived (its writer is recorded as missing).
+template <int B>
+__device__ __forceinline__ bool ll_poll(const uint64_t* const (&at)[B], const bool (&live)[B], const int (&peer)[B],
+                                        const LLWait& w, LLRaw (&raw)[B]) {
+  const uint32_t flag = static_cast<uint32_t>(w.epoch);
+  bool pending[B];
+#pragma unroll
+  for (int j = 0; j < B; ++j)
+    if (live[j]) raw[j] = ll_fetch_at(at[j]);
+  bool any = false;
+#pragma unroll
+  for (int j = 0; j < B; ++j) {
+    pending[j] = live[j] && !ll_ready(raw[j], flag);
+    any = any || pending[j];
+  }
+  if (!any) return true;
+  const uint64_t t0 = global_timer_ns();
+  for (uint32_t spin = 1;; ++spin) {
+    if (w.backoff_ns) __nanosleep(w.backoff_ns);
+#pragma unroll
+    for (int j = 0; j < B; ++j)
+      if (pending[j]) raw[j] = ll_fetch_at(at[j]);
+    any = false;
+    int missing = -1;
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      if (pending[j]) pending[j] = !ll_ready(raw[j], flag);
+      if (pending[j] && missing < 0) missing = peer[j];
+      any = any || pending[j];
+    }
+    if (!any) return true;
+    if (spin % 16 == 0) {
+      if (*reinterpret_cast<volatile uint32_t*>(&w.control->abort)) return false;
+      if (global_timer_ns() - t0 > w.timeout_ns) {
+        record_timeout(w.control, w.error, w.op, w.rank, missing, w.epoch);
+        return false;
+      }
+    }
+  }
+}
+
+// Data of a unit already seen complete in this call: plain L2 loads, no
+// check (its words cannot change before this rank's next call has started).
+__device__ __forceinline__ uint4 ll_read_seen(const uint64_t* slot, size_t u) {
+  const uint64_t* p = slot + ll_half0(u);
+  const ulonglong2 a = __ldcg(reinterpret_cast<const ulonglong2*>(p));
+  const ulonglong2 b = __ldcg(reinterpret_cast<const ulonglong2*>(p + kLLHalfStride));
+  return make_uint4(static_cast<uint32_t>(a.x), static_cast<uint32_t>(a.y), static_cast<uint32_t>(b.x),
+                    static_cast<uint32_t>(b.y));
+}
+
+// The LL slot of source rank `src` in rank `owner`'s LL region of parity e.
+__device__ __forceinline__ uint64_t* ll_slot(const SyncParams& s, int owner, int src, uint64_t e, size_t slot_bytes) {
+  return reinterpret_cast<uint64_t*>(workspace_of(s, owner) + s.layout.ll_parity_offset(e) + src * slot_bytes);
+}
+
+// Unit `u` (16 bytes) of a caller buffer of n elements; elements past n read
+// as zero. kVec: the buffer is 16-byte aligned; otherwise element loads.
+template <typename T, bool kVec>
+__device__ __forceinline__ uint4 load_unit(const T* base, size_t u, size_t n) {
+  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+  Pack<T, K> p;
+  const size_t e0 = u * K;
+  if (kVec && e0 + K <= n) {
+    p = reinterpret_cast<const Pack<T, K>*>(base)[u];
+  } else {
+#pragma unroll
+    for (int i = 0; i < K; ++i) p.v[i] = e0 + i < n ? base[e0 + i] : Num<T>::from_float(0.f);
+  }
+  return *reinterpret_cast<const uint4*>(&p);
+}
+
+// Stores the elements of unit `u` that fall below n.
+template <typename T, bool kVec>
+__device__ __forceinline__ void store_unit(T* base, size_t u, size_t n, const uint4& d) {
+  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+  const Pack<T, K>& p = *reinterpret_cast<const Pack<T, K>*>(&d);
+  const size_t e0 = u * K;
+  if (kVec && e0 + K <= n) {
+    reinterpret_cast<Pack<T, K>*>(base)[u] = p;
+    return;
+  }
+#pragma unroll
+  for (int i = 0; i < K; ++i)
+    if (e0 + i < n) base[e0 + i] = p.v[i];
+}
+
+// Pushes units [lo, hi) of `in` (n elements) as LL words into slot [me] of
+// every peer's LL region; thread t handles units lo + t + k * blockDim.x.
+// `first` is unit lo + threadIdx.x, loaded by the caller before op_begin so
+// that its latency overlaps the epoch read.
+template <typename T, bool kVec>
+__device__ __forceinline__ void ll_push(const SyncParams& s, uint64_t e, size_t slot_bytes, const T* in, size_t n,
+                                        size_t lo, size_t hi, const uint4& first) {
+  const uint32_t flag = static_cast<uint32_t>(e);
+  uint64_t* my_slot_on[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) my_slot_on[r] = r < s.world ? ll_slot(s, r, s.rank, e, slot_bytes) : nullptr;
+  auto push = [&](size_t u, const uint4& d) {
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r)
+      if (r < s.world && r != s.rank) ll_store_unit(my_slot_on[r], u, d, flag);
+  };
+  if (lo + threadIdx.x < hi) push(lo + threadIdx.x, first);
+  for_packs<kCopyUnroll, uint4>(
+      lo + blockDim.x, hi, [&](size_t u) { return load_unit<T, kVec>(in, u, n); }, push);
+}
+
+}  // namespace arnorm
