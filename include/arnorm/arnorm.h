@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define ARNORM_VERSION_MAJOR 0
-#define ARNORM_VERSION_MINOR 1
+#define ARNORM_VERSION_MINOR 2
 #define ARNORM_VERSION_PATCH 0
 
 #if defined(__GNUC__)
@@ -74,7 +74,13 @@ typedef enum {
 
 /* Algorithm for one call. AUTO consults the selection table (world size,
  * bytes); the environment variable ARNORM_ALGO=oneshot|twoshot|nccl forces
- * one for every AUTO call of the process. */
+ * one for every AUTO call of the process. How the peer-memory algorithms
+ * move data is chosen by size (one-shot: LL, the epoch inside every 8-byte
+ * word; two-shot: LL up to 512 KiB per rank, plain data and flags above);
+ * ARNORM_PROTOCOL=ll|simple forces the two-shot protocol (results are the
+ * same bits either way). Peer kernels use programmatic dependent launch;
+ * ARNORM_PDL=0 turns it off. All ranks must set the same ARNORM_ALGO and
+ * ARNORM_PROTOCOL (checked at creation). */
 typedef enum {
   ARNORM_ALGO_AUTO = 0,
   ARNORM_ALGO_ONESHOT = 1, /* every rank pushes its data to all peers and sums all */

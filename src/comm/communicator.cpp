@@ -11,7 +11,6 @@ arnorm::SyncParams arnormComm::sync_params(int32_t op) const {
   s.timeout_ns = static_cast<uint64_t>(timeout_seconds * 1e9);
   s.error = error_device;
   s.op = op;
-  s.poll_backoff_ns = poll_backoff_ns;
   return s;
 }
 

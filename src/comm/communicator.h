@@ -35,7 +35,6 @@ struct arnormComm {
   arnorm::SelectionTable table;
   arnormAlgorithm_t forced = ARNORM_ALGO_AUTO;  // ARNORM_ALGO at creation
   arnorm::Protocol forced_protocol = arnorm::Protocol::kAuto;  // ARNORM_PROTOCOL at creation
-  uint32_t poll_backoff_ns = 0;  // ARNORM_POLL_BACKOFF_NS (experiment)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
 
   // Orders a call on a new stream after the previous call (outside capture).

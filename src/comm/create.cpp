@@ -180,8 +180,6 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   ARNORM_TRY(read_forced_protocol(&c->forced_protocol));
   const char* pdl = std::getenv("ARNORM_PDL");
   c->pdl = pdl == nullptr || std::strcmp(pdl, "0") != 0;
-  const char* backoff = std::getenv("ARNORM_POLL_BACKOFF_NS");
-  c->poll_backoff_ns = backoff ? static_cast<uint32_t>(std::strtoul(backoff, nullptr, 10)) : 0;
   hello->sm_count = prop.multiProcessorCount;
   std::memcpy(hello->uuid, prop.uuid.bytes, sizeof(hello->uuid));
   return ARNORM_SUCCESS;

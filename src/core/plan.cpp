@@ -31,7 +31,7 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
   g.rows_per_cta = ceil_div(rows, want);
   g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
   if (algo == ARNORM_ALGO_TWOSHOT) {
-    g.shard_cap = align_up(ceil_div(g.rows_per_cta * hidden, static_cast<size_t>(world_size)), kElemAlign);
+    g.shard_cap = align_up(ceil_div(g.rows_per_cta * hidden, static_cast<size_t>(world_size)), kLineElemAlign);
   } else {
     // One-shot pushes the rows' elements spread over CTAs, about one
     // 8-element unit per thread, whoever owns the rows.
@@ -82,6 +82,22 @@ FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& la
   g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
   g.shard_cap = full.shard_cap;
   return g;
+}
+
+int plan_fused_cluster(size_t hidden, int max_blocks) {
+  const size_t nv = ceil_div(hidden, size_t{8});
+  int c = 1;
+  while (c < kMaxFusedCluster && static_cast<size_t>(c) * kThreadsPerBlock < nv) c *= 2;
+  while (c > 1 && (max_blocks % c != 0 || fused_max_active(max_blocks) < c)) c /= 2;
+  return nv <= static_cast<size_t>(c) * kRowRegs * kThreadsPerBlock ? c : 0;
+}
+
+int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blocks) {
+  const size_t push = ceil_div(ceil_div(rows * hidden, size_t{8}), static_cast<size_t>(kThreadsPerBlock));
+  const size_t want = std::max(push, rows * static_cast<size_t>(cluster));
+  const size_t cap = static_cast<size_t>(fused_max_active(max_blocks));
+  const size_t blocks = align_down(std::min(want + cluster - 1, cap), static_cast<size_t>(cluster));
+  return static_cast<int>(std::max(blocks, static_cast<size_t>(cluster)));
 }
 
 }  // namespace arnorm

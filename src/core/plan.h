@@ -13,6 +13,10 @@ namespace arnorm {
 
 // Threads per CTA of every data-moving kernel.
 constexpr int kThreadsPerBlock = 256;
+// Virtual packs (8 elements) per thread a fused epilogue keeps in registers.
+constexpr int kRowRegs = 4;
+// Largest thread-block cluster the split fused epilogue uses (portable size).
+constexpr int kMaxFusedCluster = 8;
 constexpr size_t kVectorBytes = 16;
 
 struct ChunkPlan {
@@ -39,7 +43,7 @@ int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, int world_si
 struct FusedGeometry {
   int blocks = 0;
   size_t rows_per_cta = 0;
-  size_t shard_cap = 0;  // two-shot: elements of one (CTA, source) slot, a multiple of kElemAlign
+  size_t shard_cap = 0;  // two-shot: elements of one (CTA, source) slot, a multiple of kLineElemAlign
 };
 
 FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size,
@@ -57,6 +61,19 @@ size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout);
 // multiprocessor: of the grid's max_blocks (two per multiprocessor), this
 // many carry data.
 inline int fused_max_active(int max_blocks) { return max_blocks > 1 ? max_blocks / 2 : 1; }
+
+// One-shot fused, rows split over a thread-block cluster: the cluster size
+// for rows of `hidden` elements, a power of two (the smallest with one
+// virtual pack per thread, at most kMaxFusedCluster, dividing max_blocks), or
+// 0 when a row does not fit kRowRegs packs per thread of that many CTAs (the
+// one-CTA-per-row kernel then serves it). A function of hidden and the
+// agreed max_blocks only, so a row's result never depends on its batch.
+int plan_fused_cluster(size_t hidden, int max_blocks);
+
+// CTAs carrying data for a split one-shot chunk of `rows` rows: enough to
+// push about one 16-byte unit per thread and to give each row a cluster, at
+// most fused_max_active, a multiple of the cluster size.
+int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blocks);
 
 // Geometry for a chunk of `rows` <= rows_per_chunk rows that always fits the
 // data region. Padding makes blocks x shard_cap non-monotonic in rows, so a

@@ -23,7 +23,8 @@ bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_byte
   l.data_offset = off;
   if (budget_bytes < off) return false;
   const size_t rest = budget_bytes - off;
-  l.ll_bytes_per_parity = align_down(rest / (2 * kLLShareDivisor), kLayoutAlign);
+  const size_t ll = rest / (2 * kLLShareDivisor), small = rest / 4 < kLLSmallBudgetBytes ? rest / 4 : kLLSmallBudgetBytes;
+  l.ll_bytes_per_parity = align_down(ll > small ? ll : small, kLayoutAlign);
   l.data_bytes_per_parity = align_down((rest - 2 * l.ll_bytes_per_parity) / 2, kLayoutAlign);
   if (l.data_bytes_per_parity < kMinDataBytesPerParity || l.ll_bytes_per_parity < kMinLLBytesPerParity) return false;
   l.ll_offset = l.data_offset + 2 * l.data_bytes_per_parity;

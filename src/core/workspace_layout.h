@@ -43,13 +43,22 @@ constexpr size_t kLayoutAlign = 256;
 // Shard and chunk lengths are multiples of this many elements, so a 16-byte
 // vector of any element type never straddles a shard or chunk boundary.
 constexpr size_t kElemAlign = 16;
+// Simple (flag) two-shot slots and per-CTA ranges start on multiples of
+// this many elements (128 bytes or more): a warp's 512-byte store run then
+// covers whole lines, never writing partial lines over NVLink.
+constexpr size_t kLineElemAlign = 64;
 constexpr size_t kDefaultWorkspaceBytes = 64ull << 20;
 constexpr size_t kMinDataBytesPerParity = 64ull << 10;
 // An LL word (8 bytes) carries 4 bytes of data: LL regions hold twice the
 // data they carry.
 constexpr size_t kLLExpansion = 2;
-// Share of the budget past the control area that goes to the LL regions.
-constexpr size_t kLLShareDivisor = 2;
+// Share of the budget past the control area that goes to the LL regions:
+// 1/kLLShareDivisor (4 MiB per parity of the default budget, enough for every
+// size the LL kernels are chosen for; the rest keeps two-shot chunks large),
+// but up to half of a small budget (at most kLLSmallBudgetBytes per parity)
+// so that a small workspace still holds wide one-shot rows.
+constexpr size_t kLLShareDivisor = 8;
+constexpr size_t kLLSmallBudgetBytes = 1ull << 20;
 // One-shot chunks are multiples of this many elements: whole groups of 32
 // 16-byte LL units (device/ll.cuh) for every element size.
 constexpr size_t kLLElemAlign = 256;
@@ -126,8 +135,7 @@ struct WorkspaceLayout {
   // Two-shot: rank q's region holds a reduce-scatter area (one shard slot per
   // source) and an all-gather area (one reduced-shard slot per source).
   ARNORM_HD size_t twoshot_shard_capacity(size_t elem_size) const {
-    return align_down(data_bytes_per_parity / (2 * static_cast<size_t>(world_size)) / elem_size,
-                      kElemAlign);
+    return align_down(data_bytes_per_parity / (2 * static_cast<size_t>(world_size)) / elem_size, kLineElemAlign);
   }
   ARNORM_HD size_t twoshot_chunk_elems(size_t elem_size) const {
     return twoshot_shard_capacity(elem_size) * world_size;

@@ -81,7 +81,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   const size_t n = p.count;
   // Ranges are cut in 16-byte units on every rank, whatever its alignment.
   const size_t units = ceil_div(n, static_cast<size_t>(K));
-  const size_t per_cta = ceil_div(units, static_cast<size_t>(s.active_blocks));
+  const size_t per_cta = ll_span(units, s.active_blocks);
   const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
   uint4 first{};
   if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
@@ -126,7 +126,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   const size_t n = p.count;
   const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign, so of K
   const size_t su = shard_len / K;                        // units per shard
-  const size_t per_cta = ceil_div(su, static_cast<size_t>(s.active_blocks));
+  const size_t per_cta = ll_span(su, s.active_blocks);
   const size_t lo = min(su, blockIdx.x * per_cta), hi = min(su, lo + per_cta);
   // This rank's view of shard j: elements [j * shard_len, n).
   auto shard_in = [&](int j) { return in + j * shard_len; };
@@ -215,9 +215,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign
   const size_t spp = shard_len / P;                       // packs per shard
-  // Sub-ranges cut in 16-byte units whatever P is (see the one-shot kernel).
-  constexpr size_t kUnit = kVectorBytes / sizeof(T);
-  const size_t per_cta = ceil_div(shard_len / kUnit, static_cast<size_t>(s.active_blocks)) * kUnit;
+  // Sub-ranges cut in kLineElemAlign elements whatever P is (ranks may
+  // differ in alignment, never in who handles which element): whole lines
+  // per CTA, so remote stores never write partial lines.
+  const size_t per_cta = align_up(ceil_div(shard_len, static_cast<size_t>(s.active_blocks)), kLineElemAlign);
   const size_t lo_e = min(shard_len, blockIdx.x * per_cta), hi_e = min(shard_len, lo_e + per_cta);
   const size_t lo = lo_e / P, hi = hi_e / P;
   const size_t npacks = ceil_div(n, static_cast<size_t>(P));

@@ -1,10 +1,14 @@
-// Kernel bodies of all-reduce + residual add + RMSNorm. CTAs own whole rows
-// (rows_per_cta each); every kernel ends in rmsnorm_row, so one-shot,
-// two-shot and the norm after NCCL produce the same bits for the same sums.
+// Kernel bodies of all-reduce + residual add + RMSNorm. The split one-shot
+// gives each row a thread-block cluster; the others give each CTA whole rows
+// (rows_per_cta each) and end in rmsnorm_row. Every kernel computes the sum
+// of squares in the one order of rmsnorm_epilogue.cuh, so one-shot, two-shot
+// and the norm after NCCL produce the same bits for the same sums.
 // These kernels hold a row in registers (one CTA per multiprocessor), so at
 // most max_blocks / 2 CTAs carry data (fused_max_active in core/plan.h); the rest of the
 // grid only counts the call (EPOCH in sync.cuh).
 #pragma once
+
+#include <cooperative_groups.h>
 
 #include "device/allreduce_kernels.cuh"
 #include "device/ll.cuh"
@@ -42,13 +46,12 @@ __device__ __forceinline__ size_t ll_unit_of(size_t row, size_t hidden, size_t c
 
 // Polls, in every peer's slot, the units of `row` this thread reads in one
 // epilogue round (virtual packs v0 + k * kThreadsPerBlock) until all are
-// complete; false if any never arrived. On the vector path the loads of up
+// complete (packs at or past nv excluded); false if any never arrived. On the vector path the loads of up
 // to kLLBatch units are in flight before any is checked.
 template <typename T, bool kVec>
 __device__ __forceinline__ bool ll_wait_round(const uint64_t* const* src, int me, int world, size_t row,
-                                              size_t hidden, size_t v0, const LLWait& w) {
+                                              size_t hidden, size_t v0, size_t nv, const LLWait& w) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
-  const size_t nv = ceil_div(hidden, static_cast<size_t>(kRowVec));
   bool ok = true;
   if constexpr (kVec) {
     constexpr int kUnits = kRowVec / K;  // units per virtual pack
@@ -127,9 +130,10 @@ struct LLRowSums {
   int me, world;
   LLWait wait;
 
-  __device__ __forceinline__ bool ready(size_t v0) const {
-    return ll_wait_round<T, kVec>(src, me, world, row, hidden, v0, wait);
+  __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
+    return ll_wait_round<T, kVec>(src, me, world, row, hidden, v0, nv, wait);
   }
+  __device__ __forceinline__ bool ready(size_t v0) const { return wait_packs(v0, ceil_div(hidden, size_t{kRowVec})); }
   __device__ __forceinline__ void sum_at(size_t v, float* sum) const {
     float x[kMaxRanks][kRowVec];
 #pragma unroll
@@ -149,6 +153,54 @@ struct LLRowSums {
   }
 };
 
+// The rounded sums of one row, gathered in one LL area (two-shot over LL):
+// unit u of the chunk at unit u of `area`, written by the rank that owns
+// shard u / shard_units.
+template <typename T, bool kVec>
+struct LLGatheredSums {
+  const uint64_t* area;
+  size_t row, hidden, shard_units;
+  LLWait wait;
+
+  // Polls the units of this thread's packs v0 + k * kThreadsPerBlock < nv.
+  __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
+    constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+    bool ok = true;
+    if constexpr (kVec) {
+      constexpr int kUnits = kRowVec / K;
+      constexpr int kBatch = kRowRegs * kUnits;
+      const uint64_t* at[kBatch];
+      bool live[kBatch];
+      int peer[kBatch];
+      LLRaw raw[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const size_t v = v0 + (j / kUnits) * kThreadsPerBlock;
+        const size_t u = ll_unit_of<T>(row, hidden, v * kRowVec) + j % kUnits;
+        live[j] = v < nv;
+        at[j] = live[j] ? ll_at(area, u) : nullptr;
+        peer[j] = static_cast<int>(u / shard_units);
+      }
+      ok = ll_poll(at, live, peer, wait, raw);
+    } else {
+      for (int k = 0; k < kRowRegs; ++k) {
+        const size_t v = v0 + k * kThreadsPerBlock;
+        if (v >= nv) break;
+        for (size_t c = v * kRowVec; c < min(hidden, (v + 1) * kRowVec); ++c) {
+          const size_t u = ll_unit_of<T>(row, hidden, c);
+          const uint64_t* at[1] = {ll_at(area, u)};
+          const bool live[1] = {true};
+          const int peer[1] = {static_cast<int>(u / shard_units)};
+          LLRaw raw[1];
+          ok = ll_poll(at, live, peer, wait, raw) && ok;
+        }
+      }
+    }
+    return ok;
+  }
+  __device__ __forceinline__ void sum_at(size_t v, float* sum) const { ll_read_v8<T, kVec>(area, row, v, hidden, sum); }
+};
+
 // ONE-SHOT FUSED (LL, ll.cuh). Push: the chunk's rows form one flat range of
 // rows x hidden elements, cut in 16-byte units over all active CTAs; each CTA
 // pushes its units as LL words into slot [me] of every peer. Rows: CTA b owns
@@ -166,7 +218,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   // 16-byte aligned on the vector path (rows of a multiple of 8 elements).
   const size_t n = p.rows * H;
   const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
-  const size_t per_cta = ceil_div(units, static_cast<size_t>(s.active_blocks));
+  const size_t per_cta = ll_span(units, s.active_blocks);
   const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
   uint4 first{};
   if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
@@ -191,8 +243,196 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   op_end(s, e);
 }
 
+// SPLIT EPILOGUE (cluster barrier, distributed shared memory). A cluster
+// of C = p.cluster CTAs owns one row at a time (rows cluster_id,
+// cluster_id + clusters, ...); CTA c holds virtual packs [c*P, (c+1)*P) of
+// the row, P = ceil(nv/C) <= kRowRegs * kThreadsPerBlock, in registers. It
+// issues its residual and weight loads, waits for its packs' sums
+// (sums_of_row(row).wait_packs), adds the residual and computes each pack's
+// q_v. Every CTA writes its q_v to shared memory; after cluster.sync() every
+// CTA folds all q_v of the row in the order of the invariant in
+// rmsnorm_epilogue.cuh, reading them from their owners, so every CTA gets the
+// scale one CTA would; a second cluster.sync() keeps q and the failure flags
+// in place until every CTA has read them. Call with whole clusters only.
+template <typename T, typename W, bool kVec, typename SumsOfRow>
+__device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow sums_of_row) {
+  namespace cg = cooperative_groups;
+  __shared__ float q_smem[kRowRegs * kThreadsPerBlock];
+  __shared__ int failed_smem;
+  const SyncParams& s = p.sync;
+  const size_t H = p.hidden;
+  cg::cluster_group cluster = cg::this_cluster();
+  const int C = p.cluster;
+  const int c = static_cast<int>(cluster.block_rank());
+  const size_t clusters = static_cast<size_t>(s.active_blocks) / C;
+  const size_t nv = ceil_div(H, static_cast<size_t>(kRowVec));
+  const size_t P = ceil_div(nv, static_cast<size_t>(C));
+  const size_t v_begin = min(nv, c * P), v_end = min(nv, v_begin + P);
+  const size_t v0 = v_begin + threadIdx.x;
+  const W* gamma = static_cast<const W*>(p.weight);
+
+  for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
+    const RowEpilogue ep = row_epilogue<T>(p, row);
+    const T* res = static_cast<const T*>(ep.residual);
+    float h[kRowRegs][kRowVec], g[kRowRegs][kRowVec], x[kRowRegs][kRowVec];
+#pragma unroll
+    for (int k = 0; k < kRowRegs; ++k) {
+      const size_t v = v0 + k * kThreadsPerBlock;
+      if (v >= v_end) continue;
+      if (res) load_v8<T, kVec>(res, v, H, x[k]);
+      load_v8<W, kVec>(gamma, v, H, g[k]);
+    }
+    const auto sums = sums_of_row(row);
+    const bool ok = sums.wait_packs(v0, v_end);
+#pragma unroll
+    for (int k = 0; k < kRowRegs; ++k) {
+      const size_t v = v0 + k * kThreadsPerBlock;
+      if (v >= v_end) continue;
+      sums.sum_at(v, h[k]);
+      if (res) {
+#pragma unroll
+        for (int i = 0; i < kRowVec; ++i) h[k][i] = round_to<T>(__fadd_rn(h[k][i], x[k][i]));
+      }
+      if (ep.residual_out) store_v8<T, kVec>(static_cast<T*>(ep.residual_out), v, H, h[k]);
+      q_smem[v - v_begin] = pack_squares(h[k]);
+    }
+    const int failed = __syncthreads_or(!ok);
+    if (threadIdx.x == 0) failed_smem = failed;
+    cluster.sync();
+    // Virtual thread t = threadIdx.x folds q_t, q_{t+256}, ... from their owners.
+    float ss = 0.f;
+    for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
+      const int owner = static_cast<int>(v / P);
+      ss = __fadd_rn(ss, cluster.map_shared_rank(q_smem, owner)[v - owner * P]);
+    }
+    int any_failed = 0;
+    for (int q = 0; q < C; ++q) any_failed |= *cluster.map_shared_rank(&failed_smem, q);
+    const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(ss), static_cast<float>(H)), ep.eps));
+    cluster.sync();
+    if (any_failed) {
+      // A row with any missing unit is NaN as a whole, in every CTA's part.
+      const T nan = Num<T>::from_float(__int_as_float(0x7fc00000));
+      for (size_t i = v_begin * kRowVec + threadIdx.x; i < min(H, v_end * kRowVec); i += kThreadsPerBlock) {
+        static_cast<T*>(ep.out)[i] = nan;
+        if (ep.residual_out) static_cast<T*>(ep.residual_out)[i] = nan;
+      }
+      continue;
+    }
+#pragma unroll
+    for (int k = 0; k < kRowRegs; ++k) {
+      const size_t v = v0 + k * kThreadsPerBlock;
+      if (v >= v_end) continue;
+#pragma unroll
+      for (int i = 0; i < kRowVec; ++i) h[k][i] = __fmul_rn(__fmul_rn(h[k][i], scale), g[k][i]);
+      store_v8<T, kVec>(static_cast<T*>(ep.out), v, H, h[k]);
+    }
+  }
+}
+
+// ONE-SHOT FUSED, rows split over a thread-block cluster (LL, ll.cuh). The
+// push is that of fused_oneshot_kernel; the rows go through the split
+// epilogue, each CTA polling its packs of every peer and summing them with
+// its own input in rank order.
+template <typename T, typename W, bool kVec>
+__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_split_kernel(FusedParams p) {
+  pdl_begin();
+  const SyncParams& s = p.sync;
+  const int me = s.rank, world = s.world;
+  const size_t H = p.hidden;
+  const T* in = static_cast<const T*>(p.in);
+  const size_t n = p.rows * H;
+  const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
+  const size_t per_cta = ll_span(units, s.active_blocks);
+  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
+  uint4 first{};
+  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
+  // Whole clusters are active or not (active_blocks is a multiple of C).
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
+  const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
+  if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
+
+  const LLWait wait = ll_wait_of(s, e);
+  const uint64_t* src[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
+  split_epilogue<T, W, kVec>(p, [&](size_t row) { return LLRowSums<T, kVec>{src, in + row * p.hidden, row, p.hidden, me, world, wait}; });
+  op_end(s, e);
+}
+
+// TWO-SHOT FUSED over LL (ll.cuh), rows through the split epilogue. The
+// chunk's rows form one flat range of 16-byte units, cut into `world` shards
+// of su units; rank j owns shard j. Rank q's LL region holds RS[src] (slots
+// 0..world-1, su units each) and, from slot `world` on, one all-gather area
+// with every unit of the chunk at its own index.
+//   1. every active CTA pushes its part of the flat range: unit u goes to
+//      RS[me] on rank u / su (own shard units stay home);
+//   2. the active CTAs cut this rank's shard: poll RS[r] of every peer, sum
+//      in rank order with the own input (rounded once), push the sums into
+//      the all-gather area of every rank, this one included;
+//   3. split epilogue, polling the gathered sums.
+// Only the gathered sums cross NVLink twice; no CTA waits for a same-index
+// CTA of a peer, so ranks may cut their CTAs differently.
+template <typename T, typename W, bool kVec>
+__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(FusedParams p) {
+  pdl_begin();
+  const SyncParams& s = p.sync;
+  const int me = s.rank, world = s.world;
+  const T* in = static_cast<const T*>(p.in);
+  const size_t n = p.rows * p.hidden;
+  const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
+  const size_t su = ll_span(units, world);  // whole LL groups, so shards start on one
+  const size_t per_cta = ll_span(units, s.active_blocks);
+  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
+  uint4 first{};
+  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
+  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
+  const uint32_t flag = static_cast<uint32_t>(e);
+  const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
+  const LLWait wait = ll_wait_of(s, e);
+
+  // 1. reduce-scatter push
+  if (!call.aborted) {
+    auto push = [&](size_t u, const uint4& d) {
+      const int owner = static_cast<int>(u / su);
+      if (owner != me) ll_store_unit(ll_slot(s, owner, me, e, slot_bytes), u - owner * su, d, flag);
+    };
+    if (lo + threadIdx.x < hi) push(lo + threadIdx.x, first);
+    for_packs<kCopyUnroll, uint4>(
+        lo + blockDim.x, hi, [&](size_t u) { return load_unit<T, kVec>(in, u, n); }, push);
+  }
+
+  // 2. reduce this rank's shard, push the sums to every all-gather area
+  const uint64_t* rs[kMaxRanks];
+  uint64_t* ag_on[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) {
+    rs[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
+    ag_on[r] = r < world ? ll_slot(s, r, world, e, slot_bytes) : nullptr;
+  }
+  const size_t a = min(units, me * su), b = min(units, a + su);
+  const size_t per = ll_span(b - a, s.active_blocks);
+  const size_t mlo = min(b, a + blockIdx.x * per), mhi = min(b, mlo + per);
+  for (size_t u = mlo + threadIdx.x; u < mhi; u += blockDim.x) {
+    const uint4 sum = ll_sum_unit<T>(rs, u - a, load_unit<T, kVec>(in, u, n), me, world, wait);
+    if (!call.aborted) {
+#pragma unroll
+      for (int r = 0; r < kMaxRanks; ++r)
+        if (r < world) ll_store_unit(ag_on[r], u, sum, flag);
+    }
+  }
+
+  // 3. rows from the gathered sums
+  const uint64_t* gathered = ll_slot(s, me, world, e, slot_bytes);
+  split_epilogue<T, W, kVec>(p, [&](size_t row) { return LLGatheredSums<T, kVec>{gathered, row, p.hidden, su, wait}; });
+  op_end(s, e);
+}
+
 // TWO-SHOT FUSED. CTA b's rows form one flat range of L = rows x hidden
-// elements, cut into `world` shards of shard_len (a multiple of kElemAlign).
+// elements, cut into `world` shards of shard_len (a multiple of kLineElemAlign).
 // In each rank's data region, CTA b has reduce-scatter slots RS[b][src] and
 // one contiguous all-gather area AG[b] (world x shard_len: shard j at
 // j x shard_len, so the gathered sums of its rows are contiguous).
@@ -215,7 +455,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(Fuse
   const size_t H = p.hidden;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const size_t L = (r1 - r0) * H;
-  const size_t shard_len = align_up(ceil_div(L, static_cast<size_t>(world)), kElemAlign);
+  const size_t shard_len = align_up(ceil_div(L, static_cast<size_t>(world)), kLineElemAlign);
   const T* in = static_cast<const T*>(p.in) + r0 * H;
   const size_t cap = p.shard_cap;
   const size_t rs_base = static_cast<size_t>(blockIdx.x) * world * cap;

@@ -39,7 +39,6 @@ struct SyncParams {
   uint64_t timeout_ns;
   ErrorRecord* error;  // device alias of the mapped host record
   int32_t op;          // OpCode of this launch
-  uint32_t poll_backoff_ns;  // sleep between LL polling rounds that found nothing new
   int active_blocks;   // CTAs [0, active_blocks) carry data; the grid is always layout.max_blocks
 };
 
@@ -63,6 +62,7 @@ struct FusedParams {
   size_t hidden;
   float eps;
   size_t rows_per_cta;  // CTA b owns rows [b*rows_per_cta, (b+1)*rows_per_cta)
+  int cluster;          // one-shot: CTAs per row (split epilogue); 0 = one CTA owns rows_per_cta rows
   size_t shard_cap;     // two-shot: elements of one (CTA, source) slot
 };
 

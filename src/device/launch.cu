@@ -39,23 +39,31 @@ __global__ void probe_kernel(SyncParams s, uint64_t token, uint64_t* identities)
 }  // namespace
 
 template <typename P>
-arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream) {
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream,
+                                  int cluster) {
+  cudaLaunchAttribute attr[2] = {};
+  unsigned n = 0;
+  if (pdl) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {static_cast<unsigned>(cluster), 1, 1};
+  }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
   cfg.blockDim = dim3(kThreadsPerBlock);
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
+  cfg.numAttrs = n;
   ARNORM_CUDA_TRY(cudaLaunchKernelEx(&cfg, kernel, params));
   return ARNORM_SUCCESS;
 }
 template arnormStatus_t launch_peer_kernel<AllReduceParams>(void (*)(AllReduceParams), int, const AllReduceParams&,
-                                                            bool, cudaStream_t);
+                                                            bool, cudaStream_t, int);
 template arnormStatus_t launch_peer_kernel<FusedParams>(void (*)(FusedParams), int, const FusedParams&, bool,
-                                                        cudaStream_t);
+                                                        cudaStream_t, int);
 
 arnormStatus_t launch_allreduce(const AllReduceLaunch& l, cudaStream_t stream) {
   if (l.blocks < 1 || l.blocks > l.params.sync.layout.max_blocks) {

@@ -24,6 +24,7 @@ arnormStatus_t launch_allreduce(const AllReduceLaunch& launch, cudaStream_t stre
 struct AddRmsNormLaunch {
   FusedParams params;
   bool pdl;  // programmatic dependent launch for the peer kernels (PDL in sync.cuh)
+  bool ll;   // TWOSHOT over LL (needs params.cluster > 0); ONESHOT always is
   arnormAlgorithm_t algo;  // ONESHOT, TWOSHOT, or NCCL (the norm alone, sums already in params.in)
   arnormDataType_t dtype;
   arnormDataType_t weight_dtype;
@@ -35,9 +36,11 @@ struct AddRmsNormLaunch {
 arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& launch, cudaStream_t stream);
 
 // Launches a peer-memory kernel on the full grid, with programmatic stream
-// serialization when `pdl`.
+// serialization when `pdl`, in thread-block clusters of `cluster` CTAs when
+// cluster > 0.
 template <typename P>
-arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream);
+arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream,
+                                  int cluster = 0);
 
 // Setup probe: stores a token into every peer's ProbeBlock and copies every
 // peer's ControlBlock::identity into `identities` (device memory, kMaxRanks).

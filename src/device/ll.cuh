@@ -40,6 +40,13 @@ constexpr size_t kLLWordsPerUnit = kLLUnitBytes / 4;
 // per instruction, never half-written lines.
 constexpr size_t kLLGroupUnits = 32;
 
+// Units per CTA (or per shard) when `units` are cut into `parts`: whole LL
+// groups, so that every warp stores and loads whole 512-byte runs (a run
+// split over two groups writes partial lines over NVLink, which is slow).
+__device__ __forceinline__ size_t ll_span(size_t units, int parts) {
+  return align_up(ceil_div(units, static_cast<size_t>(parts)), kLLGroupUnits);
+}
+
 __device__ __forceinline__ uint64_t ll_word(uint32_t data, uint32_t flag) {
   return static_cast<uint64_t>(data) | (static_cast<uint64_t>(flag) << 32);
 }
@@ -97,11 +104,10 @@ struct LLWait {
   uint64_t epoch;
   int32_t op;
   int rank;
-  uint32_t backoff_ns;
 };
 
 __device__ __forceinline__ LLWait ll_wait_of(const SyncParams& s, uint64_t e) {
-  return LLWait{control_block(s), s.error, s.timeout_ns, e, s.op, s.rank, s.poll_backoff_ns};
+  return LLWait{control_block(s), s.error, s.timeout_ns, e, s.op, s.rank};
 }
 
 // BOUNDED WAIT on a batch of B units: unit j lives at `at[j]` (its first
@@ -126,7 +132,6 @@ __device__ __forceinline__ bool ll_poll(const uint64_t* const (&at)[B], const bo
   if (!any) return true;
   const uint64_t t0 = global_timer_ns();
   for (uint32_t spin = 1;; ++spin) {
-    if (w.backoff_ns) __nanosleep(w.backoff_ns);
 #pragma unroll
     for (int j = 0; j < B; ++j)
       if (pending[j]) raw[j] = ll_fetch_at(at[j]);

@@ -4,11 +4,15 @@
 //
 // Invariant (batch invariance): the only reduction whose order could vary is
 // the row's sum of squares. Its order is a function of the hidden size alone:
-// element i belongs to virtual pack i / 8, virtual pack v to thread
-// v % kThreadsPerBlock; a thread accumulates its elements in increasing i;
-// warps combine by an xor butterfly (every lane ends with the same value) and
-// warp totals are added in warp order. Vector and scalar loads only change
-// how the 8 elements of a virtual pack are fetched, never this order.
+// element i belongs to virtual pack v = i / 8; q_v is the fma chain of the
+// pack's 8 squares from 0 in increasing i; virtual thread t (of
+// kThreadsPerBlock) folds q_t, q_{t+256}, q_{t+512}, ... in that order from 0
+// with round-to-nearest adds; warps combine the virtual threads' totals by an
+// xor butterfly (every lane ends with the same value) and warp totals are
+// added in warp order (block_sum). A kernel may compute the q_v anywhere
+// (rmsnorm_row in one CTA, the split epilogue across a thread-block cluster)
+// as long as it folds them in this order. Vector and scalar loads only change
+// how the 8 elements of a pack are fetched, never this order.
 #pragma once
 
 #include "core/plan.h"
@@ -82,6 +86,14 @@ __device__ __forceinline__ float block_sum(float v) {
   return t;
 }
 
+// q_v of the invariant above: the fma chain of a pack's squares from 0.
+__device__ __forceinline__ float pack_squares(const float* h) {
+  float q = 0.f;
+#pragma unroll
+  for (int i = 0; i < kRowVec; ++i) q = __fmaf_rn(h[i], h[i], q);
+  return q;
+}
+
 struct RowEpilogue {
   const void* residual;  // row start or nullptr
   void* residual_out;    // row start or nullptr
@@ -96,7 +108,6 @@ struct RowEpilogue {
 // between the two passes, and every load of a pass is issued before any is
 // used. Wider rows take several rounds and re-read h from memory. Both give
 // the same bits: the order of every operation is the same.
-constexpr int kRowRegs = 4;
 
 // Where rmsnorm_row gets the row's rounded sums. Each round covers virtual
 // packs v0 + k * kThreadsPerBlock (k < kRowRegs) of the calling thread.
@@ -159,8 +170,7 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
     for (int u = 0; u < kRowRegs; ++u) {
       const size_t v = v0 + u * kThreadsPerBlock;
       if (v >= nv) continue;
-#pragma unroll
-      for (int i = 0; i < kRowVec; ++i) ss = __fmaf_rn(h[u][i], h[u][i], ss);  // lanes past hidden hold 0
+      ss = __fadd_rn(ss, pack_squares(h[u]));  // lanes past hidden hold 0
       if (!one_round || r.residual_out) store_v8<T, kVec>(h_row, v, r.hidden, h[u]);
     }
   }

@@ -4,6 +4,7 @@
 // graph replay, weights of another type, and bad input.
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 
 #include "harness.h"
 
@@ -223,33 +224,41 @@ TEST(AddRmsNorm, ChunkedBeyondWorkspace) {
 
 // A row's outputs are the same bits alone, inside larger batches at any
 // position, misaligned, and through any algorithm.
-TEST(AddRmsNorm, BatchInvariance) {
-  for (size_t hidden : {7, 1000, 4096, 7168}) {
-    const uint64_t salt = ++env().iteration;
-    const std::vector<uint64_t> probe = {11, 12, 13};
-    std::vector<std::vector<__nv_bfloat16>> alone;
-    for (uint64_t id : probe)
-      alone.push_back(run_fused<__nv_bfloat16, __nv_bfloat16>(env().comm, ARNORM_ALGO_ONESHOT, {1, hidden}, {id}, salt).y);
-    for (size_t tokens : {3, 17, 130, 700}) {
-      for (size_t pos : {size_t{0}, tokens / 2, tokens - 1}) {
-        for (arnormAlgorithm_t algo : kPeer) {
-          for (size_t misalign : {0, 1}) {
-            // probe row k goes to position (pos + k) % tokens; the others are filler rows
-            std::vector<uint64_t> ids = iota_ids(tokens, 1000);
-            for (size_t k = 0; k < probe.size() && k < tokens; ++k) ids[(pos + k) % tokens] = probe[k];
-            const auto got = run_fused<__nv_bfloat16, __nv_bfloat16>(env().comm, algo, {tokens, hidden}, ids, salt, misalign);
-            for (size_t k = 0; k < probe.size() && k < tokens; ++k) {
-              const size_t at = (pos + k) % tokens;
-              std::vector<__nv_bfloat16> row(got.y.begin() + at * hidden, got.y.begin() + (at + 1) * hidden);
-              EXPECT_EQ(0u, count_bit_mismatches(row, alone[k]))
-                  << "row " << probe[k] << " at " << at << " of " << tokens << " tokens, hidden " << hidden << ", "
-                  << arnormAlgorithmName(algo) << (misalign ? ", misaligned" : "");
-            }
+void check_batch_invariance(size_t hidden, std::initializer_list<size_t> token_counts) {
+  const uint64_t salt = ++env().iteration;
+  const std::vector<uint64_t> probe = {11, 12, 13};
+  std::vector<std::vector<__nv_bfloat16>> alone;
+  for (uint64_t id : probe)
+    alone.push_back(run_fused<__nv_bfloat16, __nv_bfloat16>(env().comm, ARNORM_ALGO_ONESHOT, {1, hidden}, {id}, salt).y);
+  for (size_t tokens : token_counts) {
+    for (size_t pos : {size_t{0}, tokens / 2, tokens - 1}) {
+      for (arnormAlgorithm_t algo : kPeer) {
+        for (size_t misalign : {0, 1}) {
+          // probe row k goes to position (pos + k) % tokens; the others are filler rows
+          std::vector<uint64_t> ids = iota_ids(tokens, 1000);
+          for (size_t k = 0; k < probe.size() && k < tokens; ++k) ids[(pos + k) % tokens] = probe[k];
+          const auto got = run_fused<__nv_bfloat16, __nv_bfloat16>(env().comm, algo, {tokens, hidden}, ids, salt, misalign);
+          for (size_t k = 0; k < probe.size() && k < tokens; ++k) {
+            const size_t at = (pos + k) % tokens;
+            std::vector<__nv_bfloat16> row(got.y.begin() + at * hidden, got.y.begin() + (at + 1) * hidden);
+            EXPECT_EQ(0u, count_bit_mismatches(row, alone[k]))
+                << "row " << probe[k] << " at " << at << " of " << tokens << " tokens, hidden " << hidden << ", "
+                << arnormAlgorithmName(algo) << (misalign ? ", misaligned" : "");
           }
         }
       }
     }
   }
+}
+
+TEST(AddRmsNorm, BatchInvariance) {
+  for (size_t hidden : {7, 1000, 4096, 7168}) check_batch_invariance(hidden, {3, 17, 130, 700});
+}
+
+// Rows split over clusters of 4 and 8 CTAs (one-shot) and rows too wide for
+// a cluster (one CTA per row, in rounds) give the two-shot's bits too.
+TEST(AddRmsNorm, BatchInvarianceWideRows) {
+  for (size_t hidden : {16384, 32768, 70001}) check_batch_invariance(hidden, {3, 17});
 }
 
 // NCCL + separate norm: same definition up to NCCL's summation order.

@@ -2,6 +2,8 @@
 // agree on.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "core/plan.h"
 #include "core/workspace_layout.h"
 
@@ -130,7 +132,9 @@ TEST(Plan, FusedChunksFitTheirRegion) {
             EXPECT_LE(fused_region_bytes(algo, g, rows, hidden, world, es), region_capacity(algo, l))
                 << "world " << world << " hidden " << hidden << " rows " << rows;
             if (algo == ARNORM_ALGO_TWOSHOT) {
-              EXPECT_LE(twoshot_shard_len(g.rows_per_cta * hidden, world), g.shard_cap);
+              // The fused two-shot kernel's shard of a CTA's rows fits its slot.
+              EXPECT_LE(align_up(ceil_div(g.rows_per_cta * hidden, size_t(world)), kLineElemAlign), g.shard_cap);
+              EXPECT_EQ(0u, g.shard_cap % kLineElemAlign);
             }
           }
         }
@@ -168,6 +172,40 @@ TEST(Plan, FusedRowTooWideForTheWorkspaceIsReported) {
   ASSERT_TRUE(compute_workspace_layout(8, 264, 512u << 10, &l));
   EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, size_t{1} << 20, 4));
   EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, size_t{1} << 20, 4));
+}
+
+}  // namespace
+}  // namespace arnorm
+
+namespace arnorm {
+namespace {
+
+TEST(Plan, FusedClusterDependsOnHiddenOnlyAndHoldsTheRow) {
+  EXPECT_EQ(1, plan_fused_cluster(1, 264));
+  EXPECT_EQ(1, plan_fused_cluster(2048, 264));
+  EXPECT_EQ(2, plan_fused_cluster(4096, 264));
+  EXPECT_EQ(4, plan_fused_cluster(7168, 264));
+  EXPECT_EQ(8, plan_fused_cluster(32768, 264));
+  EXPECT_EQ(8, plan_fused_cluster(65536, 264));
+  EXPECT_EQ(0, plan_fused_cluster(65537, 264)) << "wider rows take the one-CTA-per-row kernel";
+  // The cluster divides the grid (EPOCH: every CTA counts the call).
+  EXPECT_EQ(4, plan_fused_cluster(32768, 228));
+  EXPECT_EQ(0, plan_fused_cluster(65536, 228));
+  for (size_t hidden : {size_t{1}, size_t{7}, size_t{2880}, size_t{7168}, size_t{12288}, size_t{65536}}) {
+    for (int max_blocks : {8, 228, 264}) {
+      const int c = plan_fused_cluster(hidden, max_blocks);
+      if (c == 0) continue;
+      EXPECT_EQ(0, max_blocks % c);
+      EXPECT_LE(ceil_div(ceil_div(hidden, size_t{8}), static_cast<size_t>(c)), size_t{kRowRegs} * kThreadsPerBlock);
+      for (size_t rows : {size_t{1}, size_t{3}, size_t{16}, size_t{1000}}) {
+        const int b = plan_fused_split_blocks(rows, hidden, c, max_blocks);
+        EXPECT_EQ(0, b % c) << hidden << " " << rows;
+        EXPECT_GE(b, c);
+        EXPECT_LE(b, std::max(c, fused_max_active(max_blocks)));
+      }
+    }
+  }
+  EXPECT_EQ(64, plan_fused_split_blocks(16, 7168, 4, 264)) << "a cluster per row";
 }
 
 }  // namespace
