@@ -52,6 +52,11 @@ constexpr size_t kMinDataBytesPerParity = 64ull << 10;
 // An LL word (8 bytes) carries 4 bytes of data: LL regions hold twice the
 // data they carry.
 constexpr size_t kLLExpansion = 2;
+// The flag an LL word of the call with epoch e carries (device/ll.cuh):
+// never 0 (the value of a word never written), and different for e and
+// e - 2 (the modulus is odd), so a stale word of the same parity never passes.
+ARNORM_HD inline uint32_t ll_flag(uint64_t e) { return static_cast<uint32_t>(e % 0xFFFFFFFFull) + 1u; }
+
 // Share of the budget past the control area that goes to the LL regions:
 // 1/kLLShareDivisor (4 MiB per parity of the default budget, enough for every
 // size the LL kernels are chosen for; the rest keeps two-shot chunks large),

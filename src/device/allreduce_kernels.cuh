@@ -34,12 +34,12 @@ __device__ __forceinline__ void slots_at(const SyncParams& s, uint64_t e, size_t
   for (int r = 0; r < kMaxRanks; ++r) out[r] = r < s.world ? reinterpret_cast<T*>(s.ws[r] + offset) : nullptr;
 }
 
-// Polls unit u of every peer's slot src[r] (ll_poll) and returns the
-// rank-order sum with this rank's own value `own` (NaN if a unit never
-// arrived). Shared by the one-shot sum and the two-shot reduce-scatter.
+// Polls unit u of every peer's slot src[r] (ll_poll) and stores in *sum the
+// rank-order sum with this rank's own value `own`; false (and NaN) if a unit
+// never arrived. Shared by the one-shot sum and the two-shot reduce-scatter.
 template <typename T>
-__device__ __forceinline__ uint4 ll_sum_unit(const uint64_t* const* src, size_t u, const uint4& own, int me,
-                                             int world, const LLWait& wait) {
+__device__ __forceinline__ bool ll_sum_unit(const uint64_t* const* src, size_t u, const uint4& own, int me,
+                                            int world, const LLWait& wait, uint4* sum) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   const uint64_t* at[kMaxRanks];
   bool live[kMaxRanks];
@@ -59,8 +59,9 @@ __device__ __forceinline__ uint4 ll_sum_unit(const uint64_t* const* src, size_t 
     const uint4 d = r == me ? own : ll_data(raw[r]);
     v[r] = *reinterpret_cast<const Pack<T, K>*>(&d);
   }
-  const Pack<T, K> sum = ok ? sum_in_rank_order<T, K>(v, world) : nan_pack<T, K>();
-  return *reinterpret_cast<const uint4*>(&sum);
+  const Pack<T, K> r = ok ? sum_in_rank_order<T, K>(v, world) : nan_pack<T, K>();
+  *sum = *reinterpret_cast<const uint4*>(&r);
+  return ok;
 }
 
 // ONE-SHOT (LL, ll.cuh). CTA b owns units [lo, hi) (16 data bytes each) of
@@ -99,7 +100,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
     const uint4 own = u == lo + threadIdx.x ? first : load_unit<T, kVec>(in, u, n);
-    store_unit<T, kVec>(out, u, n, ll_sum_unit<T>(src, u, own, me, world, wait));
+    uint4 sum;
+    ll_sum_unit<T>(src, u, own, me, world, wait, &sum);
+    store_unit<T, kVec>(out, u, n, sum);
   }
   op_end(s, e);
 }
@@ -134,7 +137,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
-  const uint32_t flag = static_cast<uint32_t>(e);
+  const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
   const LLWait wait = ll_wait_of(s, e);
 
@@ -159,16 +162,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
     ag_me_on[r] = r < world ? ll_slot(s, r, world + me, e, slot_bytes) : nullptr;
   }
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
-    const uint4 sum = ll_sum_unit<T>(rs, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait);
+    uint4 sum;
+    const bool ok = ll_sum_unit<T>(rs, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
     store_unit<T, kVec>(out + me * shard_len, u, shard_n(me), sum);
-    if (!call.aborted) {
+    // A sum that failed is never published: its readers must time out and
+    // report, not take NaN under a valid flag for a result.
+    if (ok && !call.aborted) {
 #pragma unroll
       for (int r = 0; r < kMaxRanks; ++r)
         if (r < world && r != me) ll_store_unit(ag_me_on[r], u, sum, flag);
     }
   }
 
-  // 3. all-gather: every peer's reduced shard
+  // 3. all-gather: every peer's reduced shard. Twice the timeout: when a
+  // rank is lost, the reduce-scatter waits (which name it) give up first,
+  // not these (which would name a healthy owner stuck waiting for it).
+  LLWait ag_wait = wait;
+  ag_wait.timeout_ns *= 2;
   const uint64_t* ag[kMaxRanks];
 #pragma unroll
   for (int r = 0; r < kMaxRanks; ++r) ag[r] = r < world ? ll_slot(s, me, world + r, e, slot_bytes) : nullptr;
@@ -183,7 +193,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
       at[r] = live[r] ? ll_at(ag[r], u) : nullptr;
       peer[r] = r;
     }
-    const bool ok = ll_poll(at, live, peer, wait, raw);
+    const bool ok = ll_poll(at, live, peer, ag_wait, raw);
     const Pack<T, K> nan = nan_pack<T, K>();
 #pragma unroll
     for (int r = 0; r < kMaxRanks; ++r)

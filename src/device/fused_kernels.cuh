@@ -390,7 +390,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
-  const uint32_t flag = static_cast<uint32_t>(e);
+  const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
   const LLWait wait = ll_wait_of(s, e);
 
@@ -417,8 +417,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   const size_t per = ll_span(b - a, s.active_blocks);
   const size_t mlo = min(b, a + blockIdx.x * per), mhi = min(b, mlo + per);
   for (size_t u = mlo + threadIdx.x; u < mhi; u += blockDim.x) {
-    const uint4 sum = ll_sum_unit<T>(rs, u - a, load_unit<T, kVec>(in, u, n), me, world, wait);
-    if (!call.aborted) {
+    uint4 sum;
+    // A sum that failed is never published (see the plain two-shot over LL).
+    if (ll_sum_unit<T>(rs, u - a, load_unit<T, kVec>(in, u, n), me, world, wait, &sum) && !call.aborted) {
 #pragma unroll
       for (int r = 0; r < kMaxRanks; ++r)
         if (r < world) ll_store_unit(ag_on[r], u, sum, flag);
@@ -427,7 +428,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
 
   // 3. rows from the gathered sums
   const uint64_t* gathered = ll_slot(s, me, world, e, slot_bytes);
-  split_epilogue<T, W, kVec>(p, [&](size_t row) { return LLGatheredSums<T, kVec>{gathered, row, p.hidden, su, wait}; });
+  LLWait ag_wait = wait;  // twice the timeout, as in the plain two-shot over LL
+  ag_wait.timeout_ns *= 2;
+  split_epilogue<T, W, kVec>(p, [&](size_t row) { return LLGatheredSums<T, kVec>{gathered, row, p.hidden, su, ag_wait}; });
   op_end(s, e);
 }
 

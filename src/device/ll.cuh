@@ -2,7 +2,7 @@
 //
 // LL WORD (relaxed, single-copy atomic 8-byte accesses; no fence, no
 //   separate signal). Every 4 bytes of data travel as one 8-byte word
-//   {data, flag} with flag = the low 32 bits of the call's epoch. A naturally
+//   {data, flag} with flag = ll_flag(epoch), never 0. A naturally
 //   aligned 8-byte access is single-copy atomic, so a reader that sees its
 //   flag in a word sees that word's data with it. A writer stores each 16
 //   data bytes as two v2.u64 volatile stores straight into the reader's LL
@@ -16,8 +16,10 @@
 //   invariant), the call with epoch e uses LL parity e % 2, and the parity
 //   invariant keeps a peer from writing parity e % 2 again before this rank
 //   has finished reading it; so a stale word carries an epoch e' < e of the
-//   same parity (or 0, never written), and the flags differ until the 32-bit
-//   epoch wraps after 2^32 calls.
+//   same parity (or 0, never written). ll_flag maps epochs to 1..2^32-1
+//   (never the 0 of a word never written), and e and e - 2k share a flag
+//   only when 2k is a multiple of 2^32 - 1: a word left untouched for
+//   about 8.6e9 calls.
 //
 // BOUNDED WAIT applies to polling as to flags (sync.cuh): a word that never
 //   arrives makes the reader give up after the timeout, record the missing
@@ -118,7 +120,7 @@ __device__ __forceinline__ LLWait ll_wait_of(const SyncParams& s, uint64_t e) {
 template <int B>
 __device__ __forceinline__ bool ll_poll(const uint64_t* const (&at)[B], const bool (&live)[B], const int (&peer)[B],
                                         const LLWait& w, LLRaw (&raw)[B]) {
-  const uint32_t flag = static_cast<uint32_t>(w.epoch);
+  const uint32_t flag = ll_flag(w.epoch);
   bool pending[B];
 #pragma unroll
   for (int j = 0; j < B; ++j)
@@ -207,7 +209,7 @@ __device__ __forceinline__ void store_unit(T* base, size_t u, size_t n, const ui
 template <typename T, bool kVec>
 __device__ __forceinline__ void ll_push(const SyncParams& s, uint64_t e, size_t slot_bytes, const T* in, size_t n,
                                         size_t lo, size_t hi, const uint4& first) {
-  const uint32_t flag = static_cast<uint32_t>(e);
+  const uint32_t flag = ll_flag(e);
   uint64_t* my_slot_on[kMaxRanks];
 #pragma unroll
   for (int r = 0; r < kMaxRanks; ++r) my_slot_on[r] = r < s.world ? ll_slot(s, r, s.rank, e, slot_bytes) : nullptr;

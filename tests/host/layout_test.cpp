@@ -210,3 +210,22 @@ TEST(Plan, FusedClusterDependsOnHiddenOnlyAndHoldsTheRow) {
 
 }  // namespace
 }  // namespace arnorm
+
+namespace arnorm {
+namespace {
+
+// LL words: a stale word (same parity, an older call) or a word never
+// written (0) must never carry the current call's flag, including across
+// the 32-bit boundary of the epoch.
+TEST(WorkspaceLayout, LLFlagsNeverZeroAndNeverRepeatWithinAParity) {
+  const uint64_t starts[] = {1, 1000, 0xFFFFFFFFull - 8, 0x100000000ull - 3, 0x1FFFFFFFEull - 5, 0xFFFFFFFF00000000ull};
+  for (uint64_t e0 : starts) {
+    for (uint64_t e = e0; e < e0 + 16; ++e) {
+      EXPECT_NE(0u, ll_flag(e)) << e;
+      for (uint64_t k = 1; k <= 4; ++k) EXPECT_NE(ll_flag(e), ll_flag(e - 2 * k)) << e << " vs " << e - 2 * k;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace arnorm
