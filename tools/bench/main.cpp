@@ -97,9 +97,10 @@ void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
                  "library's)")
       ->check(CLI::Range(size_t(1), size_t(1) << 20));
   app.add_option("--tune", opt.tune_file,
-                 "write the faster of oneshot/twoshot per size as a selection table for this "
-                 "world size (format of data/tuning-default.json): the allreduce section from "
-                 "--op allreduce, add_rmsnorm from --op fused (bytes = tokens*hidden*sizeof), "
+                 "write the fastest algorithm per size as a selection table for this world size "
+                 "(format of data/tuning-default.json): the allreduce section from --op allreduce "
+                 "(oneshot, twoshot, and nccl when its column is swept), add_rmsnorm from --op "
+                 "fused (oneshot or twoshot; bytes = tokens*hidden*sizeof), "
                  "both from --op all; other sections and world sizes already in the file are "
                  "kept");
   app.add_option("--timeout", opt.timeout_seconds,

@@ -20,66 +20,73 @@ constexpr const char* kComment =
     "bytes wins; max_bytes null means no upper bound. Written by `arnorm-bench --tune`; the "
     "built-in defaults in src/core/selection.cpp mirror this file.";
 
-// Sizes where the two algorithms are within this fraction of each other are
-// ties: either may serve them, so measurement noise near the crossover does
-// not fragment the table into alternating rules.
+// Sizes where candidates are within this fraction of each other are ties:
+// any of them may serve, so measurement noise near a crossover does not
+// fragment the table into alternating rules.
 constexpr double kTieTolerance = 0.03;
+
+// Candidates, in the order that breaks exact ties: arnorm's own first.
+constexpr int kMaxCandidates = 3;  // oneshot, twoshot, nccl (all-reduce only)
 
 struct Rule {
   size_t max_bytes;
   Algo algo;
 };
 
-// One measured row: oneshot's and twoshot's times and whether each was right.
+// One measured row: each candidate's time and whether it was right.
 struct Sample {
   size_t bytes;
-  double time_us[2];  // oneshot, twoshot
-  bool ok[2];
+  double time_us[kMaxCandidates];
+  bool ok[kMaxCandidates];
 };
 
 struct Point {
   size_t bytes;
-  double time_us[2];  // oneshot, twoshot: summed over the rows of these bytes
-  bool acceptable[2];
+  double time_us[kMaxCandidates];  // summed over the rows of these bytes
+  bool acceptable[kMaxCandidates];
 };
 
-// The oneshot and twoshot columns of `algos`.
-bool candidate_columns(const std::vector<Algo>& algos, size_t column[2]) {
-  const Algo kCandidates[2] = {Algo::kOneshot, Algo::kTwoshot};
-  for (int k = 0; k < 2; ++k) {
-    column[k] =
-        static_cast<size_t>(std::find(algos.begin(), algos.end(), kCandidates[k]) - algos.begin());
-    if (column[k] == algos.size()) {
-      TOOLS_ERROR("--tune: the sweep has no %s column", algo_name(kCandidates[k]));
-      return false;
+// The columns of `wanted` in `algos`; a missing optional one (nccl) drops out.
+bool candidate_columns(const std::vector<Algo>& algos, const std::vector<Algo>& wanted, size_t n_required,
+                       std::vector<Algo>* found, std::vector<size_t>* column) {
+  for (size_t k = 0; k < wanted.size(); ++k) {
+    const size_t c = static_cast<size_t>(std::find(algos.begin(), algos.end(), wanted[k]) - algos.begin());
+    if (c == algos.size()) {
+      if (k < n_required) {
+        TOOLS_ERROR("--tune: the sweep has no %s column", algo_name(wanted[k]));
+        return false;
+      }
+      continue;
     }
+    found->push_back(wanted[k]);
+    column->push_back(c);
   }
   return true;
 }
 
-// Per measured size, ascending; empty (after reporting) if at some size
-// neither algorithm gave a correct result.
-std::vector<Point> measure_points(const std::vector<Sample>& samples) {
+// Per measured size, ascending; empty (after reporting) if at some size no
+// candidate gave a correct result.
+std::vector<Point> measure_points(const std::vector<Sample>& samples, int n) {
   std::map<size_t, Point> by_bytes;
   for (const Sample& s : samples) {
-    Point& p = by_bytes.emplace(s.bytes, Point{s.bytes, {0.0, 0.0}, {true, true}}).first->second;
-    for (int k = 0; k < 2; ++k) {
+    Point fresh{s.bytes, {}, {}};
+    for (int k = 0; k < n; ++k) fresh.acceptable[k] = true;
+    Point& p = by_bytes.emplace(s.bytes, fresh).first->second;
+    for (int k = 0; k < n; ++k) {
       p.time_us[k] += s.time_us[k];
       p.acceptable[k] = p.acceptable[k] && s.ok[k];
     }
   }
   std::vector<Point> points;
   for (auto& [bytes, p] : by_bytes) {
-    if (!p.acceptable[0] && !p.acceptable[1]) {
-      TOOLS_ERROR(
-          "--tune: at %zu bytes neither oneshot nor twoshot gave a correct result; no "
-          "table written",
-          bytes);
+    double best = -1.0;
+    for (int k = 0; k < n; ++k)
+      if (p.acceptable[k] && (best < 0 || p.time_us[k] < best)) best = p.time_us[k];
+    if (best < 0) {
+      TOOLS_ERROR("--tune: at %zu bytes no candidate gave a correct result; no table written", bytes);
       return {};
     }
-    const double best = std::min(p.acceptable[0] ? p.time_us[0] : p.time_us[1],
-                                 p.acceptable[1] ? p.time_us[1] : p.time_us[0]);
-    for (int k = 0; k < 2; ++k)
+    for (int k = 0; k < n; ++k)
       p.acceptable[k] = p.acceptable[k] && p.time_us[k] <= best * (1.0 + kTieTolerance);
     points.push_back(p);
   }
@@ -87,21 +94,23 @@ std::vector<Point> measure_points(const std::vector<Sample>& samples) {
 }
 
 // Fewest rules that give every size an acceptable algorithm: from each start,
-// take the algorithm that stays acceptable the longest (optimal for
-// covering a line with runs). Equal reach: the faster at the start.
-std::vector<Rule> derive_rules(const std::vector<Point>& points) {
+// take the candidate that stays acceptable the longest (optimal for covering
+// a line with runs). Equal reach: the faster at the start, then the earlier.
+std::vector<Rule> derive_rules(const std::vector<Point>& points, const std::vector<Algo>& candidates) {
+  const int n = static_cast<int>(candidates.size());
   std::vector<Rule> rules;
   size_t i = 0;
   while (i < points.size()) {
-    size_t reach[2];
-    for (int k = 0; k < 2; ++k) {
-      reach[k] = i;
-      while (reach[k] < points.size() && points[reach[k]].acceptable[k]) ++reach[k];
+    int best = -1;
+    size_t best_reach = i;
+    for (int k = 0; k < n; ++k) {
+      size_t reach = i;
+      while (reach < points.size() && points[reach].acceptable[k]) ++reach;
+      if (reach > best_reach || (reach == best_reach && reach > i && points[i].time_us[k] < points[i].time_us[best]))
+        best = k, best_reach = reach;
     }
-    const bool faster_oneshot = points[i].time_us[0] <= points[i].time_us[1];
-    const int k = reach[0] > reach[1] || (reach[0] == reach[1] && faster_oneshot) ? 0 : 1;
-    rules.push_back(Rule{points[reach[k] - 1].bytes, k == 0 ? Algo::kOneshot : Algo::kTwoshot});
-    i = reach[k];
+    rules.push_back(Rule{points[best_reach - 1].bytes, candidates[best]});
+    i = best_reach;
   }
   return rules;
 }
@@ -135,11 +144,11 @@ bool load_table(const std::string& path, const char* section, Json* doc) {
 
 // Replaces `section`'s rules for `world` in the table at `path` with rules
 // derived from `samples`, keeping everything else.
-int write_section(const std::string& path, const char* section, int world,
+int write_section(const std::string& path, const char* section, int world, const std::vector<Algo>& candidates,
                   const std::vector<Sample>& samples) {
-  const std::vector<Point> points = measure_points(samples);
+  const std::vector<Point> points = measure_points(samples, static_cast<int>(candidates.size()));
   if (points.empty()) return 1;
-  const std::vector<Rule> rules = derive_rules(points);
+  const std::vector<Rule> rules = derive_rules(points, candidates);
   Json doc;
   if (!load_table(path, section, &doc)) return 1;
 
@@ -178,30 +187,36 @@ int write_section(const std::string& path, const char* section, int world,
 
 }  // namespace
 
-// Rows of either sweep carry bytes and per-column outcomes; the faster of
-// one-shot and two-shot at each size becomes a rule.
+// Rows of either sweep carry bytes and per-column outcomes; the fastest
+// candidate at each size becomes a rule.
 template <typename Row>
-int write_rows(const std::string& path, const std::vector<Algo>& algos, const char* section, int world,
-               const std::vector<Row>& results) {
-  size_t column[2];
-  if (!candidate_columns(algos, column)) return 1;
+int write_rows(const std::string& path, const std::vector<Algo>& algos, const std::vector<Algo>& wanted,
+               const char* section, int world, const std::vector<Row>& results) {
+  std::vector<Algo> candidates;
+  std::vector<size_t> column;
+  if (!candidate_columns(algos, wanted, 2, &candidates, &column)) return 1;
   std::vector<Sample> samples;
   for (const Row& row : results) {
-    const AlgoOutcome& one = row.algos[column[0]];
-    const AlgoOutcome& two = row.algos[column[1]];
-    samples.push_back(Sample{row.bytes, {one.time_us, two.time_us}, {one.ok(), two.ok()}});
+    Sample s{row.bytes, {}, {}};
+    for (size_t k = 0; k < column.size(); ++k) {
+      s.time_us[k] = row.algos[column[k]].time_us;
+      s.ok[k] = row.algos[column[k]].ok();
+    }
+    samples.push_back(s);
   }
-  return write_section(path, section, world, samples);
+  return write_section(path, section, world, candidates, samples);
 }
 
 int write_tuning_file(const std::string& path, const Options& opt, int world,
                       const std::vector<SizeOutcome>& results) {
-  return write_rows(path, opt.algos, "allreduce", world, results);
+  // NCCL competes where the sweep measured it (the nccl column).
+  return write_rows(path, opt.algos, {Algo::kOneshot, Algo::kTwoshot, Algo::kNccl}, "allreduce", world, results);
 }
 
 int write_fused_tuning_file(const std::string& path, const Options& opt, int world,
                             const std::vector<FusedRow>& results) {
-  return write_rows(path, opt.fused_algos, "add_rmsnorm", world, results);
+  // The fused op never goes to NCCL on peer memory (batch invariance).
+  return write_rows(path, opt.fused_algos, {Algo::kOneshot, Algo::kTwoshot}, "add_rmsnorm", world, results);
 }
 
 }  // namespace arnorm_bench

@@ -12,11 +12,12 @@
 
 namespace arnorm_bench {
 
-// At each measured size, the faster of oneshot and twoshot (times summed
-// over the swept data types; one that failed or was wrong at that size is
-// never chosen; within 3% counts as a tie, where either may serve). Sizes are
-// then covered with the fewest runs of one algorithm; each run becomes a rule
-// whose max_bytes is the largest size in it; the last has max_bytes null.
+// At each measured size, the fastest of oneshot, twoshot and, when the sweep
+// has its column, nccl (times summed over the swept data types; one that
+// failed or was wrong at that size is never chosen; within 3% counts as a
+// tie, where any may serve). Sizes are then covered with the fewest runs of
+// one algorithm; each run becomes a rule whose max_bytes is the largest size
+// in it; the last has max_bytes null.
 // If `path` already holds a table, its rules for other world sizes and its
 // other keys are kept; those for `world` are replaced. Returns non-zero
 // (after saying why) if some size has no usable measurement or the file
@@ -24,7 +25,8 @@ namespace arnorm_bench {
 int write_tuning_file(const std::string& path, const Options& opt, int world,
                       const std::vector<SizeOutcome>& results);
 
-// The same for the "add_rmsnorm" section, from the fused sweep. A size is one
+// The same for the "add_rmsnorm" section, from the fused sweep, with
+// oneshot and twoshot only (the fused op never goes to NCCL on peer memory). A size is one
 // rank's activations, tokens * hidden * sizeof(dtype); rows of equal bytes
 // (other (tokens, hidden) or data types) have their times summed.
 int write_fused_tuning_file(const std::string& path, const Options& opt, int world,
