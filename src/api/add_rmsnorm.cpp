@@ -49,29 +49,21 @@ void point_at_rows(const arnormAddRmsNormArgs_t& a, size_t first_row, size_t row
 arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnormAlgorithm_t algo,
                         cudaStream_t stream) {
   const size_t es = dtype_size(a.dtype);
-  const int cluster = plan_fused_cluster(a.hidden, comm->max_blocks);
-  // AUTO's one-shot falls back to two-shot when a row does not fit the LL
-  // region of a small workspace (a function of hidden and the layout only).
-  if (algo == ARNORM_ALGO_ONESHOT && a.algo == ARNORM_ALGO_AUTO && comm->forced == ARNORM_ALGO_AUTO &&
-      plan_fused_rows_per_chunk(algo, comm->layout, a.hidden, es) == 0) {
-    algo = ARNORM_ALGO_TWOSHOT;
-  }
-  AddRmsNormLaunch l = base_launch(comm, a, algo);
-  // Split epilogue (a cluster per row): one-shot rows that fit a cluster;
-  // two-shot over LL for calls small enough, on rows that fit a cluster and
-  // the LL region. Decided from hidden, bytes and shared settings only, so
-  // a row's bits do not depend on its batch.
-  const size_t ll_rows = comm->layout.twoshot_ll_chunk_elems(es) / a.hidden;
-  l.ll = algo == ARNORM_ALGO_TWOSHOT && cluster > 0 && ll_rows > 0 &&
-         twoshot_uses_ll(comm->selection_context(), static_cast<uint64_t>(a.tokens) * a.hidden * es);
-  l.params.cluster = algo == ARNORM_ALGO_ONESHOT || l.ll ? cluster : 0;
-  const size_t per_chunk = l.ll ? ll_rows : plan_fused_rows_per_chunk(algo, comm->layout, a.hidden, es);
+  const bool may_fall_back = a.algo == ARNORM_ALGO_AUTO && comm->forced == ARNORM_ALGO_AUTO;
+  const FusedRoute route =
+      plan_fused_route(algo, may_fall_back, comm->layout, comm->max_blocks, a.hidden, es,
+                       twoshot_uses_ll(comm->selection_context(), static_cast<uint64_t>(a.tokens) * a.hidden * es));
+  algo = route.algo;
+  const size_t per_chunk = route.rows_per_chunk;
   if (per_chunk == 0) {
     return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
                        "arnormAllReduceAddRmsNorm: one row of hidden %zu does not fit the %zu-byte workspace with "
                        "%s; create the communicator with a larger workspace_bytes",
                        a.hidden, comm->layout.total_bytes, arnormAlgorithmName(algo));
   }
+  AddRmsNormLaunch l = base_launch(comm, a, algo);
+  l.ll = route.ll;
+  l.params.cluster = route.cluster;
   for (size_t first = 0; first < a.tokens; first += per_chunk) {
     const size_t rows = std::min(per_chunk, a.tokens - first);
     point_at_rows(a, first, rows, &l.params);

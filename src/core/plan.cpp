@@ -100,4 +100,19 @@ int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blo
   return static_cast<int>(std::max(blocks, static_cast<size_t>(cluster)));
 }
 
+FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
+                            int max_blocks, size_t hidden, size_t elem_size, bool twoshot_ll) {
+  FusedRoute r;
+  r.algo = algo;
+  if (algo == ARNORM_ALGO_ONESHOT && may_fall_back && plan_fused_rows_per_chunk(algo, layout, hidden, elem_size) == 0) {
+    r.algo = ARNORM_ALGO_TWOSHOT;
+  }
+  const int cluster = plan_fused_cluster(hidden, max_blocks);
+  const size_t ll_rows = hidden ? layout.twoshot_ll_chunk_elems(elem_size) / hidden : 0;
+  r.ll = r.algo == ARNORM_ALGO_TWOSHOT && twoshot_ll && cluster > 0 && ll_rows > 0;
+  r.cluster = r.algo == ARNORM_ALGO_ONESHOT || r.ll ? cluster : 0;
+  r.rows_per_chunk = r.ll ? ll_rows : plan_fused_rows_per_chunk(r.algo, layout, hidden, elem_size);
+  return r;
+}
+
 }  // namespace arnorm

@@ -75,6 +75,23 @@ int plan_fused_cluster(size_t hidden, int max_blocks);
 // most fused_max_active, a multiple of the cluster size.
 int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blocks);
 
+// How a fused call on peer memory runs, decided from values every rank
+// shares (algorithm, layout, agreed max_blocks, hidden, element size, and
+// whether the call's bytes take two-shot over LL), never from the token
+// count, so a row's bits do not depend on its batch.
+struct FusedRoute {
+  arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;  // ONESHOT or TWOSHOT
+  bool ll = false;          // two-shot over LL (one-shot always is)
+  int cluster = 0;          // CTAs per row (split epilogue); 0: CTAs own whole rows
+  size_t rows_per_chunk = 0;  // 0: one row does not fit the workspace
+};
+
+// `algo` is the resolved algorithm; `may_fall_back` (the caller asked for
+// AUTO) lets a one-shot whose row does not fit the LL region take two-shot;
+// `twoshot_ll` is the protocol choice for the call's bytes (selection.h).
+FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
+                            int max_blocks, size_t hidden, size_t elem_size, bool twoshot_ll);
+
 // Geometry for a chunk of `rows` <= rows_per_chunk rows that always fits the
 // data region. Padding makes blocks x shard_cap non-monotonic in rows, so a
 // shorter chunk's own geometry can need more room than the full chunk's;

@@ -229,3 +229,50 @@ TEST(WorkspaceLayout, LLFlagsNeverZeroAndNeverRepeatWithinAParity) {
 
 }  // namespace
 }  // namespace arnorm
+
+namespace arnorm {
+namespace {
+
+TEST(Plan, FusedRouteFollowsHiddenBytesAndLayoutOnly) {
+  WorkspaceLayout l;
+  ASSERT_TRUE(compute_workspace_layout(4, 264, kDefaultWorkspaceBytes, &l));
+  // One-shot: always LL; rows that fit a cluster take the split epilogue.
+  FusedRoute r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 7168, 2, false);
+  EXPECT_EQ(ARNORM_ALGO_ONESHOT, r.algo);
+  EXPECT_FALSE(r.ll);
+  EXPECT_EQ(4, r.cluster);
+  EXPECT_EQ(l.oneshot_chunk_elems(2) / 7168, r.rows_per_chunk);
+  // Two-shot: over LL with the split epilogue when the bytes say so ...
+  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 7168, 2, true);
+  EXPECT_TRUE(r.ll);
+  EXPECT_EQ(4, r.cluster);
+  EXPECT_EQ(l.twoshot_ll_chunk_elems(2) / 7168, r.rows_per_chunk);
+  // ... else the simple protocol with whole rows per CTA.
+  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 7168, 2, false);
+  EXPECT_FALSE(r.ll);
+  EXPECT_EQ(0, r.cluster);
+  EXPECT_EQ(plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, 7168, 2), r.rows_per_chunk);
+  // Rows too wide for a cluster: one CTA per row, simple two-shot even for small calls.
+  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 70001, 2, true);
+  EXPECT_FALSE(r.ll);
+  EXPECT_EQ(0, r.cluster);
+  r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 70001, 2, false);
+  EXPECT_EQ(0, r.cluster);
+  EXPECT_GT(r.rows_per_chunk, 0u);
+}
+
+TEST(Plan, FusedRouteFallsBackOnlyForAuto) {
+  WorkspaceLayout l;
+  ASSERT_TRUE(compute_workspace_layout(8, 264, 512u << 10, &l));
+  const size_t hidden = 8192;  // 32 KiB of fp32: more than an 8-rank one-shot LL slot of this budget
+  ASSERT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, hidden, 4));
+  const FusedRoute automatic = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, hidden, 4, false);
+  EXPECT_EQ(ARNORM_ALGO_TWOSHOT, automatic.algo);
+  EXPECT_GT(automatic.rows_per_chunk, 0u) << "the simple two-shot holds the row";
+  const FusedRoute forced = plan_fused_route(ARNORM_ALGO_ONESHOT, false, l, 264, hidden, 4, false);
+  EXPECT_EQ(ARNORM_ALGO_ONESHOT, forced.algo);
+  EXPECT_EQ(0u, forced.rows_per_chunk) << "an explicit one-shot request is refused, not rerouted";
+}
+
+}  // namespace
+}  // namespace arnorm
