@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
-#include <utility>
+#include <tuple>
 
 #include "core/status.h"
 #include "device/fused_kernels.cuh"
@@ -37,13 +37,16 @@ void (*pick_weight(const AddRmsNormLaunch& l))(FusedParams) {
   return nullptr;
 }
 
-// Clusters of `cluster` CTAs of `kernel` that can be resident at once
-// (cached per kernel and size: a property of the GPU and the binary).
+// Clusters of `cluster` CTAs of `kernel` that can be resident at once on the
+// current device (cached per device, kernel and size: a property of the GPU
+// and the binary).
 int max_active_clusters(void (*kernel)(FusedParams), int cluster, int grid) {
   static std::mutex mu;
-  static std::map<std::pair<void*, int>, int> cache;
+  static std::map<std::tuple<int, void*, int>, int> cache;
+  int device = -1;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(reinterpret_cast<void*>(kernel), cluster);
+  const auto key = std::make_tuple(device, reinterpret_cast<void*>(kernel), cluster);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   cudaLaunchAttribute attr[1] = {};
