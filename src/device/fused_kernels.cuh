@@ -1,6 +1,7 @@
-// Kernel bodies of all-reduce + residual add + RMSNorm. The split one-shot
-// gives each row a thread-block cluster; the others give each CTA whole rows
-// (rows_per_cta each) and end in rmsnorm_row. Every kernel computes the sum
+// Kernel bodies of all-reduce + residual add + RMSNorm. The split kernels
+// (one-shot, and two-shot over LL) give each row a thread-block cluster and
+// end in split_epilogue; the others give each CTA whole rows (rows_per_cta
+// each) and end in rmsnorm_row. Every kernel computes the sum
 // of squares in the one order of rmsnorm_epilogue.cuh, so one-shot, two-shot
 // and the norm after NCCL produce the same bits for the same sums.
 // These kernels hold a row in registers (one CTA per multiprocessor), so at
