@@ -7,6 +7,16 @@
 namespace arnorm_test {
 namespace {
 
+// A communicator of its own with a 1 s timeout: after a test here its
+// state differs between ranks, so no other test may use it.
+void create_private_comm(arnormComm_t* c) {
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  cfg.timeout_seconds = 1.0;
+  cfg.nccl_comm = env().nccl;
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  ARNORM_OK(arnormCommCreate(c, rank(), world(), env().ctx.device, bs, &cfg));
+}
+
 // Last: rank 0 calls alone on a private communicator; the kernel must give
 // up within the timeout, name a missing rank, poison the output with NaN and
 // make every later call fail at once. Rank 0 queues a second call before the
@@ -15,12 +25,8 @@ namespace {
 // completes (rank 0 had pushed and signalled it) and their second times out
 // naming rank 0, instead of completing on a dead rank's stale signals.
 TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
-  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-  cfg.timeout_seconds = 1.0;
-  cfg.nccl_comm = env().nccl;
-  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
   arnormComm_t c = nullptr;
-  ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  ASSERT_NO_FATAL_FAILURE(create_private_comm(&c));
   const size_t n = 8192;
   DeviceBuffer in(n * 2), out(n * 2);
   cudaMemset(in.ptr, 0, n * 2);
@@ -69,12 +75,8 @@ TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
 TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
   const size_t tokens = 3, hidden = 7168, n = tokens * hidden;
   for (arnormAlgorithm_t algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
-    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-    cfg.timeout_seconds = 1.0;
-    cfg.nccl_comm = env().nccl;
-    arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
     arnormComm_t c = nullptr;
-    ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+    ASSERT_NO_FATAL_FAILURE(create_private_comm(&c));
     DeviceBuffer in(n * 2), res(n * 2), out(n * 2), w(hidden * 2);
     cudaMemset(in.ptr, 0, n * 2);
     cudaMemset(res.ptr, 0, n * 2);
