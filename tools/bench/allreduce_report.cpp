@@ -11,21 +11,10 @@ namespace {
 
 constexpr int kGroupWidth = 35;  // "  %9s %7s %7s %7s"
 
-int index_of(const Options& opt, Algo algo) {
-  for (size_t i = 0; i < opt.algos.size(); ++i)
-    if (opt.algos[i] == algo) return static_cast<int>(i);
-  return -1;
-}
+int index_of(const Options& opt, Algo algo) { return column_of(opt.algos, algo); }
 
 bool has_ratio(const Options& opt) {
   return index_of(opt, Algo::kAuto) >= 0 && index_of(opt, Algo::kNccl) >= 0;
-}
-
-std::string centered(const std::string& text, int width) {
-  const int pad = width - static_cast<int>(text.size());
-  if (pad <= 0) return text;
-  return std::string(static_cast<size_t>(pad - pad / 2), ' ') + text +
-         std::string(static_cast<size_t>(pad / 2), ' ');
 }
 
 void print_line(FILE* out, const char* c0, const char* c1, const char* c2, const char* c3,

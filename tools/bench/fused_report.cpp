@@ -13,11 +13,7 @@ namespace {
 
 constexpr int kGroupWidth = 19;  // "  %9s %7s"
 
-int index_of(const Options& opt, Algo algo) {
-  for (size_t i = 0; i < opt.fused_algos.size(); ++i)
-    if (opt.fused_algos[i] == algo) return static_cast<int>(i);
-  return -1;
-}
+int index_of(const Options& opt, Algo algo) { return column_of(opt.fused_algos, algo); }
 
 // The ratio columns shown: auto against each baseline that is a column too.
 std::vector<Algo> ratio_bases(const Options& opt) {
@@ -26,13 +22,6 @@ std::vector<Algo> ratio_bases(const Options& opt) {
   for (Algo b : {Algo::kNcclNorm, Algo::kNccl})
     if (index_of(opt, b) >= 0) bases.push_back(b);
   return bases;
-}
-
-std::string centered(const std::string& text, int width) {
-  const int pad = width - static_cast<int>(text.size());
-  if (pad <= 0) return text;
-  return std::string(static_cast<size_t>(pad - pad / 2), ' ') + text +
-         std::string(static_cast<size_t>(pad / 2), ' ');
 }
 
 // auto / base at one row; false when either failed.

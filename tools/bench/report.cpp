@@ -184,4 +184,17 @@ void add_outcome_fields(nlohmann::ordered_json* row, const AlgoOutcome& a, const
   (*row)["auto_algo"] = auto_algo.empty() ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(auto_algo);
 }
 
+int column_of(const std::vector<Algo>& columns, Algo algo) {
+  for (size_t i = 0; i < columns.size(); ++i)
+    if (columns[i] == algo) return static_cast<int>(i);
+  return -1;
+}
+
+std::string centered(const std::string& text, int width) {
+  const int pad = width - static_cast<int>(text.size());
+  if (pad <= 0) return text;
+  return std::string(static_cast<size_t>(pad - pad / 2), ' ') + text +
+         std::string(static_cast<size_t>(pad / 2), ' ');
+}
+
 }  // namespace arnorm_bench

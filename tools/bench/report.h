@@ -17,6 +17,12 @@ namespace arnorm_bench {
 // communicator facts from arnormCommGetInfo. Non-zero on failure (reported).
 int gather_run_info(const Rank& rank, RunInfo* info);
 
+// Index of `algo` among a sweep's columns; -1 if it is not one.
+int column_of(const std::vector<Algo>& columns, Algo algo);
+
+// `text` padded with spaces on both sides to `width` (table headings).
+std::string centered(const std::string& text, int width);
+
 // nccl-tests-style preamble: parameters, versions, one line per rank.
 void print_run_header(FILE* out, const Options& opt, const RunInfo& info);
 
