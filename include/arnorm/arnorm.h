@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define ARNORM_VERSION_MAJOR 0
-#define ARNORM_VERSION_MINOR 2
+#define ARNORM_VERSION_MINOR 3
 #define ARNORM_VERSION_PATCH 0
 
 #if defined(__GNUC__)
@@ -76,8 +76,9 @@ typedef enum {
  * bytes); the environment variable ARNORM_ALGO=oneshot|twoshot|nccl forces
  * one for every AUTO call of the process. How the peer-memory algorithms
  * move data is chosen by size (one-shot: LL, the epoch inside every 8-byte
- * word; two-shot: LL up to 512 KiB per rank, plain data and flags above);
- * ARNORM_PROTOCOL=ll|simple forces the two-shot protocol (results are the
+ * word; two-shot: LL up to 512 KiB per rank, above it plain data into
+ * slots that hold a NaN sentinel until the data arrive);
+ * ARNORM_PROTOCOL=ll|sentinel forces the two-shot protocol (results are the
  * same bits either way). Peer kernels use programmatic dependent launch;
  * ARNORM_PDL=0 turns it off. All ranks must set the same ARNORM_ALGO and
  * ARNORM_PROTOCOL (checked at creation). */

@@ -64,15 +64,15 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   AddRmsNormLaunch l = base_launch(comm, a, algo);
   l.ll = route.ll;
   l.params.cluster = route.cluster;
+  l.params.lag = comm->fused_lag;
   for (size_t first = 0; first < a.tokens; first += per_chunk) {
     const size_t rows = std::min(per_chunk, a.tokens - first);
     point_at_rows(a, first, rows, &l.params);
     if (l.params.cluster > 0) {
       l.blocks = plan_fused_split_blocks(rows, a.hidden, l.params.cluster, comm->max_blocks);
     } else {
-      const FusedGeometry g = plan_fused_chunk(algo, comm->layout, rows, a.hidden, es, per_chunk);
+      const FusedGeometry g = plan_fused_chunk(algo, comm->layout, rows, a.hidden);
       l.params.rows_per_cta = g.rows_per_cta;
-      l.params.shard_cap = g.shard_cap;
       l.blocks = g.blocks;
     }
     ARNORM_TRY(launch_add_rmsnorm(l, stream));

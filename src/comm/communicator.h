@@ -35,6 +35,7 @@ struct arnormComm {
   arnorm::SelectionTable table;
   arnormAlgorithm_t forced = ARNORM_ALGO_AUTO;  // ARNORM_ALGO at creation
   arnorm::Protocol forced_protocol = arnorm::Protocol::kAuto;  // ARNORM_PROTOCOL at creation
+  int fused_lag = 4;  // steps between the stages of the fused two-shot pipeline (ARNORM_FUSED_LAG, 1..8)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
 
   // Orders a call on a new stream after the previous call (outside capture).

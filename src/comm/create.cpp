@@ -153,7 +153,7 @@ arnormStatus_t read_forced_protocol(Protocol* forced) {
   if (env == nullptr || *env == '\0') return ARNORM_SUCCESS;
   if (!protocol_from_name(env, forced)) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreate: ARNORM_PROTOCOL='%s' is not one of auto, ll, simple", env);
+                       "arnormCommCreate: ARNORM_PROTOCOL='%s' is not one of auto, ll, sentinel", env);
   }
   return ARNORM_SUCCESS;
 }
@@ -178,6 +178,7 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   ARNORM_TRY(load_table(cfg, &c->table));
   ARNORM_TRY(read_forced_algorithm(&c->forced));
   ARNORM_TRY(read_forced_protocol(&c->forced_protocol));
+  if (const char* lag = std::getenv("ARNORM_FUSED_LAG")) c->fused_lag = std::max(1, std::min(8, std::atoi(lag)));
   const char* pdl = std::getenv("ARNORM_PDL");
   c->pdl = pdl == nullptr || std::strcmp(pdl, "0") != 0;
   hello->sm_count = prop.multiProcessorCount;
@@ -234,6 +235,8 @@ arnormStatus_t allocate_local(arnormComm* c, uint64_t nonce, cudaIpcMemHandle_t*
                        c->layout.total_bytes, cudaGetErrorString(e));
   }
   ARNORM_CUDA_TRY(cudaMemset(c->workspace, 0, c->layout.total_bytes));
+  // The data regions start clean: all-ones, the sentinel (device/sentinel.cuh).
+  ARNORM_CUDA_TRY(cudaMemset(c->workspace + c->layout.data_offset, kSentinelByte, 2 * c->layout.data_bytes_per_parity));
   const uint64_t identity = identity_of(nonce, c->rank);
   ARNORM_CUDA_TRY(cudaMemcpy(c->workspace + c->layout.control_offset + offsetof(ControlBlock, identity),
                              &identity, sizeof(identity), cudaMemcpyHostToDevice));
@@ -394,7 +397,8 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
                        "arnormCommCreate: workspace_bytes %zu is too small for world size %d (need at least "
                        "about %zu KiB)",
                        budget, c->world_size,
-                       (kMaxRanks * kPhases * static_cast<size_t>(c->max_blocks) * 8 + 4 * kMinDataBytesPerParity) / 1024 + 4);
+                       (static_cast<size_t>(c->max_blocks) * 8 + 2 * kMinDataBytesPerParity +
+                        2 * kMinLLBytesPerParity) / 1024 + 4);
     }
     cudaIpcMemHandle_t handle{};
     if (st == ARNORM_SUCCESS) st = allocate_local(c, nonce, &handle);

@@ -23,16 +23,14 @@ int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, int world_si
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(want, static_cast<size_t>(max_blocks))));
 }
 
-FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size,
+FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden,
                                   int max_blocks) {
   FusedGeometry g;
   if (rows == 0) return g;
   const size_t want = std::min<size_t>(rows, static_cast<size_t>(max_blocks));
   g.rows_per_cta = ceil_div(rows, want);
   g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
-  if (algo == ARNORM_ALGO_TWOSHOT) {
-    g.shard_cap = align_up(ceil_div(g.rows_per_cta * hidden, static_cast<size_t>(world_size)), kLineElemAlign);
-  } else {
+  if (algo != ARNORM_ALGO_TWOSHOT) {
     // One-shot pushes the rows' elements spread over CTAs, about one
     // 8-element unit per thread, whoever owns the rows.
     const size_t push = ceil_div(ceil_div(rows * hidden, size_t{8}), static_cast<size_t>(kThreadsPerBlock));
@@ -41,11 +39,10 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
   return g;
 }
 
-size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t rows, size_t hidden,
-                          int world_size, size_t elem_size) {
+size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size, size_t elem_size) {
   if (algo == ARNORM_ALGO_TWOSHOT) {
-    // Reduce-scatter and all-gather slots: 2 x blocks x world x shard_cap.
-    return 2 * static_cast<size_t>(g.blocks) * world_size * g.shard_cap * elem_size;
+    // Per row: world reduce-scatter slots and the gathered row, su units each.
+    return 2 * rows * world_size * fused_shard_units(hidden, elem_size, world_size) * kVectorBytes;
   }
   return static_cast<size_t>(world_size) * align_up(rows * hidden, kElemAlign) * elem_size * kLLExpansion;
 }
@@ -58,30 +55,11 @@ size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& 
                                  size_t elem_size) {
   if (hidden == 0) return 0;
   if (algo != ARNORM_ALGO_TWOSHOT) return layout.oneshot_chunk_elems(elem_size) / hidden;
-  // Padding makes the two-shot need slightly more than 2 x rows x hidden:
-  // start from that bound and step down until the geometry fits.
-  size_t rows = layout.data_bytes_per_parity / (2 * elem_size * hidden);
-  while (rows > 0) {
-    const FusedGeometry g =
-        plan_fused_geometry(algo, rows, hidden, layout.world_size, fused_max_active(layout.max_blocks));
-    if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= region_capacity(algo, layout)) break;
-    rows -= std::max<size_t>(1, rows / 64);
-  }
-  return rows;
+  return layout.data_bytes_per_parity / fused_region_bytes(algo, 1, hidden, layout.world_size, elem_size);
 }
 
-FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden,
-                               size_t elem_size, size_t rows_per_chunk) {
-  const int active = fused_max_active(layout.max_blocks);
-  FusedGeometry g = plan_fused_geometry(algo, rows, hidden, layout.world_size, active);
-  if (fused_region_bytes(algo, g, rows, hidden, layout.world_size, elem_size) <= region_capacity(algo, layout)) {
-    return g;
-  }
-  const FusedGeometry full = plan_fused_geometry(algo, rows_per_chunk, hidden, layout.world_size, active);
-  g.rows_per_cta = full.rows_per_cta;
-  g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
-  g.shard_cap = full.shard_cap;
-  return g;
+FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden) {
+  return plan_fused_geometry(algo, rows, hidden, fused_max_active(layout.max_blocks));
 }
 
 int plan_fused_cluster(size_t hidden, int max_blocks) {

@@ -43,16 +43,34 @@ int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, int world_si
 struct FusedGeometry {
   int blocks = 0;
   size_t rows_per_cta = 0;
-  size_t shard_cap = 0;  // two-shot: elements of one (CTA, source) slot, a multiple of kLineElemAlign
 };
 
-FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size,
+// Fused two-shot (sentinel protocol): a row is ceil(hidden * elem_size / 16)
+// 16-byte units; rank j owns units [j * su, (j + 1) * su) of every row, su
+// = fused_shard_units, a whole number of 128-byte lines. Shared by the
+// planner and the kernel.
+constexpr size_t kFusedShardAlignUnits = 8;
+ARNORM_HD inline size_t fused_row_units(size_t hidden, size_t elem_size) {
+  return ceil_div(hidden * elem_size, kVectorBytes);
+}
+// Rows a CTA of the fused two-shot moves per pipeline step: about
+// kFusedStepUnits units (32 KiB), at least one row, at most 8.
+constexpr size_t kFusedStepUnits = 2048;
+ARNORM_HD inline size_t fused_rows_per_step(size_t hidden, size_t elem_size) {
+  const size_t g = kFusedStepUnits / fused_row_units(hidden, elem_size);
+  return g < 1 ? 1 : g > 8 ? 8 : g;
+}
+ARNORM_HD inline size_t fused_shard_units(size_t hidden, size_t elem_size, int world_size) {
+  return align_up(ceil_div(fused_row_units(hidden, elem_size), static_cast<size_t>(world_size)),
+                  kFusedShardAlignUnits);
+}
+
+FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hidden,
                                   int max_blocks);
 
 // Bytes of one parity's region the chunk needs: the data region for
 // two-shot, the LL region (LL words: twice the data) for one-shot.
-size_t fused_region_bytes(arnormAlgorithm_t algo, const FusedGeometry& g, size_t rows, size_t hidden,
-                          int world_size, size_t elem_size);
+size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size, size_t elem_size);
 
 // Bytes of one parity's region that algorithm may use.
 size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout);
@@ -92,12 +110,9 @@ struct FusedRoute {
 FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
                             int max_blocks, size_t hidden, size_t elem_size, bool twoshot_ll);
 
-// Geometry for a chunk of `rows` <= rows_per_chunk rows that always fits the
-// data region. Padding makes blocks x shard_cap non-monotonic in rows, so a
-// shorter chunk's own geometry can need more room than the full chunk's;
-// then it takes the full chunk's rows per CTA (fewer CTAs, same slots).
-FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden,
-                               size_t elem_size, size_t rows_per_chunk);
+// Geometry for a chunk of `rows` <= rows_per_chunk rows (the region a chunk
+// needs grows with its rows only, so every shorter chunk fits too).
+FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden);
 
 // Most rows per chunk that fit the layout's data region (0: not even one row).
 size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,

@@ -35,7 +35,7 @@ bool protocol_from_name(const std::string& name, Protocol* out) {
   const std::string n = lower(name);
   if (n == "auto") *out = Protocol::kAuto;
   else if (n == "ll") *out = Protocol::kLL;
-  else if (n == "simple") *out = Protocol::kSimple;
+  else if (n == "sentinel") *out = Protocol::kSentinel;
   else return false;
   return true;
 }

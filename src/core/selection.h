@@ -43,14 +43,15 @@ class SelectionTable {
 // Parses "oneshot", "twoshot", "nccl", "auto" (case-insensitive).
 bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out);
 
-// How a peer-memory algorithm moves data (device/ll.cuh, device/sync.cuh):
+// How a peer-memory algorithm moves data (device/ll.cuh, device/sentinel.cuh):
 // LL puts the call's epoch in every 8-byte word (half the bandwidth, no
-// fence, no flag hop); simple stores plain data and publishes it with one
-// release flag per CTA. One-shot always uses LL; two-shot uses LL up to
-// kTwoShotLLMaxBytes per rank, simple above.
-enum class Protocol : int32_t { kAuto = 0, kLL = 1, kSimple = 2 };
+// fence, no flag hop); sentinel stores plain data into slots that hold a
+// NaN sentinel until it arrives, and the reader clears them (full
+// bandwidth, no fence, a local clear per unit). One-shot always uses LL;
+// two-shot uses LL up to kTwoShotLLMaxBytes per rank, sentinel above.
+enum class Protocol : int32_t { kAuto = 0, kLL = 1, kSentinel = 2 };
 
-// Parses "auto", "ll", "simple" (case-insensitive).
+// Parses "auto", "ll", "sentinel" (case-insensitive).
 bool protocol_from_name(const std::string& name, Protocol* out);
 
 struct SelectionContext {

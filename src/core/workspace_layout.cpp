@@ -17,9 +17,6 @@ bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_byte
   off = align_up(off + sizeof(ProbeBlock), kLayoutAlign);
   l.epochs_offset = off;
   off = align_up(off + static_cast<size_t>(max_blocks) * sizeof(uint64_t), kLayoutAlign);
-  l.flags_offset = off;
-  l.flags_bytes = static_cast<size_t>(kPhases) * kMaxRanks * max_blocks * sizeof(uint64_t);
-  off = align_up(off + l.flags_bytes, kLayoutAlign);
   l.data_offset = off;
   if (budget_bytes < off) return false;
   const size_t rest = budget_bytes - off;

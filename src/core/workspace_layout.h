@@ -3,22 +3,25 @@
 // limit, budget), so an offset computed locally is valid in a peer's
 // mapping. Compiles for host and device.
 //
-//   [ ControlBlock | ProbeBlock | epochs[max_blocks] | flags[kPhases][kMaxRanks][max_blocks]
+//   [ ControlBlock | ProbeBlock | epochs[max_blocks]
 //     | data parity 0 | data parity 1 | LL parity 0 | LL parity 1 ]
 //
-// The data regions carry plain values, published by flags (two-shot); the LL
-// regions carry only LL words (one-shot; LL in device/ll.cuh). Invariant: no
-// kernel ever writes anything but LL words into an LL region, so a stale
-// word there holds an older call's epoch, never the current one; plain data
-// could hold any bit pattern, which is why the regions are apart.
+// The data regions carry sentinel units (two-shot above the LL sizes;
+// device/sentinel.cuh): all-ones bytes wherever no data is pending, every
+// unit cleared by its reader. The LL regions carry only LL words (one-shot,
+// small two-shot; device/ll.cuh). Invariant: no kernel ever writes anything
+// but LL words into an LL region, so a stale word there holds an older
+// call's epoch, never the current one; the two kinds of region are apart
+// because each protocol needs its own idea of "nothing pending".
 //
 // Invariant (two parities, for both kinds of region): every peer-memory kernel runs max_blocks
 // CTAs, so each CTA's epoch equals the number of calls made so far, on every
-// rank. The call with epoch e writes peers' data region e % 2 only. A rank
-// reaches epoch e+2 only after its epoch-(e+1) kernel has seen, in some CTA,
-// the flags of every peer's epoch-(e+1) kernel, which that peer started only
-// after its epoch-e kernel had finished reading region e % 2. So a region is
-// never overwritten while a peer still reads it, with no barrier at the end.
+// rank. The call with epoch e writes peers' regions of parity e % 2 only. A
+// rank reaches epoch e+2 only after its epoch-(e+1) kernel has seen data that
+// every peer pushed in its epoch-(e+1) kernel, which that peer started only
+// after its epoch-e kernel had finished reading (and clearing) parity e % 2.
+// So a region is never overwritten while a peer still reads it, with no
+// barrier at the end.
 #pragma once
 
 #include <cstddef>
@@ -35,9 +38,7 @@
 namespace arnorm {
 
 constexpr int kMaxRanks = ARNORM_MAX_RANKS;
-// Synchronisation points per call (two-shot uses both; one-shot uses phase 0).
-constexpr int kPhases = 2;
-// Upper bound on CTAs per kernel; flags are sized for the agreed max_blocks <= this.
+// Upper bound on CTAs per kernel (the agreed max_blocks is at most this).
 constexpr int kMaxBlocks = 1024;
 constexpr size_t kLayoutAlign = 256;
 // Shard and chunk lengths are multiples of this many elements, so a 16-byte
@@ -48,6 +49,8 @@ constexpr size_t kElemAlign = 16;
 // covers whole lines, never writing partial lines over NVLink.
 constexpr size_t kLineElemAlign = 64;
 constexpr size_t kDefaultWorkspaceBytes = 64ull << 20;
+// Every byte of a data region with nothing pending (device/sentinel.cuh).
+constexpr int kSentinelByte = 0xFF;
 constexpr size_t kMinDataBytesPerParity = 64ull << 10;
 // An LL word (8 bytes) carries 4 bytes of data: LL regions hold twice the
 // data they carry.
@@ -93,19 +96,12 @@ struct WorkspaceLayout {
   size_t control_offset = 0;
   size_t probe_offset = 0;
   size_t epochs_offset = 0;  // uint64_t per CTA: the epoch of its last call (single writer: that CTA)
-  size_t flags_offset = 0;
-  size_t flags_bytes = 0;
   size_t data_offset = 0;
   size_t data_bytes_per_parity = 0;
   size_t ll_offset = 0;
   size_t ll_bytes_per_parity = 0;
   size_t total_bytes = 0;
 
-  // Flag written by rank `src` for CTA `block` at sync point `phase`.
-  ARNORM_HD size_t flag_offset(int phase, int src, int block) const {
-    return flags_offset +
-           ((static_cast<size_t>(phase) * kMaxRanks + src) * max_blocks + block) * sizeof(uint64_t);
-  }
   ARNORM_HD size_t data_parity_offset(uint64_t epoch) const {
     return data_offset + static_cast<size_t>(epoch & 1) * data_bytes_per_parity;
   }

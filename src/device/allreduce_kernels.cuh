@@ -7,6 +7,7 @@
 #include "core/plan.h"
 #include "device/ll.cuh"
 #include "device/pack.cuh"
+#include "device/sentinel.cuh"
 #include "device/sync.cuh"
 
 namespace arnorm {
@@ -39,7 +40,7 @@ __device__ __forceinline__ void slots_at(const SyncParams& s, uint64_t e, size_t
 // never arrived. Shared by the one-shot sum and the two-shot reduce-scatter.
 template <typename T>
 __device__ __forceinline__ bool ll_sum_unit(const uint64_t* const* src, size_t u, const uint4& own, int me,
-                                            int world, const LLWait& wait, uint4* sum) {
+                                            int world, const PollWait& wait, uint4* sum) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   const uint64_t* at[kMaxRanks];
   bool live[kMaxRanks];
@@ -58,6 +59,36 @@ __device__ __forceinline__ bool ll_sum_unit(const uint64_t* const* src, size_t u
     if (r >= world) continue;
     const uint4 d = r == me ? own : ll_data(raw[r]);
     v[r] = *reinterpret_cast<const Pack<T, K>*>(&d);
+  }
+  const Pack<T, K> r = ok ? sum_in_rank_order<T, K>(v, world) : nan_pack<T, K>();
+  *sum = *reinterpret_cast<const uint4*>(&r);
+  return ok;
+}
+
+// The same over sentinel units (sentinel.cuh): peer r's unit is
+// slot0[r * slot_stride + i] in the local region; every unit is cleared once
+// it has been read.
+template <typename T>
+__device__ __forceinline__ bool snt_sum_unit(uint4* slot0, size_t slot_stride, size_t i, const uint4& own, int me,
+                                             int world, const PollWait& wait, uint4* sum) {
+  constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
+  const uint4* at[kMaxRanks];
+  bool live[kMaxRanks];
+  int peer[kMaxRanks];
+  uint4 d[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) {
+    live[r] = r < world && r != me;
+    at[r] = live[r] ? slot0 + r * slot_stride + i : nullptr;
+    peer[r] = r;
+  }
+  const bool ok = snt_poll<T>(at, live, peer, wait, d);
+  Pack<T, K> v[kMaxRanks];
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) {
+    if (r >= world) continue;
+    v[r] = *reinterpret_cast<const Pack<T, K>*>(r == me ? &own : &d[r]);
+    if (ok && live[r]) snt_clear(slot0 + r * slot_stride + i);
   }
   const Pack<T, K> r = ok ? sum_in_rank_order<T, K>(v, world) : nan_pack<T, K>();
   *sum = *reinterpret_cast<const uint4*>(&r);
@@ -94,7 +125,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
 
   // Local slot [r] holds rank r's data. After an abort every poll gives up
   // at once and the output is NaN.
-  const LLWait wait = ll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, e);
   const uint64_t* src[kMaxRanks];
 #pragma unroll
   for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
@@ -139,7 +170,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
-  const LLWait wait = ll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, e);
 
   // 1. reduce-scatter push
   if (!call.aborted) {
@@ -166,7 +197,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
     const bool ok = ll_sum_unit<T>(rs, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
     store_unit<T, kVec>(out + me * shard_len, u, shard_n(me), sum);
     // A sum that failed is never published: its readers must time out and
-    // report, not take NaN under a valid flag for a result.
+    // report, not take NaN under a valid LL flag for a result.
     if (ok && !call.aborted) {
 #pragma unroll
       for (int r = 0; r < kMaxRanks; ++r)
@@ -177,7 +208,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   // 3. all-gather: every peer's reduced shard. Twice the timeout: when a
   // rank is lost, the reduce-scatter waits (which name it) give up first,
   // not these (which would name a healthy owner stuck waiting for it).
-  LLWait ag_wait = wait;
+  PollWait ag_wait = wait;
   ag_wait.timeout_ns *= 2;
   const uint64_t* ag[kMaxRanks];
 #pragma unroll
@@ -202,85 +233,105 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   op_end(s, e);
 }
 
-// TWO-SHOT. The chunk is cut into `world` shards of shard_len elements; CTA b
-// owns packs [lo, hi) of every shard. Rank q's data region holds reduce-
-// scatter slots RS[src] (slots 0..world-1) and all-gather slots AG[src]
-// (slots world..2*world-1), each of one shard's capacity.
-//   1. reduce-scatter push: rank j's shard goes to RS[me] on rank j;
-//   2. sync point 0; sum own shard in rank order, write it to the output and
-//      push it to AG[me] on every peer;
-//   3. sync point 1; copy every peer's reduced shard from the local AG slots.
-// In place is safe: every element this CTA reads from `in` it reads before it
-// writes that element of `out`, and other CTAs touch disjoint packs.
-template <typename T, int P>
+// Units of every peer for one index: the reduce-scatter push loads them all
+// before it stores any.
+struct PeerUnits {
+  uint4 d[kMaxRanks];
+};
+
+// TWO-SHOT over sentinel units (sentinel.cuh), above the LL sizes. The
+// chunk is cut into `world` shards of shard_len elements (twoshot_shard_len);
+// CTA b owns units [lo, hi) of every shard. Rank q's data region holds
+// RS[src] (slots 0..world-1) and AG[src] (slots world..2*world-1), `cap`
+// units each.
+//   1. push unit u of shard j to RS[me] on rank j, every peer for each u (so
+//      that all links carry data at once, never all ranks into one);
+//   2. poll RS[r] of every peer, sum own shard in rank order, write it to
+//      the output and push it to AG[me] on every peer; clear what was read;
+//   3. poll AG[r] of every peer, copy its reduced shard to the output, clear.
+// No signal and no CTA pairing: each thread waits only for the units it
+// reads. In place is safe: a unit of `in` is read (steps 1 and 2) by the
+// thread that later writes it, before it writes it.
+template <typename T, bool kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(AllReduceParams p) {
   pdl_begin();
+  constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
   const SyncParams& s = p.sync;
-  const CallStart call = op_begin(s);
-  const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
+  const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign, so of K
+  const size_t su = shard_len / K;                        // units per shard
+  const size_t per_cta = snt_span(su, s.active_blocks);
+  const size_t lo = min(su, blockIdx.x * per_cta), hi = min(su, lo + per_cta);
+  auto shard_in = [&](int j) { return in + j * shard_len; };
+  auto shard_n = [&](int j) { return n > j * shard_len ? n - j * shard_len : size_t{0}; };
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
-  const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign
-  const size_t spp = shard_len / P;                       // packs per shard
-  // Sub-ranges cut in kLineElemAlign elements whatever P is (ranks may
-  // differ in alignment, never in who handles which element): whole lines
-  // per CTA, so remote stores never write partial lines.
-  const size_t per_cta = align_up(ceil_div(shard_len, static_cast<size_t>(s.active_blocks)), kLineElemAlign);
-  const size_t lo_e = min(shard_len, blockIdx.x * per_cta), hi_e = min(shard_len, lo_e + per_cta);
-  const size_t lo = lo_e / P, hi = hi_e / P;
-  const size_t npacks = ceil_div(n, static_cast<size_t>(P));
-  const size_t cap = s.layout.twoshot_shard_capacity(sizeof(T));
+  const size_t cap = s.layout.twoshot_shard_capacity(sizeof(T)) / K;  // units per slot
+  const PollWait wait = poll_wait_of(s, e);
+  const size_t parity = s.layout.data_parity_offset(e);
+  // Rank r's data region (r compile-time: the base stays a kernel parameter).
+  auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };
+  uint4* local = snt_region(s, me, e);
 
-  bool ok = false;
+  // 1. reduce-scatter push
   if (!call.aborted) {
-    T* rs_me_on[kMaxRanks];
-    slots_at<T>(s, e, me, cap, rs_me_on);
-#pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
-      if (r >= world || r == me) continue;
-      const size_t end = min(hi, npacks > r * spp ? npacks - r * spp : 0);
-      for_packs<kCopyUnroll, Pack<T, P>>(
-          lo, end, [&](size_t i) { return load_bounded<T, P>(in, r * spp + i, n); },
-          [&](size_t i, const Pack<T, P>& v) { store_slot<T, P>(rs_me_on[r], i, v); });
-    }
-    ok = signal_and_wait(s, 0, e);
-  }
-
-  char* local = workspace_of(s, me) + s.layout.data_parity_offset(e);
-  if (ok) {
-    const T* rs[kMaxRanks];
-    T* ag_me_on[kMaxRanks];
-#pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) rs[r] = reinterpret_cast<const T*>(local) + r * cap;
-    slots_at<T>(s, e, world + me, cap, ag_me_on);
-    const size_t end = min(hi, npacks > me * spp ? npacks - me * spp : 0);
-    for_packs<kReduceUnroll, Pack<T, P>>(
-        lo, end,
-        [&](size_t i) {
-          Pack<T, P> v[kMaxRanks];
-          gather_contributions<T, P>(rs, me, world, in, me * spp + i, n, i, v);
-          return sum_in_rank_order<T, P>(v, world);
-        },
-        [&](size_t i, const Pack<T, P>& result) {
-          store_bounded<T, P>(out, me * spp + i, n, result);
+    for_packs<kCopyUnroll / 2, PeerUnits>(
+        lo, hi,
+        [&](size_t u) {
+          PeerUnits v;
 #pragma unroll
           for (int r = 0; r < kMaxRanks; ++r)
-            if (r < world && r != me) store_slot<T, P>(ag_me_on[r], i, result);
+            if (r < world && r != me) v.d[r] = load_unit<T, kVec>(shard_in(r), u, shard_n(r));
+          return v;
+        },
+        [&](size_t u, const PeerUnits& v) {
+#pragma unroll
+          for (int r = 0; r < kMaxRanks; ++r)
+            if (r < world && r != me) snt_store<T>(region(r) + me * cap + u, v.d[r]);
         });
-    ok = signal_and_wait(s, 1, e);
   }
 
+  // 2. reduce own shard, write it, push it to every peer's AG[me]
+  for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
+    uint4 sum;
+    const bool ok =
+        snt_sum_unit<T>(local, cap, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
+    store_unit<T, kVec>(out + me * shard_len, u, shard_n(me), sum);
+    // A sum that failed is never published: its readers must time out and
+    // report, not take NaN for a result.
+    if (ok && !call.aborted) {
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
-    if (r >= world || (ok && r == me)) continue;
-    const T* ag = reinterpret_cast<const T*>(local) + (world + r) * cap;
-    const size_t end = min(hi, npacks > r * spp ? npacks - r * spp : 0);
-    for_packs<kCopyUnroll, Pack<T, P>>(
-        lo, end, [&](size_t i) { return ok ? load_cg<T, P>(ag, i) : nan_pack<T, P>(); },
-        [&](size_t i, const Pack<T, P>& v) { store_bounded<T, P>(out, r * spp + i, n, v); });
+      for (int r = 0; r < kMaxRanks; ++r)
+        if (r < world && r != me) snt_store<T>(region(r) + (world + me) * cap + u, sum);
+    }
+  }
+
+  // 3. all-gather; twice the timeout, as in the two-shot over LL.
+  PollWait ag_wait = wait;
+  ag_wait.timeout_ns *= 2;
+  for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
+    const uint4* at[kMaxRanks];
+    bool live[kMaxRanks];
+    int peer[kMaxRanks];
+    uint4 raw[kMaxRanks];
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      live[r] = r < world && r != me;
+      at[r] = live[r] ? local + (world + r) * cap + u : nullptr;
+      peer[r] = r;
+    }
+    const bool ok = snt_poll<T>(at, live, peer, ag_wait, raw);
+    const Pack<T, K> nan = nan_pack<T, K>();
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      if (!live[r]) continue;
+      store_unit<T, kVec>(out + r * shard_len, u, shard_n(r), ok ? raw[r] : *reinterpret_cast<const uint4*>(&nan));
+      if (ok) snt_clear(local + (world + r) * cap + u);
+    }
   }
   op_end(s, e);
 }

@@ -14,6 +14,7 @@
 #include "device/allreduce_kernels.cuh"
 #include "device/ll.cuh"
 #include "device/rmsnorm_epilogue.cuh"
+#include "device/sentinel.cuh"
 
 namespace arnorm {
 
@@ -51,7 +52,7 @@ __device__ __forceinline__ size_t ll_unit_of(size_t row, size_t hidden, size_t c
 // to kLLBatch units are in flight before any is checked.
 template <typename T, bool kVec>
 __device__ __forceinline__ bool ll_wait_round(const uint64_t* const* src, int me, int world, size_t row,
-                                              size_t hidden, size_t v0, size_t nv, const LLWait& w) {
+                                              size_t hidden, size_t v0, size_t nv, const PollWait& w) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   bool ok = true;
   if constexpr (kVec) {
@@ -125,11 +126,12 @@ __device__ __forceinline__ void ll_read_v8(const uint64_t* slot, size_t row, siz
 // values from its input, every peer's from its LL slot in the local region.
 template <typename T, bool kVec>
 struct LLRowSums {
+  static constexpr bool kFetchesRound = false;
   const uint64_t* const* src;  // src[r]: rank r's LL slot here
   const T* own;                // this rank's input row
   size_t row, hidden;
   int me, world;
-  LLWait wait;
+  PollWait wait;
 
   __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
     return ll_wait_round<T, kVec>(src, me, world, row, hidden, v0, nv, wait);
@@ -159,9 +161,10 @@ struct LLRowSums {
 // shard u / shard_units.
 template <typename T, bool kVec>
 struct LLGatheredSums {
+  static constexpr bool kFetchesRound = false;
   const uint64_t* area;
   size_t row, hidden, shard_units;
-  LLWait wait;
+  PollWait wait;
 
   // Polls the units of this thread's packs v0 + k * kThreadsPerBlock < nv.
   __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
@@ -230,7 +233,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
   if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
 
-  const LLWait wait = ll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, e);
   const uint64_t* src[kMaxRanks];
 #pragma unroll
   for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
@@ -354,7 +357,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_split_kerne
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
   if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
 
-  const LLWait wait = ll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, e);
   const uint64_t* src[kMaxRanks];
 #pragma unroll
   for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
@@ -393,7 +396,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
-  const LLWait wait = ll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, e);
 
   // 1. reduce-scatter push
   if (!call.aborted) {
@@ -429,87 +432,218 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
 
   // 3. rows from the gathered sums
   const uint64_t* gathered = ll_slot(s, me, world, e, slot_bytes);
-  LLWait ag_wait = wait;  // twice the timeout, as in the plain two-shot over LL
+  PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot over LL
   ag_wait.timeout_ns *= 2;
   split_epilogue<T, W, kVec>(p, [&](size_t row) { return LLGatheredSums<T, kVec>{gathered, row, p.hidden, su, ag_wait}; });
   op_end(s, e);
 }
 
-// TWO-SHOT FUSED. CTA b's rows form one flat range of L = rows x hidden
-// elements, cut into `world` shards of shard_len (a multiple of kLineElemAlign).
-// In each rank's data region, CTA b has reduce-scatter slots RS[b][src] and
-// one contiguous all-gather area AG[b] (world x shard_len: shard j at
-// j x shard_len, so the gathered sums of its rows are contiguous).
-//   1. push shard j of the range to RS[b][me] on rank j;
-//   2. sync point 0; sum own shard in rank order, round, push it into AG[b]
-//      at shard me on every rank (this one included);
-//   3. sync point 1; epilogue on each row, reading the sums from AG[b].
-// What travels in the all-gather is the rounded sums, not normalised rows:
+// The rounded sums of one row gathered in sentinel units (sentinel.cuh):
+// unit u of the row at row[u], written by the rank that owns shard
+// u / shard_units. Each unit is polled, read and cleared by one thread.
+template <typename T>
+struct SntRowSums {
+  static constexpr bool kFetchesRound = true;
+  uint4* row;
+  size_t units, shard_units;
+  PollWait wait;
+
+  // Fills h[k] with the 8 sums of virtual pack v0 + k * kThreadsPerBlock
+  // (< nv; zeros past the row) once all their units have arrived.
+  __device__ __forceinline__ bool fetch_round(size_t v0, size_t nv, float (&h)[kRowRegs][kRowVec]) const {
+    constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
+    constexpr int kUnits = kRowVec / K;  // units per virtual pack
+    constexpr int B = kRowRegs * kUnits;
+    const uint4* at[B];
+    bool live[B];
+    int peer[B];
+    uint4 raw[B];
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      const size_t v = v0 + (j / kUnits) * kThreadsPerBlock, u = v * kUnits + j % kUnits;
+      live[j] = v < nv && u < units;
+      at[j] = live[j] ? row + u : nullptr;
+      peer[j] = static_cast<int>(u / shard_units);
+    }
+    const bool ok = snt_poll<T>(at, live, peer, wait, raw);
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      const T* t = reinterpret_cast<const T*>(&raw[j]);
+#pragma unroll
+      for (int i = 0; i < K; ++i) h[j / kUnits][(j % kUnits) * K + i] = live[j] ? Num<T>::to_float(t[i]) : 0.f;
+      if (ok && live[j]) snt_clear(const_cast<uint4*>(at[j]));
+    }
+    return ok;
+  }
+};
+
+// Units a lane of the fused two-shot reduces per batch.
+constexpr int kSntReduceBatch = 4;
+
+// The rank-order sums of units idx[i] (live[i]) of this rank's shard: rank
+// r's unit at slot0[r * slot_stride + idx[i]] in the local region (own[i]
+// for this rank). Peers are polled in rank order, a batch of units at a
+// time, accumulating in fp32 exactly as sum_in_rank_order does; every unit
+// read is cleared. False (sums NaN) if any never arrived.
+template <typename T, int U>
+__device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, const size_t (&idx)[U],
+                                              const bool (&live)[U], const uint4 (&own)[U], int me, int world,
+                                              const PollWait& wait, uint4 (&sum)[U]) {
+  constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
+  float acc[U][K];
+  bool ok = true;
+#pragma unroll
+  for (int r = 0; r < kMaxRanks; ++r) {
+    if (r >= world) break;
+    uint4 d[U];
+    if (r == me) {
+#pragma unroll
+      for (int i = 0; i < U; ++i) d[i] = own[i];
+    } else {
+      const uint4* at[U];
+      int peer[U];
+#pragma unroll
+      for (int i = 0; i < U; ++i) {
+        at[i] = live[i] ? slot0 + r * slot_stride + idx[i] : nullptr;
+        peer[i] = r;
+      }
+      ok = snt_poll<T>(at, live, peer, wait, d) && ok;
+    }
+#pragma unroll
+    for (int i = 0; i < U; ++i) {
+      const T* t = reinterpret_cast<const T*>(&d[i]);
+#pragma unroll
+      for (int k = 0; k < K; ++k) acc[i][k] = r == 0 ? Num<T>::to_float(t[k]) : acc[i][k] + Num<T>::to_float(t[k]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < U; ++i) {
+    Pack<T, K> out = nan_pack<T, K>();
+    if (ok) {
+#pragma unroll
+      for (int k = 0; k < K; ++k) out.v[k] = Num<T>::from_float(acc[i][k]);
+    }
+    sum[i] = *reinterpret_cast<const uint4*>(&out);
+  }
+  if (ok) {
+#pragma unroll
+    for (int r = 0; r < kMaxRanks; ++r) {
+      if (r >= world || r == me) continue;
+#pragma unroll
+      for (int i = 0; i < U; ++i)
+        if (live[i]) snt_clear(slot0 + r * slot_stride + idx[i]);
+    }
+  }
+  return ok;
+}
+
+// TWO-SHOT FUSED over sentinel units (sentinel.cuh), for calls above the LL
+// sizes and rows wider than a cluster holds. CTA b owns rows [r0, r1) and
+// moves them G rows per step (fused_rows_per_step) through a three-stage
+// pipeline, so that the NVLink traffic of one step drains while the CTA
+// works on the epilogue of an earlier one:
+//   step k: A. push the rows of step k: unit u of a row goes to its shard's
+//              owner j = u / su, into RS(row, me) on rank j (peers in turn
+//              from me + 1, so the CTAs of all ranks spread over the links);
+//           B. reduce the rows of step k - lag: poll RS(row, r) of every peer
+//              for the units of this rank's shard, sum in rank order with the
+//              own input, push the rounded sums into AG(row) on every rank
+//              (this one too);
+//           C. epilogue of the rows of step k - 2 lag from AG(row).
+// Data region of parity e: RS(row, src) at (row * world + src) * su units,
+// AG(row) at (rows + row) * world * su (shard j at j * su within the row).
+// What travels in the all-gather is the rounded sums s, not normalised rows:
 // one activation per element, against two (h and y) otherwise; every rank
-// then recomputes the cheap epilogue from identical sums.
+// then recomputes the epilogue, which costs local bandwidth only.
+// Deadlock freedom: a wait in step k needs only what other CTAs do in their
+// steps up to k - lag, and every active CTA is resident (one per SM).
 template <typename T, typename W, bool kVec>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
-  constexpr int P = kVec ? static_cast<int>(kVectorBytes / sizeof(T)) : 1;
   const SyncParams& s = p.sync;
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
   if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t H = p.hidden;
+  const size_t ru = fused_row_units(H, sizeof(T)), su = fused_shard_units(H, sizeof(T), world);
+  const size_t stride = static_cast<size_t>(world) * su;
+  const size_t own_lo = min(ru, me * su), own_hi = min(ru, own_lo + su), own_n = own_hi - own_lo;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
-  const size_t L = (r1 - r0) * H;
-  const size_t shard_len = align_up(ceil_div(L, static_cast<size_t>(world)), kLineElemAlign);
-  const T* in = static_cast<const T*>(p.in) + r0 * H;
-  const size_t cap = p.shard_cap;
-  const size_t rs_base = static_cast<size_t>(blockIdx.x) * world * cap;
-  const size_t ag_base = (static_cast<size_t>(s.active_blocks) + blockIdx.x) * world * cap;
+  const size_t G = fused_rows_per_step(H, sizeof(T));
+  const size_t steps = ceil_div(r1 - r0, G), lag = p.lag;
+  // Rows [first, last) of step i.
+  auto first_of = [&](size_t i) { return min(r1, r0 + i * G); };
+  const T* in = static_cast<const T*>(p.in);
+  const PollWait wait = poll_wait_of(s, e);
+  PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot
+  ag_wait.timeout_ns *= 2;
   const size_t parity = s.layout.data_parity_offset(e);
-  auto region = [&](int r) { return reinterpret_cast<T*>(s.ws[r] + parity); };  // r compile-time below
+  // Rank r's data region (r compile-time: the base stays a kernel parameter).
+  auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };
+  uint4* local = snt_region(s, me, e);
 
-  // 1. reduce-scatter push
-  bool ok = false;
-  if (!call.aborted) {
-#pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
-      if (r >= world || r == me) continue;
-      const size_t a = min(L, r * shard_len), b = min(L, a + shard_len);
-      copy_range<T, P>(region(r) + rs_base + me * cap - a, in, a, b);
+  for (size_t k = 0; k < steps + 2 * lag; ++k) {
+    // A. push
+    if (k < steps && !call.aborted) {
+      const size_t ra = first_of(k), nrows = first_of(k + 1) - ra;
+      for (int t = 1; t < world; ++t) {
+        const int r = me + t < world ? me + t : me + t - world;
+        const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
+        uint4* dst = reinterpret_cast<uint4*>(workspace_of(s, r) + parity) + me * su;
+        // Item i: unit a + i % n of row ra + i / n (32-bit: a step holds
+        // fewer than 2^32 units).
+        const uint32_t n32 = static_cast<uint32_t>(n);
+        for_packs<kCopyUnroll, uint4>(
+            0, nrows * n,
+            [&](size_t i) {
+              const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
+              return load_unit<T, kVec>(in + (ra + q) * H, a + m, H);
+            },
+            [&](size_t i, const uint4& d) {
+              const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
+              snt_store<T>(dst + (ra + q) * stride + m, d);
+            });
+      }
     }
-    ok = signal_and_wait(s, 0, e);
-  }
-
-  T* local = reinterpret_cast<T*>(workspace_of(s, me) + parity);
-  if (ok) {
-    // 2. reduce own shard, push the rounded sums to every AG[b]
-    const size_t a = min(L, me * shard_len), b = min(L, a + shard_len);
-    T* ag_on[kMaxRanks];
+    // B. reduce
+    if (k >= lag && k - lag < steps && own_n > 0) {
+      const size_t ra = first_of(k - lag), items = (first_of(k - lag + 1) - ra) * own_n;
+      for (size_t i0 = threadIdx.x; i0 < items; i0 += kSntReduceBatch * blockDim.x) {
+        size_t idx[kSntReduceBatch], ag[kSntReduceBatch];
+        bool live[kSntReduceBatch];
+        uint4 own[kSntReduceBatch], sum[kSntReduceBatch];
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) ag_on[r] = r < world ? region(r) + ag_base : nullptr;
-    const T* rs[kMaxRanks];
+        for (int b = 0; b < kSntReduceBatch; ++b) {
+          const uint32_t i = static_cast<uint32_t>(i0 + b * blockDim.x), q = i / static_cast<uint32_t>(own_n);
+          const size_t row = ra + q, u = own_lo + (i - q * own_n);
+          live[b] = i < items;
+          idx[b] = row * stride + (u - own_lo);  // RS(row, r) unit at local[r * su + idx]
+          ag[b] = (p.rows + row) * stride + u;
+          if (live[b]) own[b] = load_unit<T, kVec>(in + row * H, u, H);
+        }
+        const bool ok = snt_sum_units<T, kSntReduceBatch>(local, su, idx, live, own, me, world, wait, sum);
+        // A sum that failed is never published (its readers time out).
+        if (ok && !call.aborted) {
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) rs[r] = local + rs_base + r * cap - a;
-    for (size_t i = a / P + threadIdx.x; i < ceil_div(b, static_cast<size_t>(P)); i += blockDim.x) {
-      Pack<T, P> v[kMaxRanks];
-      gather_contributions<T, P>(rs, me, world, in, i, b, i, v);
-      const Pack<T, P> sum = sum_in_rank_order<T, P>(v, world);
+          for (int r = 0; r < kMaxRanks; ++r) {
+            if (r >= world) continue;
 #pragma unroll
-      for (int r = 0; r < kMaxRanks; ++r)
-        if (r < world) store_slot<T, P>(ag_on[r], i, sum);
+            for (int b = 0; b < kSntReduceBatch; ++b)
+              if (live[b]) snt_store<T>(region(r) + ag[b], sum[b]);
+          }
+        }
+      }
     }
-    ok = signal_and_wait(s, 1, e);
-  }
-
-  // 3. epilogue from the gathered sums
-  const T* gathered = local + ag_base;
-  for (size_t row = r0; row < r1; ++row) {
-    const RowEpilogue ep = row_epilogue<T>(p, row);
-    if (!ok) {
-      poison_row<T>(ep);
-      continue;
+    // C. epilogue
+    if (k >= 2 * lag) {
+      for (size_t row = first_of(k - 2 * lag); row < first_of(k - 2 * lag + 1); ++row) {
+        const RowEpilogue ep = row_epilogue<T>(p, row);
+        const SntRowSums<T> sums{local + (p.rows + row) * stride, ru, su, ag_wait};
+        const bool ok = rmsnorm_row<T, W, kVec>(ep, sums);
+        if (__syncthreads_or(!ok)) poison_row<T>(ep);
+      }
     }
-    const T* srow = gathered + (row - r0) * H;
-    rmsnorm_row<T, W, kVec>(ep, loaded_sums([&](size_t v, float* sum) { load_v8<T, kVec, true>(srow, v, H, sum); }));
   }
   op_end(s, e);
 }

@@ -29,8 +29,8 @@ struct ErrorRecord {
   uint64_t epoch;  // the call's epoch
 };
 
-// What every synchronising kernel needs: where the flags and data of each
-// rank are mapped in this process, and how long to wait.
+// What every synchronising kernel needs: where each rank's workspace is
+// mapped in this process, and how long to wait.
 struct SyncParams {
   char* ws[kMaxRanks];  // workspace base of rank r as mapped here (ws[rank] is local)
   WorkspaceLayout layout;
@@ -63,7 +63,7 @@ struct FusedParams {
   float eps;
   size_t rows_per_cta;  // CTA b owns rows [b*rows_per_cta, (b+1)*rows_per_cta)
   int cluster;          // one-shot: CTAs per row (split epilogue); 0 = one CTA owns rows_per_cta rows
-  size_t shard_cap;     // two-shot: elements of one (CTA, source) slot
+  int lag;              // two-shot over sentinel units: pipeline steps between push, reduce and epilogue
 };
 
 }  // namespace arnorm

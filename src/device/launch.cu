@@ -9,14 +9,13 @@ namespace {
 
 template <typename T>
 arnormStatus_t launch_typed(const AllReduceLaunch& l, cudaStream_t stream) {
-  constexpr int kVec = static_cast<int>(kVectorBytes / sizeof(T));
   void (*kernel)(AllReduceParams) = nullptr;
   if (l.algo == ARNORM_ALGO_ONESHOT) {
     kernel = l.vectorized ? allreduce_oneshot_kernel<T, true> : allreduce_oneshot_kernel<T, false>;
   } else if (l.algo == ARNORM_ALGO_TWOSHOT && l.ll) {
     kernel = l.vectorized ? allreduce_twoshot_ll_kernel<T, true> : allreduce_twoshot_ll_kernel<T, false>;
   } else if (l.algo == ARNORM_ALGO_TWOSHOT) {
-    kernel = l.vectorized ? allreduce_twoshot_kernel<T, kVec> : allreduce_twoshot_kernel<T, 1>;
+    kernel = l.vectorized ? allreduce_twoshot_kernel<T, true> : allreduce_twoshot_kernel<T, false>;
   } else {
     return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: algorithm %d has no kernel", l.algo);
   }

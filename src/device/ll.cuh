@@ -97,63 +97,15 @@ __device__ __forceinline__ uint4 ll_data(const LLRaw& r) {
                     static_cast<uint32_t>(r.w[3]));
 }
 
-// What a poll needs besides the slot, as plain values (a reference to the
-// kernel parameters would force a local copy of them).
-struct LLWait {
-  ControlBlock* control;
-  ErrorRecord* error;
-  uint64_t timeout_ns;
-  uint64_t epoch;
-  int32_t op;
-  int rank;
-};
-
-__device__ __forceinline__ LLWait ll_wait_of(const SyncParams& s, uint64_t e) {
-  return LLWait{control_block(s), s.error, s.timeout_ns, e, s.op, s.rank};
-}
-
 // BOUNDED WAIT on a batch of B units: unit j lives at `at[j]` (its first
-// half, ll_at), written by rank peer[j]; dead entries are skipped. All
-// fetches of a round are issued before any is checked, so a batch costs
-// about one round trip once its data is there. True with raw[] complete;
-// false if any unit never arrived (its writer is recorded as missing).
+// half, ll_at), written by rank peer[j]; dead entries are skipped (poll_batch,
+// sync.cuh). True with raw[] complete; false if any unit never arrived.
 template <int B>
 __device__ __forceinline__ bool ll_poll(const uint64_t* const (&at)[B], const bool (&live)[B], const int (&peer)[B],
-                                        const LLWait& w, LLRaw (&raw)[B]) {
+                                        const PollWait& w, LLRaw (&raw)[B]) {
   const uint32_t flag = ll_flag(w.epoch);
-  bool pending[B];
-#pragma unroll
-  for (int j = 0; j < B; ++j)
-    if (live[j]) raw[j] = ll_fetch_at(at[j]);
-  bool any = false;
-#pragma unroll
-  for (int j = 0; j < B; ++j) {
-    pending[j] = live[j] && !ll_ready(raw[j], flag);
-    any = any || pending[j];
-  }
-  if (!any) return true;
-  const uint64_t t0 = global_timer_ns();
-  for (uint32_t spin = 1;; ++spin) {
-#pragma unroll
-    for (int j = 0; j < B; ++j)
-      if (pending[j]) raw[j] = ll_fetch_at(at[j]);
-    any = false;
-    int missing = -1;
-#pragma unroll
-    for (int j = 0; j < B; ++j) {
-      if (pending[j]) pending[j] = !ll_ready(raw[j], flag);
-      if (pending[j] && missing < 0) missing = peer[j];
-      any = any || pending[j];
-    }
-    if (!any) return true;
-    if (spin % 16 == 0) {
-      if (*reinterpret_cast<volatile uint32_t*>(&w.control->abort)) return false;
-      if (global_timer_ns() - t0 > w.timeout_ns) {
-        record_timeout(w.control, w.error, w.op, w.rank, missing, w.epoch);
-        return false;
-      }
-    }
-  }
+  return poll_batch(
+      live, peer, w, raw, [&](int j) { return ll_fetch_at(at[j]); }, [&](const LLRaw& r) { return ll_ready(r, flag); });
 }
 
 // Data of a unit already seen complete in this call: plain L2 loads, no

@@ -114,24 +114,31 @@ __device__ __forceinline__ Pack<T, P> sum_in_rank_order(const Pack<T, P>* v, int
   return out;
 }
 
-// Runs body(i) for packs i in [lo + threadIdx.x, hi) stepping blockDim.x,
-// U packs per thread at a time: `load(i)` for all U first, then `use(i, v)`,
-// so U independent loads per thread are in flight.
+// Runs body(i) for packs i in [lo + first, hi) stepping `stride`, U packs
+// per thread at a time: `load(i)` for all U first, then `use(i, v)`, so U
+// independent loads per thread are in flight.
 template <int U, typename V, typename Load, typename Use>
-__device__ __forceinline__ void for_packs(size_t lo, size_t hi, Load load, Use use) {
-  for (size_t base = lo + threadIdx.x; base < hi; base += U * blockDim.x) {
+__device__ __forceinline__ void for_packs_strided(size_t lo, size_t hi, size_t first, size_t stride, Load load,
+                                                  Use use) {
+  for (size_t base = lo + first; base < hi; base += U * stride) {
     V v[U];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const size_t i = base + u * blockDim.x;
+      const size_t i = base + u * stride;
       if (i < hi) v[u] = load(i);
     }
 #pragma unroll
     for (int u = 0; u < U; ++u) {
-      const size_t i = base + u * blockDim.x;
+      const size_t i = base + u * stride;
       if (i < hi) use(i, v[u]);
     }
   }
+}
+
+// The same over the threads of the CTA.
+template <int U, typename V, typename Load, typename Use>
+__device__ __forceinline__ void for_packs(size_t lo, size_t hi, Load load, Use use) {
+  for_packs_strided<U, V>(lo, hi, threadIdx.x, blockDim.x, load, use);
 }
 
 // Packs per thread in flight in the copy loops and the reduce loops.

@@ -114,9 +114,12 @@ struct RowEpilogue {
 // ready(v0) is called once per round after the round's residual and weight
 // loads are issued, so a source that must wait for peers (LL) overlaps that
 // wait with them; it returns false if the sums will never come. sum_at(v, f)
-// then yields the 8 sums of virtual pack v, already rounded to T.
+// then yields the 8 sums of virtual pack v, already rounded to T. A source
+// with kFetchesRound instead fills a whole round at once (fetch_round(v0,
+// nv, h)), so that data it polled need not be read twice.
 template <typename F>
 struct LoadedSums {
+  static constexpr bool kFetchesRound = false;
   F load;  // (v, float* f): the sums are in memory already
   __device__ __forceinline__ bool ready(size_t) const { return true; }
   __device__ __forceinline__ void sum_at(size_t v, float* f) const { load(v, f); }
@@ -156,10 +159,14 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
       for (int u = 0; u < kRowRegs; ++u)
         if (v0 + u * kThreadsPerBlock < nv) load_v8<W, kVec>(gamma, v0 + u * kThreadsPerBlock, r.hidden, g[u]);
     }
-    ok = sums.ready(v0) && ok;
+    if constexpr (Sums::kFetchesRound) {
+      ok = sums.fetch_round(v0, nv, h) && ok;
+    } else {
+      ok = sums.ready(v0) && ok;
 #pragma unroll
-    for (int u = 0; u < kRowRegs; ++u)
-      if (v0 + u * kThreadsPerBlock < nv) sums.sum_at(v0 + u * kThreadsPerBlock, h[u]);
+      for (int u = 0; u < kRowRegs; ++u)
+        if (v0 + u * kThreadsPerBlock < nv) sums.sum_at(v0 + u * kThreadsPerBlock, h[u]);
+    }
     if (res) {
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)

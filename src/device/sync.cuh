@@ -7,18 +7,6 @@
 //   reads it at start, uses e = epochs[b] + 1, and stores e at its end; stream
 //   order makes the store visible to the next call. No atomics, no fences.
 //
-// PUSH-SIGNAL-WAIT (release/acquire at system scope). A CTA stores its data
-//   into peers' workspaces, then bar.sync (the CTA's stores are ordered before
-//   what follows), then thread q does st.release.sys of e into peer q's flag
-//   [phase][me][blockIdx]. The same-index CTA on peer q spins with
-//   ld.acquire.sys until the flag >= e, then bar.sync; release cumulativity
-//   and the barrier make all of the writer CTA's stores visible to every
-//   thread of the reader CTA. Data written by peers is then read with
-//   ld.global.cg (L2, never a stale L1 line). Flags are monotonic, so ">="
-//   tolerates a peer that is already one call ahead. Matching CTA indices on
-//   every rank is what pairs writers with readers: grids are planned from
-//   shared values only.
-//
 // PDL (programmatic dependent launch). Peer kernels may be launched with
 //   programmatic stream serialization. Every CTA runs pdl_begin() before it
 //   touches memory: launch_dependents lets the next kernel of the stream be
@@ -28,7 +16,11 @@
 //   writes (EPOCH and the parity invariant rely on it); only launch latency
 //   overlaps. Without the launch attribute both instructions do nothing.
 //
-// BOUNDED WAIT. A wait gives up after SyncParams::timeout_ns (globaltimer),
+// DATA AS SIGNAL (LL words in ll.cuh, sentinel units in sentinel.cuh): no
+//   kernel signals a peer separately from its data; a reader polls the data
+//   itself, so no fence and no flag round trip sits on any path.
+//
+// BOUNDED WAIT. A poll gives up after SyncParams::timeout_ns (globaltimer),
 //   records {op, rank, peer, epoch} in the host-mapped ErrorRecord (first
 //   failure wins, through ControlBlock::abort) and returns false; the CTA then
 //   writes NaN over its output instead of data. Once abort is set, every later
@@ -40,16 +32,6 @@
 #include "device/kernel_params.h"
 
 namespace arnorm {
-
-__device__ __forceinline__ void st_release_sys(uint64_t* p, uint64_t v) {
-  asm volatile("st.release.sys.global.u64 [%0], %1;" ::"l"(p), "l"(v) : "memory");
-}
-
-__device__ __forceinline__ uint64_t ld_acquire_sys(const uint64_t* p) {
-  uint64_t v;
-  asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
-  return v;
-}
 
 __device__ __forceinline__ uint64_t global_timer_ns() {
   uint64_t t;
@@ -71,10 +53,6 @@ __device__ __forceinline__ ControlBlock* control_block(const SyncParams& s) {
   return reinterpret_cast<ControlBlock*>(workspace_of(s, s.rank) + s.layout.control_offset);
 }
 
-__device__ __forceinline__ uint64_t* flag_ptr(const SyncParams& s, int owner, int phase, int src) {
-  return reinterpret_cast<uint64_t*>(workspace_of(s, owner) + s.layout.flag_offset(phase, src, blockIdx.x));
-}
-
 __device__ __forceinline__ uint64_t* epoch_slot(const SyncParams& s) {
   return reinterpret_cast<uint64_t*>(workspace_of(s, s.rank) + s.layout.epochs_offset) + blockIdx.x;
 }
@@ -91,10 +69,10 @@ struct CallStart {
 
 // EPOCH: start of a call. The slot was written by another kernel, perhaps on
 // another stream and multiprocessor: read it past L1.
-// Once this rank has given up on a peer, its kernels neither push nor
-// signal: a rank that ran ahead through queued calls or graph replays would
-// otherwise overwrite data a healthy peer is still reading and satisfy that
-// peer's waits with flags of later calls. Its peers then time out too and
+// Once this rank has given up on a peer, its kernels push nothing: a rank
+// that ran ahead through queued calls or graph replays would otherwise
+// overwrite data a healthy peer is still reading and satisfy that peer's
+// polls with data of later calls. Its peers then time out too and
 // report it, instead of returning mixed data.
 __device__ __forceinline__ CallStart op_begin(const SyncParams& s) {
   __shared__ uint64_t epoch;
@@ -129,39 +107,63 @@ static __device__ __noinline__ void record_timeout(ControlBlock* c, ErrorRecord*
   }
 }
 
-// BOUNDED WAIT on one flag.
-__device__ __forceinline__ bool wait_flag(const SyncParams& s, const uint64_t* flag, uint64_t e, int peer) {
-  if (ld_acquire_sys(flag) >= e) return true;
-  const uint64_t t0 = global_timer_ns();
-  volatile uint32_t* abort = &control_block(s)->abort;
-  for (;;) {
-    for (int i = 0; i < 32; ++i) {
-      if (ld_acquire_sys(flag) >= e) return true;
-    }
-    if (*abort) return false;
-    if (global_timer_ns() - t0 > s.timeout_ns) {
-      record_timeout(control_block(s), s.error, s.op, s.rank, peer, e);
-      return false;
-    }
-  }
+// What a poll needs besides the data, as plain values (a reference to the
+// kernel parameters would force a local copy of them).
+struct PollWait {
+  ControlBlock* control;
+  ErrorRecord* error;
+  uint64_t timeout_ns;
+  uint64_t epoch;
+  int32_t op;
+  int rank;
+};
+
+__device__ __forceinline__ PollWait poll_wait_of(const SyncParams& s, uint64_t e) {
+  return PollWait{control_block(s), s.error, s.timeout_ns, e, s.op, s.rank};
 }
 
-// PUSH-SIGNAL-WAIT: call after this CTA's stores to peers for `phase`.
-// Returns false (uniformly across the CTA) if any peer did not arrive.
-__device__ __forceinline__ bool signal_and_wait(const SyncParams& s, int phase, uint64_t e) {
-  __shared__ int all_arrived;
-  if (threadIdx.x == 0) all_arrived = 1;
-  __syncthreads();
-  const int q = threadIdx.x;
-  if (q < s.world && q != s.rank) {
-    st_release_sys(flag_ptr(s, q, phase, s.rank), e);
-    if (!wait_flag(s, flag_ptr(s, s.rank, phase, q), e, q)) all_arrived = 0;
+// BOUNDED WAIT on a batch of B units whose data is their own signal (LL
+// words, sentinel units): fetch(j) loads unit j (written by rank peer[j]),
+// done(raw) says whether it is complete; dead entries (live[j] false) are
+// skipped. Every fetch of a round is issued before any is checked, so a
+// batch costs about one round trip once its data is there. True with raw[]
+// complete; false if any unit never arrived (its writer is recorded).
+template <int B, typename Raw, typename Fetch, typename Done>
+__device__ __forceinline__ bool poll_batch(const bool (&live)[B], const int (&peer)[B], const PollWait& w,
+                                           Raw (&raw)[B], Fetch fetch, Done done) {
+  bool pending[B];
+#pragma unroll
+  for (int j = 0; j < B; ++j)
+    if (live[j]) raw[j] = fetch(j);
+  bool any = false;
+#pragma unroll
+  for (int j = 0; j < B; ++j) {
+    pending[j] = live[j] && !done(raw[j]);
+    any = any || pending[j];
   }
-  __syncthreads();
-  const bool arrived = all_arrived != 0;
-  // Every thread has read the verdict before a later call resets it.
-  __syncthreads();
-  return arrived;
+  if (!any) return true;
+  const uint64_t t0 = global_timer_ns();
+  for (uint32_t spin = 1;; ++spin) {
+#pragma unroll
+    for (int j = 0; j < B; ++j)
+      if (pending[j]) raw[j] = fetch(j);
+    any = false;
+    int missing = -1;
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      if (pending[j]) pending[j] = !done(raw[j]);
+      if (pending[j] && missing < 0) missing = peer[j];
+      any = any || pending[j];
+    }
+    if (!any) return true;
+    if (spin % 16 == 0) {
+      if (*reinterpret_cast<volatile uint32_t*>(&w.control->abort)) return false;
+      if (global_timer_ns() - t0 > w.timeout_ns) {
+        record_timeout(w.control, w.error, w.op, w.rank, missing, w.epoch);
+        return false;
+      }
+    }
+  }
 }
 
 }  // namespace arnorm

@@ -3,6 +3,7 @@
 // algorithms, chunking, alignment, in place, graph replay, bad arguments,
 // setup failures and peer timeouts.
 #include <chrono>
+#include <cmath>
 #include <thread>
 
 #include "harness.h"
@@ -10,14 +11,14 @@
 namespace arnorm_test {
 namespace {
 
-// One all-reduce of fresh inputs through `algo`; returns this rank's output.
-// `in_offset`/`out_offset` shift the pointers by whole elements (misalignment).
+// One all-reduce of this rank's input x through `algo`; returns this rank's
+// output. `in_offset`/`out_offset` shift the pointers by whole elements
+// (misalignment).
 template <typename T>
-std::vector<T> run_once(arnormComm_t comm, arnormAlgorithm_t algo, size_t n, uint64_t iter, bool in_place,
-                        size_t in_offset = 0, size_t out_offset = 0, bool integers = false) {
-  const size_t pad = 8;
+std::vector<T> run_with(arnormComm_t comm, arnormAlgorithm_t algo, const std::vector<T>& x, bool in_place,
+                        size_t in_offset = 0, size_t out_offset = 0) {
+  const size_t pad = 8, n = x.size();
   DeviceBuffer in((n + pad) * sizeof(T)), out((n + pad) * sizeof(T));
-  const std::vector<T> x = make_input<T>(rank(), iter, n, integers);
   T* src = in.as<T>(in_offset);
   T* dst = in_place ? src : out.as<T>(out_offset);
   cudaMemset(out.ptr, kPoisonByte, out.bytes);
@@ -32,6 +33,13 @@ std::vector<T> run_once(arnormComm_t comm, arnormAlgorithm_t algo, size_t n, uin
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(comm)) << arnormGetLastErrorString();
   cudaMemcpy(result.data(), dst, n * sizeof(T), cudaMemcpyDeviceToHost);
   return result;
+}
+
+// The same with fresh inputs of set `iter`.
+template <typename T>
+std::vector<T> run_once(arnormComm_t comm, arnormAlgorithm_t algo, size_t n, uint64_t iter, bool in_place,
+                        size_t in_offset = 0, size_t out_offset = 0, bool integers = false) {
+  return run_with<T>(comm, algo, make_input<T>(rank(), iter, n, integers), in_place, in_offset, out_offset);
 }
 
 const arnormAlgorithm_t kPeerAlgos[] = {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT, ARNORM_ALGO_AUTO};
@@ -110,6 +118,59 @@ TEST(AllReduce, AlignmentMayDifferBetweenRanks) {
       EXPECT_EQ(0u, count_bit_mismatches(got, ref)) << arnormAlgorithmName(algo) << " n=" << n;
     }
   }
+}
+
+// Rank r's input of set `iter` with special values: the sentinel protocol's
+// bit pattern (all-ones, a NaN) at i % 7 == r, a quiet NaN at i % 13 == r + 1,
+// and -0 on every rank at i % 11 == 3 (where no NaN is put).
+template <typename T>
+std::vector<T> special_input(int r, uint64_t iter, size_t n) {
+  std::vector<T> x = make_input<T>(r, iter, n);
+  for (size_t i = 0; i < n; ++i) {
+    if (i % 7 == static_cast<size_t>(r)) std::memset(&x[i], 0xFF, sizeof(T));
+    else if (i % 13 == static_cast<size_t>(r) + 1) x[i] = from_float<T>(std::nanf(""));
+    else if (i % 11 == 3) x[i] = from_float<T>(-0.f);
+  }
+  return x;
+}
+
+// Every protocol (LL, sentinel) gives the same bits for NaNs of any payload
+// and for signed zeros: the sentinel protocol re-encodes an input element
+// equal to its sentinel as another NaN, which must change no output bit.
+template <typename T>
+void check_special_values() {
+  for (size_t n : {size_t{4099}, size_t{600001}}) {  // LL sizes, then sentinel two-shot
+    const uint64_t iter = ++env().iteration;
+    std::vector<std::vector<T>> x;
+    for (int r = 0; r < world(); ++r) x.push_back(special_input<T>(r, iter, n));
+    std::vector<T> first;
+    for (arnormAlgorithm_t algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+      const std::vector<T> got = run_with<T>(env().comm, algo, x[rank()], false);
+      size_t wrong = 0;
+      for (size_t i = 0; i < n; ++i) {
+        float acc = 0.f;
+        bool nan = false;
+        for (int r = 0; r < world(); ++r) {
+          const float v = to_float(x[r][i]);
+          nan = nan || std::isnan(v);
+          acc = r == 0 ? v : acc + v;
+        }
+        const T want = from_float<T>(acc);
+        wrong += nan ? !std::isnan(to_float(got[i])) : std::memcmp(&want, &got[i], sizeof(T)) != 0;
+      }
+      EXPECT_EQ(0u, wrong) << arnormAlgorithmName(algo) << " n=" << n << " dtype=" << arnormDataTypeName(dtype_of<T>());
+      EXPECT_TRUE(same_on_all_ranks(hash_bytes(got.data(), n * sizeof(T)))) << arnormAlgorithmName(algo) << " n=" << n;
+      if (first.empty()) first = got;
+      EXPECT_EQ(0u, count_bit_mismatches(got, first)) << "one-shot and " << arnormAlgorithmName(algo)
+                                                      << " differ (NaN bits), n=" << n;
+    }
+  }
+}
+
+TEST(AllReduce, NaNsAndSignedZerosGiveTheSameBitsOnEveryProtocol) {
+  check_special_values<__nv_bfloat16>();
+  check_special_values<__half>();
+  check_special_values<float>();
 }
 
 TEST(AllReduce, ZeroCountIsANoOp) {

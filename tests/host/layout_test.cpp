@@ -16,13 +16,12 @@ TEST(WorkspaceLayout, FitsTheBudgetAndKeepsRegionsAligned) {
       WorkspaceLayout l;
       ASSERT_TRUE(compute_workspace_layout(world, 132, budget, &l)) << world << " " << budget;
       EXPECT_LE(l.total_bytes, budget);
-      EXPECT_EQ(0u, l.flags_offset % kLayoutAlign);
+      EXPECT_EQ(0u, l.epochs_offset % kLayoutAlign);
       EXPECT_EQ(0u, l.data_offset % kLayoutAlign);
       EXPECT_EQ(0u, l.data_bytes_per_parity % kLayoutAlign);
-      EXPECT_GE(l.flags_offset, l.probe_offset + sizeof(ProbeBlock));
-      EXPECT_GE(l.data_offset, l.flags_offset + l.flags_bytes);
-      // The last flag lies inside the flags region.
-      EXPECT_LT(l.flag_offset(kPhases - 1, kMaxRanks - 1, 131) + 8, l.data_offset + 1);
+      EXPECT_GE(l.epochs_offset, l.probe_offset + sizeof(ProbeBlock));
+      // The last CTA's epoch lies before the data regions.
+      EXPECT_LE(l.epochs_offset + 132 * sizeof(uint64_t), l.data_offset);
       // Parity regions do not overlap and end inside the allocation.
       EXPECT_EQ(l.data_parity_offset(1), l.data_parity_offset(0) + l.data_bytes_per_parity);
       EXPECT_EQ(l.data_parity_offset(2), l.data_parity_offset(0));
@@ -125,16 +124,19 @@ TEST(Plan, FusedChunksFitTheirRegion) {
           ASSERT_GT(per_chunk, 0u) << "default budget holds a row of " << hidden;
           for (size_t rows : {size_t{1}, per_chunk / 2 + 1, per_chunk - per_chunk / 3, per_chunk - 2, per_chunk}) {
             if (rows == 0 || rows > per_chunk) continue;
-            const FusedGeometry g = plan_fused_chunk(algo, l, rows, hidden, es, per_chunk);
+            const FusedGeometry g = plan_fused_chunk(algo, l, rows, hidden);
             EXPECT_GE(g.blocks, 1);
             EXPECT_LE(g.blocks, fused_max_active(264));
             EXPECT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
-            EXPECT_LE(fused_region_bytes(algo, g, rows, hidden, world, es), region_capacity(algo, l))
+            EXPECT_LE(fused_region_bytes(algo, rows, hidden, world, es), region_capacity(algo, l))
                 << "world " << world << " hidden " << hidden << " rows " << rows;
             if (algo == ARNORM_ALGO_TWOSHOT) {
-              // The fused two-shot kernel's shard of a CTA's rows fits its slot.
-              EXPECT_LE(align_up(ceil_div(g.rows_per_cta * hidden, size_t(world)), kLineElemAlign), g.shard_cap);
-              EXPECT_EQ(0u, g.shard_cap % kLineElemAlign);
+              // The shards cover the row's units and start on whole lines.
+              const size_t su = fused_shard_units(hidden, es, world);
+              EXPECT_GE(su * world, fused_row_units(hidden, es));
+              EXPECT_LT((su - kFusedShardAlignUnits) * world, fused_row_units(hidden, es));
+              EXPECT_EQ(0u, su % kFusedShardAlignUnits);
+              EXPECT_EQ(fused_row_units(hidden, es) * kVectorBytes, align_up(hidden * es, kVectorBytes));
             }
           }
         }
@@ -143,9 +145,9 @@ TEST(Plan, FusedChunksFitTheirRegion) {
   }
 }
 
-// Every chunk length up to the full chunk fits, including the lengths whose
-// own geometry pads past the region (found in review: world 8, 32 MiB,
-// hidden 3520, 1188 rows; world 5, 64 MiB, hidden 512, 16366 rows).
+// Every chunk length up to the full chunk fits (an earlier layout padded
+// some shorter chunks past the region: world 8, 32 MiB, hidden 3520, 1188
+// rows; world 5, 64 MiB, hidden 512, 16366 rows).
 TEST(Plan, EveryShorterFusedChunkFits) {
   struct Case {
     int world;
@@ -158,8 +160,8 @@ TEST(Plan, EveryShorterFusedChunkFits) {
     const size_t per_chunk = plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, c.hidden, 2);
     ASSERT_GT(per_chunk, 0u);
     for (size_t rows = 1; rows <= per_chunk; ++rows) {
-      const FusedGeometry g = plan_fused_chunk(ARNORM_ALGO_TWOSHOT, l, rows, c.hidden, 2, per_chunk);
-      ASSERT_LE(fused_region_bytes(ARNORM_ALGO_TWOSHOT, g, rows, c.hidden, c.world, 2), l.data_bytes_per_parity)
+      const FusedGeometry g = plan_fused_chunk(ARNORM_ALGO_TWOSHOT, l, rows, c.hidden);
+      ASSERT_LE(fused_region_bytes(ARNORM_ALGO_TWOSHOT, rows, c.hidden, c.world, 2), l.data_bytes_per_parity)
           << "world " << c.world << " hidden " << c.hidden << " rows " << rows;
       ASSERT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
       ASSERT_LE(g.blocks, fused_max_active(264));
@@ -247,12 +249,12 @@ TEST(Plan, FusedRouteFollowsHiddenBytesAndLayoutOnly) {
   EXPECT_TRUE(r.ll);
   EXPECT_EQ(4, r.cluster);
   EXPECT_EQ(l.twoshot_ll_chunk_elems(2) / 7168, r.rows_per_chunk);
-  // ... else the simple protocol with whole rows per CTA.
+  // ... else the sentinel protocol with whole rows per CTA.
   r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 7168, 2, false);
   EXPECT_FALSE(r.ll);
   EXPECT_EQ(0, r.cluster);
   EXPECT_EQ(plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, 7168, 2), r.rows_per_chunk);
-  // Rows too wide for a cluster: one CTA per row, simple two-shot even for small calls.
+  // Rows too wide for a cluster: one CTA per row, sentinel two-shot even for small calls.
   r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 70001, 2, true);
   EXPECT_FALSE(r.ll);
   EXPECT_EQ(0, r.cluster);
@@ -268,7 +270,7 @@ TEST(Plan, FusedRouteFallsBackOnlyForAuto) {
   ASSERT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, hidden, 4));
   const FusedRoute automatic = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, hidden, 4, false);
   EXPECT_EQ(ARNORM_ALGO_TWOSHOT, automatic.algo);
-  EXPECT_GT(automatic.rows_per_chunk, 0u) << "the simple two-shot holds the row";
+  EXPECT_GT(automatic.rows_per_chunk, 0u) << "the sentinel two-shot holds the row";
   const FusedRoute forced = plan_fused_route(ARNORM_ALGO_ONESHOT, false, l, 264, hidden, 4, false);
   EXPECT_EQ(ARNORM_ALGO_ONESHOT, forced.algo);
   EXPECT_EQ(0u, forced.rows_per_chunk) << "an explicit one-shot request is refused, not rerouted";
