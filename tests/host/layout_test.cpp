@@ -137,6 +137,11 @@ TEST(Plan, FusedChunksFitTheirRegion) {
               EXPECT_LT((su - kFusedShardAlignUnits) * world, fused_row_units(hidden, es));
               EXPECT_EQ(0u, su % kFusedShardAlignUnits);
               EXPECT_EQ(fused_row_units(hidden, es) * kVectorBytes, align_up(hidden * es, kVectorBytes));
+              // A pipeline step: 1-8 rows, about kFusedStepUnits units unless one row is wider.
+              const size_t g = fused_rows_per_step(hidden, es);
+              EXPECT_GE(g, 1u);
+              EXPECT_LE(g, 8u);
+              EXPECT_LE(g * fused_row_units(hidden, es), std::max(kFusedStepUnits, fused_row_units(hidden, es)));
             }
           }
         }
