@@ -41,6 +41,14 @@ Env& env();
 inline int rank() { return env().ctx.rank; }
 inline int world() { return env().ctx.world_size; }
 
+// A test that needs another rank (a missing peer, a rank that fails, another
+// GPU) skips, saying so, when the suite runs at world size 1 (`--world 1`:
+// every kernel on one GPU, nothing crossing NVLink).
+#define ARNORM_SKIP_WITHOUT_PEERS()                                                  \
+  do {                                                                               \
+    if (::arnorm_test::world() < 2) GTEST_SKIP() << "needs 2 or more ranks (world 1)"; \
+  } while (0)
+
 // Host-side element conversions with the same rounding as the device.
 template <typename T>
 float to_float(T x);

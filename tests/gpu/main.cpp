@@ -1,7 +1,10 @@
 // Multi-GPU test launcher: `arnorm-gpu-tests [--world N] [gtest flags]`
 // starts one process per GPU (N, default every visible GPU) and runs the
-// GoogleTest suite in each. With fewer than 2 GPUs it says SKIPPED and
-// exits 0. Only rank 0 prints the test log; other ranks print failures.
+// GoogleTest suite in each. With fewer GPUs than it needs (2 unless --world
+// says otherwise) it says SKIPPED and exits 0. `--world 1` runs the suite on
+// one GPU: every kernel and every result check, nothing crossing NVLink and
+// no rank waiting for another (tests that need a peer skip, saying so). Only
+// rank 0 prints the test log; other ranks print failures.
 #include <execinfo.h>
 #include <unistd.h>
 
@@ -86,11 +89,12 @@ int main(int argc, char** argv) {
                   need, count);
       return 0;
     }
-    std::printf("arnorm-gpu-tests: world size %d\n", world_size > 0 ? world_size : count);
+    std::printf("arnorm-gpu-tests: world size %d%s\n", world_size > 0 ? world_size : count,
+                world_size == 1 ? " (one GPU: kernels and results only, no peer traffic)" : "");
     std::fflush(stdout);
   }
   Env& e = env();
-  const int rc = arnorm_tools::launch_ranks(argc, argv, world_size, &e.ctx, 0, 1800.0, 2);
+  const int rc = arnorm_tools::launch_ranks(argc, argv, world_size, &e.ctx, 0, 1800.0, world_size == 1 ? 1 : 2);
   if (rc != -1) return rc;
 
   signal(SIGSEGV, print_backtrace_and_die);
