@@ -65,6 +65,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   l.ll = route.ll;
   l.params.cluster = route.cluster;
   l.params.lag = comm->fused_lag;
+  l.params.ahead = comm->fused_ahead;
   for (size_t first = 0; first < a.tokens; first += per_chunk) {
     const size_t rows = std::min(per_chunk, a.tokens - first);
     point_at_rows(a, first, rows, &l.params);

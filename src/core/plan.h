@@ -11,8 +11,13 @@
 
 namespace arnorm {
 
-// Threads per CTA of every data-moving kernel.
+// Threads per CTA of every data-moving kernel but the fused two-shot; every
+// row epilogue runs on this many threads.
 constexpr int kThreadsPerBlock = 256;
+// The fused two-shot over sentinel units adds this many mover threads (push
+// and reduce) to the kThreadsPerBlock epilogue threads of each CTA.
+constexpr int kFusedMoverThreads = 128;
+constexpr int kFusedTwoShotThreads = kThreadsPerBlock + kFusedMoverThreads;
 // Virtual packs (8 elements) per thread a fused epilogue keeps in registers.
 constexpr int kRowRegs = 4;
 // Largest thread-block cluster the split fused epilogue uses (portable size).

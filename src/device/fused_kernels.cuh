@@ -4,9 +4,10 @@
 // each) and end in rmsnorm_row. Every kernel computes the sum
 // of squares in the one order of rmsnorm_epilogue.cuh, so one-shot, two-shot
 // and the norm after NCCL produce the same bits for the same sums.
-// These kernels hold a row in registers (one CTA per multiprocessor), so at
-// most max_blocks / 2 CTAs carry data (fused_max_active in core/plan.h); the rest of the
-// grid only counts the call (EPOCH in sync.cuh).
+// These kernels hold a row in registers (one CTA per multiprocessor; the
+// two-shot over sentinel units has 384 threads, 256 of them the epilogue's),
+// so at most max_blocks / 2 CTAs carry data (fused_max_active in
+// core/plan.h); the rest of the grid only counts the call (EPOCH in sync.cuh).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -539,26 +540,35 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 
 // TWO-SHOT FUSED over sentinel units (sentinel.cuh), for calls above the LL
 // sizes and rows wider than a cluster holds. CTA b owns rows [r0, r1) and
-// moves them G rows per step (fused_rows_per_step) through a three-stage
-// pipeline, so that the NVLink traffic of one step drains while the CTA
-// works on the epilogue of an earlier one:
-//   step k: A. push the rows of step k: unit u of a row goes to its shard's
-//              owner j = u / su, into RS(row, me) on rank j (peers in turn
-//              from me + 1, so the CTAs of all ranks spread over the links);
-//           B. reduce the rows of step k - lag: poll RS(row, r) of every peer
-//              for the units of this rank's shard, sum in rank order with the
-//              own input, push the rounded sums into AG(row) on every rank
-//              (this one too);
-//           C. epilogue of the rows of step k - 2 lag from AG(row).
+// runs two groups of warps at once, which share nothing but the sentinel
+// units they exchange through memory:
+//   movers (kFusedMoverThreads threads) move the rows G at a time
+//     (fused_rows_per_step); in step k they
+//       A. push the rows of step k: unit u of a row goes to its shard's owner
+//          j = u / su, into RS(row, me) on rank j (peers in turn from me + 1,
+//          so the CTAs of all ranks spread over the links);
+//       B. reduce the rows of step k - lag: poll RS(row, r) of every peer for
+//          the units of this rank's shard, sum in rank order with the own
+//          input, push the rounded sums into AG(row) on every rank (this one
+//          too);
+//   the epilogue (kThreadsPerBlock threads, named barrier kEpilogueBarrier)
+//     takes the CTA's rows in order, each as soon as AG(row) is complete.
+// So a row's epilogue (loads, the row reduction, stores: latency-bound)
+// overlaps the NVLink traffic of later rows instead of taking turns with
+// it, and each group's code keeps its registers to itself.
 // Data region of parity e: RS(row, src) at (row * world + src) * su units,
 // AG(row) at (rows + row) * world * su (shard j at j * su within the row).
 // What travels in the all-gather is the rounded sums s, not normalised rows:
 // one activation per element, against two (h and y) otherwise; every rank
 // then recomputes the epilogue, which costs local bandwidth only.
-// Deadlock freedom: a wait in step k needs only what other CTAs do in their
-// steps up to k - lag, and every active CTA is resident (one per SM).
+// Deadlock freedom: a mover's wait in step k needs only pushes that other
+// movers make in their steps up to k - lag, and the epilogue waits only for
+// movers, which never wait for an epilogue; every active CTA is resident
+// (one per SM).
+constexpr int kEpilogueBarrier = 1;
+
 template <typename T, typename W, bool kVec>
-__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(FusedParams p) {
+__global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
   const CallStart call = op_begin(s);
@@ -568,84 +578,101 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_kernel(Fuse
   const size_t H = p.hidden;
   const size_t ru = fused_row_units(H, sizeof(T)), su = fused_shard_units(H, sizeof(T), world);
   const size_t stride = static_cast<size_t>(world) * su;
-  const size_t own_lo = min(ru, me * su), own_hi = min(ru, own_lo + su), own_n = own_hi - own_lo;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
-  const size_t G = fused_rows_per_step(H, sizeof(T));
-  const size_t steps = ceil_div(r1 - r0, G), lag = p.lag;
-  // Rows [first, last) of step i.
-  auto first_of = [&](size_t i) { return min(r1, r0 + i * G); };
-  const T* in = static_cast<const T*>(p.in);
   const PollWait wait = poll_wait_of(s, e);
-  PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot
-  ag_wait.timeout_ns *= 2;
-  const size_t parity = s.layout.data_parity_offset(e);
-  // Rank r's data region (r compile-time: the base stays a kernel parameter).
-  auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };
   uint4* local = snt_region(s, me, e);
+  const size_t G = fused_rows_per_step(H, sizeof(T));
+  // Rows of [r0, r1) whose epilogue is done: epilogue thread 0 raises it,
+  // the movers read it (shared-memory atomics: a counter, not data).
+  __shared__ uint32_t epilogue_done;
+  if (threadIdx.x == 0) epilogue_done = 0;
+  __syncthreads();
 
-  for (size_t k = 0; k < steps + 2 * lag; ++k) {
-    // A. push
-    if (k < steps && !call.aborted) {
-      const size_t ra = first_of(k), nrows = first_of(k + 1) - ra;
-      for (int t = 1; t < world; ++t) {
-        const int r = me + t < world ? me + t : me + t - world;
-        const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
-        uint4* dst = reinterpret_cast<uint4*>(workspace_of(s, r) + parity) + me * su;
-        // Item i: unit a + i % n of row ra + i / n (32-bit: a step holds
-        // fewer than 2^32 units).
-        const uint32_t n32 = static_cast<uint32_t>(n);
-        for_packs<kCopyUnroll, uint4>(
-            0, nrows * n,
-            [&](size_t i) {
-              const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
-              return load_unit<T, kVec>(in + (ra + q) * H, a + m, H);
-            },
-            [&](size_t i, const uint4& d) {
-              const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
-              snt_store<T>(dst + (ra + q) * stride + m, d);
-            });
-      }
+  if (threadIdx.x < kThreadsPerBlock) {
+    // Epilogue warps.
+    PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot
+    ag_wait.timeout_ns *= 2;
+    for (size_t row = r0; row < r1; ++row) {
+      const RowEpilogue ep = row_epilogue<T>(p, row);
+      const SntRowSums<T> sums{local + (p.rows + row) * stride, ru, su, ag_wait};
+      const bool ok = rmsnorm_row<T, W, kVec, SntRowSums<T>, kEpilogueBarrier>(ep, sums);
+      if (row_any<kEpilogueBarrier>(!ok)) poison_row<T>(ep);
+      if (threadIdx.x == 0) atomicExch(&epilogue_done, static_cast<uint32_t>(row + 1 - r0));
     }
-    // B. reduce
-    if (k >= lag && k - lag < steps && own_n > 0) {
-      const size_t ra = first_of(k - lag), items = (first_of(k - lag + 1) - ra) * own_n;
-      for (size_t i0 = threadIdx.x; i0 < items; i0 += kSntReduceBatch * blockDim.x) {
-        size_t idx[kSntReduceBatch], ag[kSntReduceBatch];
-        bool live[kSntReduceBatch];
-        uint4 own[kSntReduceBatch], sum[kSntReduceBatch];
-#pragma unroll
-        for (int b = 0; b < kSntReduceBatch; ++b) {
-          const uint32_t i = static_cast<uint32_t>(i0 + b * blockDim.x), q = i / static_cast<uint32_t>(own_n);
-          const size_t row = ra + q, u = own_lo + (i - q * own_n);
-          live[b] = i < items;
-          idx[b] = row * stride + (u - own_lo);  // RS(row, r) unit at local[r * su + idx]
-          ag[b] = (p.rows + row) * stride + u;
-          if (live[b]) own[b] = load_unit<T, kVec>(in + row * H, u, H);
+  } else {
+    // Mover warps.
+    const uint32_t mt = threadIdx.x - kThreadsPerBlock;
+    const size_t own_lo = min(ru, me * su), own_hi = min(ru, own_lo + su), own_n = own_hi - own_lo;
+    const size_t steps = ceil_div(r1 - r0, G), lag = p.lag;
+    // BACKPRESSURE: the movers push a step only while it is at most
+    // lead rows past the epilogue, so that what they write into this rank's
+    // region (and peers' into theirs) is read and cleared while it is still
+    // in L2: a unit then costs the memory one write-back, not three.
+    // lead >= (lag + 1) G keeps the movers free to reduce every row the
+    // epilogue waits for, so this wait never closes a cycle.
+    const size_t lead = (lag + static_cast<size_t>(p.ahead)) * G;
+    // Rows [first, last) of step i.
+    auto first_of = [&](size_t i) { return min(r1, r0 + i * G); };
+    const T* in = static_cast<const T*>(p.in);
+    const size_t parity = s.layout.data_parity_offset(e);
+    // Rank r's data region (r compile-time: the base stays a kernel parameter).
+    auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };
+    for (size_t k = 0; k < steps + lag; ++k) {
+      // A. push
+      if (k < steps && !call.aborted) {
+        const size_t ra = first_of(k), nrows = first_of(k + 1) - ra;
+        while (ra + nrows - r0 > atomicOr(&epilogue_done, 0u) + lead) __nanosleep(100);
+        for (int t = 1; t < world; ++t) {
+          const int r = me + t < world ? me + t : me + t - world;
+          const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
+          uint4* dst = reinterpret_cast<uint4*>(workspace_of(s, r) + parity) + me * su;
+          // Item i: unit a + i % n of row ra + i / n (32-bit: a step holds
+          // fewer than 2^32 units).
+          const uint32_t n32 = static_cast<uint32_t>(n);
+          for_packs_strided<kCopyUnroll, uint4>(
+              0, nrows * n, mt, kFusedMoverThreads,
+              [&](size_t i) {
+                const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
+                return load_unit<T, kVec>(in + (ra + q) * H, a + m, H);
+              },
+              [&](size_t i, const uint4& d) {
+                const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
+                snt_store<T>(dst + (ra + q) * stride + m, d);
+              });
         }
-        const bool ok = snt_sum_units<T, kSntReduceBatch>(local, su, idx, live, own, me, world, wait, sum);
-        // A sum that failed is never published (its readers time out).
-        if (ok && !call.aborted) {
+      }
+      // B. reduce
+      if (k >= lag && own_n > 0) {
+        const size_t ra = first_of(k - lag), items = (first_of(k - lag + 1) - ra) * own_n;
+        for (size_t i0 = mt; i0 < items; i0 += kSntReduceBatch * kFusedMoverThreads) {
+          size_t idx[kSntReduceBatch], ag[kSntReduceBatch];
+          bool live[kSntReduceBatch];
+          uint4 own[kSntReduceBatch], sum[kSntReduceBatch];
 #pragma unroll
-          for (int r = 0; r < kMaxRanks; ++r) {
-            if (r >= world) continue;
+          for (int b = 0; b < kSntReduceBatch; ++b) {
+            const uint32_t i = static_cast<uint32_t>(i0 + b * kFusedMoverThreads), q = i / static_cast<uint32_t>(own_n);
+            const size_t row = ra + q, u = own_lo + (i - q * own_n);
+            live[b] = i < items;
+            idx[b] = row * stride + (u - own_lo);  // RS(row, r) unit at local[r * su + idx]
+            ag[b] = (p.rows + row) * stride + u;
+            if (live[b]) own[b] = load_unit<T, kVec>(in + row * H, u, H);
+          }
+          const bool ok = snt_sum_units<T, kSntReduceBatch>(local, su, idx, live, own, me, world, wait, sum);
+          // A sum that failed is never published (its readers time out).
+          if (ok && !call.aborted) {
 #pragma unroll
-            for (int b = 0; b < kSntReduceBatch; ++b)
-              if (live[b]) snt_store<T>(region(r) + ag[b], sum[b]);
+            for (int r = 0; r < kMaxRanks; ++r) {
+              if (r >= world) continue;
+#pragma unroll
+              for (int b = 0; b < kSntReduceBatch; ++b)
+                if (live[b]) snt_store<T>(region(r) + ag[b], sum[b]);
+            }
           }
         }
       }
     }
-    // C. epilogue
-    if (k >= 2 * lag) {
-      for (size_t row = first_of(k - 2 * lag); row < first_of(k - 2 * lag + 1); ++row) {
-        const RowEpilogue ep = row_epilogue<T>(p, row);
-        const SntRowSums<T> sums{local + (p.rows + row) * stride, ru, su, ag_wait};
-        const bool ok = rmsnorm_row<T, W, kVec>(ep, sums);
-        if (__syncthreads_or(!ok)) poison_row<T>(ep);
-      }
-    }
   }
-  op_end(s, e);
+  op_end(s, e);  // thread 0 (an epilogue thread); no barrier needed (EPOCH)
 }
 
 // The norm after an NCCL all-reduce: the sums are in `in` (rounded by NCCL).

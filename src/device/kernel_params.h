@@ -63,7 +63,8 @@ struct FusedParams {
   float eps;
   size_t rows_per_cta;  // CTA b owns rows [b*rows_per_cta, (b+1)*rows_per_cta)
   int cluster;          // one-shot: CTAs per row (split epilogue); 0 = one CTA owns rows_per_cta rows
-  int lag;              // two-shot over sentinel units: pipeline steps between push, reduce and epilogue
+  int lag;              // two-shot over sentinel units: pipeline steps between push and reduce
+  int ahead;            // two-shot over sentinel units: steps the movers may lead the epilogue by, beyond lag
 };
 
 }  // namespace arnorm

@@ -39,7 +39,7 @@ __global__ void probe_kernel(SyncParams s, uint64_t token, uint64_t* identities)
 
 template <typename P>
 arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream,
-                                  int cluster) {
+                                  int cluster, int threads) {
   cudaLaunchAttribute attr[2] = {};
   unsigned n = 0;
   if (pdl) {
@@ -52,7 +52,7 @@ arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, 
   }
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kThreadsPerBlock);
+  cfg.blockDim = dim3(threads);
   cfg.stream = stream;
   cfg.attrs = attr;
   cfg.numAttrs = n;
@@ -60,9 +60,9 @@ arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, 
   return ARNORM_SUCCESS;
 }
 template arnormStatus_t launch_peer_kernel<AllReduceParams>(void (*)(AllReduceParams), int, const AllReduceParams&,
-                                                            bool, cudaStream_t, int);
+                                                            bool, cudaStream_t, int, int);
 template arnormStatus_t launch_peer_kernel<FusedParams>(void (*)(FusedParams), int, const FusedParams&, bool,
-                                                        cudaStream_t, int);
+                                                        cudaStream_t, int, int);
 
 arnormStatus_t launch_allreduce(const AllReduceLaunch& l, cudaStream_t stream) {
   if (l.blocks < 1 || l.blocks > l.params.sync.layout.max_blocks) {

@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include "arnorm/arnorm.h"
+#include "core/plan.h"
 #include "device/kernel_params.h"
 
 namespace arnorm {
@@ -35,12 +36,12 @@ struct AddRmsNormLaunch {
 // Defined in launch_fused.cu (its own file: 54 kernel instantiations).
 arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& launch, cudaStream_t stream);
 
-// Launches a peer-memory kernel on the full grid, with programmatic stream
-// serialization when `pdl`, in thread-block clusters of `cluster` CTAs when
-// cluster > 0.
+// Launches a peer-memory kernel on the full grid of CTAs of `threads`
+// threads, with programmatic stream serialization when `pdl`, in
+// thread-block clusters of `cluster` CTAs when cluster > 0.
 template <typename P>
 arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream,
-                                  int cluster = 0);
+                                  int cluster = 0, int threads = kThreadsPerBlock);
 
 // Setup probe: stores a token into every peer's ProbeBlock and copies every
 // peer's ControlBlock::identity into `identities` (device memory, kMaxRanks).

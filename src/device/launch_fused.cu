@@ -100,6 +100,9 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
     params.sync.active_blocks = std::min(params.sync.active_blocks, resident);
     return launch_peer_kernel(kernel, grid, params, l.pdl, stream, c);
   }
+  if (l.algo == ARNORM_ALGO_TWOSHOT) {
+    return launch_peer_kernel(kernel, grid, params, l.pdl, stream, 0, kFusedTwoShotThreads);
+  }
   if (l.algo != ARNORM_ALGO_NCCL) return launch_peer_kernel(kernel, grid, params, l.pdl, stream);
   kernel<<<l.blocks, kThreadsPerBlock, 0, stream>>>(params);
   ARNORM_CUDA_TRY(cudaGetLastError());

@@ -72,17 +72,48 @@ __device__ __forceinline__ float round_to(float x) {
   return Num<T>::to_float(Num<T>::from_float(x));
 }
 
+// The threads of a row epilogue are threads [0, kThreadsPerBlock) of the
+// CTA. They synchronise on barrier kBarrier: 0 is __syncthreads (the CTA is
+// only those threads); another id is a named barrier of those threads alone,
+// for CTAs that also run other warps (the fused two-shot's movers), which
+// never take part in it.
+template <int kBarrier>
+__device__ __forceinline__ void row_sync() {
+  if constexpr (kBarrier == 0) {
+    __syncthreads();
+  } else {
+    asm volatile("bar.sync %0, %1;" ::"n"(kBarrier), "n"(kThreadsPerBlock) : "memory");
+  }
+}
+
+// True on every epilogue thread if `v` is on any (a barrier like row_sync).
+template <int kBarrier>
+__device__ __forceinline__ bool row_any(bool v) {
+  if constexpr (kBarrier == 0) {
+    return __syncthreads_or(v);
+  } else {
+    unsigned r;
+    asm volatile(
+        "{\n\t.reg .pred p;\n\tsetp.ne.u32 p, %1, 0;\n\tbar.red.or.pred p, %2, %3, p;\n\tselp.u32 %0, 1, 0, p;\n\t}"
+        : "=r"(r)
+        : "r"(static_cast<unsigned>(v)), "n"(kBarrier), "n"(kThreadsPerBlock)
+        : "memory");
+    return r != 0;
+  }
+}
+
 // Deterministic CTA-wide sum (see the invariant above). Every thread gets it.
+template <int kBarrier = 0>
 __device__ __forceinline__ float block_sum(float v) {
   __shared__ float warp_total[kThreadsPerBlock / 32];
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
   if ((threadIdx.x & 31) == 0) warp_total[threadIdx.x >> 5] = v;
-  __syncthreads();
+  row_sync<kBarrier>();
   float t = warp_total[0];
 #pragma unroll
   for (int w = 1; w < kThreadsPerBlock / 32; ++w) t = __fadd_rn(t, warp_total[w]);
-  __syncthreads();  // warp_total may be reused by the next row
+  row_sync<kBarrier>();  // warp_total may be reused by the next row
   return t;
 }
 
@@ -134,8 +165,9 @@ __device__ __forceinline__ LoadedSums<F> loaded_sums(F f) {
 // threads concerned) if a source's ready() failed; the caller poisons the row.
 // Rows wider than one round keep h in residual_out, or in out when there is
 // none; each thread re-reads only elements it wrote itself, so no barrier is
-// needed between the passes beyond the one inside block_sum.
-template <typename T, typename W, bool kVec, typename Sums>
+// needed between the passes beyond the one inside block_sum. Threads
+// [0, kThreadsPerBlock) call it, synchronising on barrier kBarrier (row_sync).
+template <typename T, typename W, bool kVec, typename Sums, int kBarrier = 0>
 __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& sums) {
   const T* res = static_cast<const T*>(r.residual);
   T* h_row = static_cast<T*>(r.residual_out ? r.residual_out : r.out);
@@ -183,7 +215,7 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
   }
   // Explicit _rn operations: no contraction into FMAs that could differ
   // between the kernels this function is inlined into.
-  const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(ss), static_cast<float>(r.hidden)), r.eps));
+  const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum<kBarrier>(ss), static_cast<float>(r.hidden)), r.eps));
   if (one_round) {
 #pragma unroll
     for (int u = 0; u < kRowRegs; ++u) {

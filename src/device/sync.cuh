@@ -20,6 +20,13 @@
 //   kernel signals a peer separately from its data; a reader polls the data
 //   itself, so no fence and no flag round trip sits on any path.
 //
+// BACKPRESSURE (fused two-shot, inside one CTA): the epilogue warps count
+//   their finished rows in a shared-memory atomic; the mover warps push a
+//   step only while it is close enough to that count. It orders nothing
+//   about data (the sentinel units do that), so relaxed atomics suffice; it
+//   bounds how far writes run ahead of reads (fused_kernels.cuh says why it
+//   cannot deadlock).
+//
 // BOUNDED WAIT. A poll gives up after SyncParams::timeout_ns (globaltimer),
 //   records {op, rank, peer, epoch} in the host-mapped ErrorRecord (first
 //   failure wins, through ControlBlock::abort) and returns false; the CTA then
