@@ -35,7 +35,7 @@ struct arnormComm {
   arnorm::SelectionTable table;
   arnormAlgorithm_t forced = ARNORM_ALGO_AUTO;  // ARNORM_ALGO at creation
   arnorm::Protocol forced_protocol = arnorm::Protocol::kAuto;  // ARNORM_PROTOCOL at creation
-  int fused_lag = 4;  // steps between the stages of the fused two-shot pipeline (ARNORM_FUSED_LAG, 1..8)
+  int fused_lag = 1;  // fused two-shot: steps between push and reduce (ARNORM_FUSED_LAG, 1..8)
   int fused_ahead = 2;  // fused two-shot: steps the movers may run ahead of the epilogue beyond lag (ARNORM_FUSED_AHEAD)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
 
