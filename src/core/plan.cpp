@@ -66,7 +66,7 @@ int plan_fused_cluster(size_t hidden, int max_blocks) {
   const size_t nv = ceil_div(hidden, size_t{8});
   int c = 1;
   while (c < kMaxFusedCluster && static_cast<size_t>(c) * kThreadsPerBlock < nv) c *= 2;
-  while (c > 1 && (max_blocks % c != 0 || fused_max_active(max_blocks) < c)) c /= 2;
+  while (c > 1 && fused_max_active(max_blocks) < c) c /= 2;
   return nv <= static_cast<size_t>(c) * kRowRegs * kThreadsPerBlock ? c : 0;
 }
 

@@ -24,6 +24,14 @@ constexpr int kRowRegs = 4;
 constexpr int kMaxFusedCluster = 8;
 constexpr size_t kVectorBytes = 16;
 
+// Rank capacity of the kernel instance that serves a world size: kernels are
+// built for 2, 4 and kMaxRanks ranks (loops and per-rank arrays of exactly
+// that size, ranks past the world skipped), because code size and registers
+// set the latency of small calls. Local to the rank (it changes no result
+// bit and pairs nothing across ranks).
+static_assert(kMaxRanks >= 4, "rank capacities 2, 4 and kMaxRanks");
+ARNORM_HD inline int rank_capacity(int world_size) { return world_size <= 2 ? 2 : world_size <= 4 ? 4 : kMaxRanks; }
+
 struct ChunkPlan {
   size_t chunk_elems = 0;  // elements per chunk (the last may be shorter)
   size_t num_chunks = 0;
@@ -81,17 +89,25 @@ size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, in
 size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout);
 
 // The fused kernels keep a row in registers and run one CTA per
-// multiprocessor: of the grid's max_blocks (two per multiprocessor), this
-// many carry data.
+// multiprocessor: of max_blocks (two per multiprocessor), they launch at
+// most this many.
 inline int fused_max_active(int max_blocks) { return max_blocks > 1 ? max_blocks / 2 : 1; }
 
 // One-shot fused, rows split over a thread-block cluster: the cluster size
 // for rows of `hidden` elements, a power of two (the smallest with one
-// virtual pack per thread, at most kMaxFusedCluster, dividing max_blocks), or
+// virtual pack per thread, at most kMaxFusedCluster and fused_max_active), or
 // 0 when a row does not fit kRowRegs packs per thread of that many CTAs (the
 // one-CTA-per-row kernel then serves it). A function of hidden and the
 // agreed max_blocks only, so a row's result never depends on its batch.
 int plan_fused_cluster(size_t hidden, int max_blocks);
+
+// Virtual packs per thread the split epilogue keeps for rows of `hidden`
+// elements over clusters of `cluster` CTAs: 1 where one pack per thread
+// covers the row (hidden <= 2048 * cluster), else kRowRegs. Which kernel
+// instance runs, never a result bit.
+ARNORM_HD inline int split_packs(size_t hidden, int cluster) {
+  return ceil_div(hidden, size_t{8}) <= static_cast<size_t>(cluster) * kThreadsPerBlock ? 1 : kRowRegs;
+}
 
 // CTAs carrying data for a split one-shot chunk of `rows` rows: enough to
 // push about one 16-byte unit per thread and to give each row a cluster, at

@@ -14,9 +14,9 @@
 // call's epoch, never the current one; the two kinds of region are apart
 // because each protocol needs its own idea of "nothing pending".
 //
-// Invariant (two parities, for both kinds of region): every peer-memory kernel runs max_blocks
-// CTAs, so each CTA's epoch equals the number of calls made so far, on every
-// rank. The call with epoch e writes peers' regions of parity e % 2 only. A
+// Invariant (two parities, for both kinds of region): every peer-memory kernel
+// keeps the max_blocks epoch counters equal to the number of calls made so
+// far, on every rank (EPOCH in device/sync.cuh). The call with epoch e writes peers' regions of parity e % 2 only. A
 // rank reaches epoch e+2 only after its epoch-(e+1) kernel has seen data that
 // every peer pushed in its epoch-(e+1) kernel, which that peer started only
 // after its epoch-e kernel had finished reading (and clearing) parity e % 2.
@@ -95,7 +95,7 @@ struct WorkspaceLayout {
   int max_blocks = 0;
   size_t control_offset = 0;
   size_t probe_offset = 0;
-  size_t epochs_offset = 0;  // uint64_t per CTA: the epoch of its last call (single writer: that CTA)
+  size_t epochs_offset = 0;  // max_blocks uint64_t call counters (EPOCH, device/sync.cuh)
   size_t data_offset = 0;
   size_t data_bytes_per_parity = 0;
   size_t ll_offset = 0;

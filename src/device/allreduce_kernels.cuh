@@ -1,7 +1,10 @@
 // Kernel bodies of the plain all-reduce. Each is params + body; the only
 // launcher is launch_allreduce (launch.cu). Loops over ranks run over
-// compile-time indices (r < kMaxRanks, guarded by r < world) so per-rank
-// pointers stay in registers.
+// compile-time indices (r < R, guarded by r < world) so per-rank pointers
+// stay in registers. R, the rank capacity, is a template argument (2, 4 or
+// 8: rank_capacity in core/plan.h): code and registers for exactly that many
+// ranks, since a kernel's size and register use set its latency at small
+// sizes.
 #pragma once
 
 #include "core/plan.h"
@@ -12,55 +15,32 @@
 
 namespace arnorm {
 
-// Loads the P-element pack of every rank's contribution: the caller's
-// buffer for this rank, workspace slots for peers; all loads are issued
-// before any is used.
-template <typename T, int P>
-__device__ __forceinline__ void gather_contributions(const T* const* slot, int me, int world, const T* own,
-                                                     size_t own_pack, size_t own_n, size_t slot_pack,
-                                                     Pack<T, P>* v) {
-#pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
-    if (r < world) v[r] = r == me ? load_bounded<T, P>(own, own_pack, own_n) : load_cg<T, P>(slot[r], slot_pack);
-  }
-}
-
-// Slot `slot_index` (of `slot_elems` elements) in every rank's data region
-// of parity `e`, as mapped here.
-template <typename T>
-__device__ __forceinline__ void slots_at(const SyncParams& s, uint64_t e, size_t slot_index, size_t slot_elems,
-                                         T** out) {
-  const size_t offset = s.layout.data_parity_offset(e) + slot_index * slot_elems * sizeof(T);
-#pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) out[r] = r < s.world ? reinterpret_cast<T*>(s.ws[r] + offset) : nullptr;
-}
-
 // Polls unit u of every peer's slot src[r] (ll_poll) and stores in *sum the
 // rank-order sum with this rank's own value `own`; false (and NaN) if a unit
 // never arrived. Shared by the one-shot sum and the two-shot reduce-scatter.
-template <typename T>
+template <typename T, int R>
 __device__ __forceinline__ bool ll_sum_unit(const uint64_t* const* src, size_t u, const uint4& own, int me,
                                             int world, const PollWait& wait, uint4* sum) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
-  const uint64_t* at[kMaxRanks];
-  bool live[kMaxRanks];
-  int peer[kMaxRanks];
-  LLRaw raw[kMaxRanks];
+  const uint64_t* at[R];
+  bool live[R];
+  int peer[R];
+  LLRaw raw[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
+  for (int r = 0; r < R; ++r) {
     live[r] = r < world && r != me;
     at[r] = live[r] ? ll_at(src[r], u) : nullptr;
     peer[r] = r;
   }
   const bool ok = ll_poll(at, live, peer, wait, raw);
-  Pack<T, K> v[kMaxRanks];
+  Pack<T, K> v[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
+  for (int r = 0; r < R; ++r) {
     if (r >= world) continue;
     const uint4 d = r == me ? own : ll_data(raw[r]);
     v[r] = *reinterpret_cast<const Pack<T, K>*>(&d);
   }
-  const Pack<T, K> r = ok ? sum_in_rank_order<T, K>(v, world) : nan_pack<T, K>();
+  const Pack<T, K> r = ok ? sum_in_rank_order<T, K, R>(v, world) : nan_pack<T, K>();
   *sum = *reinterpret_cast<const uint4*>(&r);
   return ok;
 }
@@ -68,29 +48,29 @@ __device__ __forceinline__ bool ll_sum_unit(const uint64_t* const* src, size_t u
 // The same over sentinel units (sentinel.cuh): peer r's unit is
 // slot0[r * slot_stride + i] in the local region; every unit is cleared once
 // it has been read.
-template <typename T>
+template <typename T, int R>
 __device__ __forceinline__ bool snt_sum_unit(uint4* slot0, size_t slot_stride, size_t i, const uint4& own, int me,
                                              int world, const PollWait& wait, uint4* sum) {
   constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
-  const uint4* at[kMaxRanks];
-  bool live[kMaxRanks];
-  int peer[kMaxRanks];
-  uint4 d[kMaxRanks];
+  const uint4* at[R];
+  bool live[R];
+  int peer[R];
+  uint4 d[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
+  for (int r = 0; r < R; ++r) {
     live[r] = r < world && r != me;
     at[r] = live[r] ? slot0 + r * slot_stride + i : nullptr;
     peer[r] = r;
   }
   const bool ok = snt_poll<T>(at, live, peer, wait, d);
-  Pack<T, K> v[kMaxRanks];
+  Pack<T, K> v[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
+  for (int r = 0; r < R; ++r) {
     if (r >= world) continue;
     v[r] = *reinterpret_cast<const Pack<T, K>*>(r == me ? &own : &d[r]);
     if (ok && live[r]) snt_clear(slot0 + r * slot_stride + i);
   }
-  const Pack<T, K> r = ok ? sum_in_rank_order<T, K>(v, world) : nan_pack<T, K>();
+  const Pack<T, K> r = ok ? sum_in_rank_order<T, K, R>(v, world) : nan_pack<T, K>();
   *sum = *reinterpret_cast<const uint4*>(&r);
   return ok;
 }
@@ -102,7 +82,7 @@ __device__ __forceinline__ bool snt_sum_unit(uint4* slot0, size_t slot_stride, s
 // fence: each word carries the call's epoch.
 // In place is safe: the thread that handles unit u reads in[u] (push, then
 // sum) before it writes out[u], and no other thread or rank reads in[u].
-template <typename T, bool kVec>
+template <typename T, bool kVec, int R>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
   pdl_begin();
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
@@ -113,26 +93,25 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   const size_t n = p.count;
   // Ranges are cut in 16-byte units on every rank, whatever its alignment.
   const size_t units = ceil_div(n, static_cast<size_t>(K));
-  const size_t per_cta = ll_span(units, s.active_blocks);
+  const size_t per_cta = ll_span(units, gridDim.x);
   const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
   uint4 first{};
   if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-  if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
+  if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, lo, hi, first);
 
   // Local slot [r] holds rank r's data. After an abort every poll gives up
   // at once and the output is NaN.
   const PollWait wait = poll_wait_of(s, e);
-  const uint64_t* src[kMaxRanks];
+  const uint64_t* src[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
+  for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
     const uint4 own = u == lo + threadIdx.x ? first : load_unit<T, kVec>(in, u, n);
     uint4 sum;
-    ll_sum_unit<T>(src, u, own, me, world, wait, &sum);
+    ll_sum_unit<T, R>(src, u, own, me, world, wait, &sum);
     store_unit<T, kVec>(out, u, n, sum);
   }
   op_end(s, e);
@@ -149,7 +128,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
 // Each CTA waits only for units the same-index CTA of a peer pushes (same
 // geometry on every rank). In place is safe: a unit of `in` is read (steps
 // 1 and 2) by the thread that later writes it, before it writes it.
-template <typename T, bool kVec>
+template <typename T, bool kVec, int R>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kernel(AllReduceParams p) {
   pdl_begin();
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
@@ -160,14 +139,13 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   const size_t n = p.count;
   const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign, so of K
   const size_t su = shard_len / K;                        // units per shard
-  const size_t per_cta = ll_span(su, s.active_blocks);
+  const size_t per_cta = ll_span(su, gridDim.x);
   const size_t lo = min(su, blockIdx.x * per_cta), hi = min(su, lo + per_cta);
   // This rank's view of shard j: elements [j * shard_len, n).
   auto shard_in = [&](int j) { return in + j * shard_len; };
   auto shard_n = [&](int j) { return n > j * shard_len ? n - j * shard_len : size_t{0}; };
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
   const PollWait wait = poll_wait_of(s, e);
@@ -175,9 +153,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   // 1. reduce-scatter push
   if (!call.aborted) {
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
+    for (int r = 0; r < R; ++r) {
       if (r >= world || r == me) continue;
-      uint64_t* rs_me_on_r = ll_slot(s, r, me, e, slot_bytes);
+      uint64_t* rs_me_on_r = ll_slot<R>(s, r, me, e, slot_bytes);
       for_packs<kCopyUnroll, uint4>(
           lo, hi, [&](size_t u) { return load_unit<T, kVec>(shard_in(r), u, shard_n(r)); },
           [&](size_t u, const uint4& d) { ll_store_unit(rs_me_on_r, u, d, flag); });
@@ -185,22 +163,22 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   }
 
   // 2. reduce own shard, write it, push it to every peer's AG[me]
-  const uint64_t* rs[kMaxRanks];
-  uint64_t* ag_me_on[kMaxRanks];
+  const uint64_t* rs[R];
+  uint64_t* ag_me_on[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
-    rs[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
-    ag_me_on[r] = r < world ? ll_slot(s, r, world + me, e, slot_bytes) : nullptr;
+  for (int r = 0; r < R; ++r) {
+    rs[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+    ag_me_on[r] = r < world ? ll_slot<R>(s, r, world + me, e, slot_bytes) : nullptr;
   }
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
     uint4 sum;
-    const bool ok = ll_sum_unit<T>(rs, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
+    const bool ok = ll_sum_unit<T, R>(rs, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
     store_unit<T, kVec>(out + me * shard_len, u, shard_n(me), sum);
     // A sum that failed is never published: its readers must time out and
     // report, not take NaN under a valid LL flag for a result.
     if (ok && !call.aborted) {
 #pragma unroll
-      for (int r = 0; r < kMaxRanks; ++r)
+      for (int r = 0; r < R; ++r)
         if (r < world && r != me) ll_store_unit(ag_me_on[r], u, sum, flag);
     }
   }
@@ -210,16 +188,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   // not these (which would name a healthy owner stuck waiting for it).
   PollWait ag_wait = wait;
   ag_wait.timeout_ns *= 2;
-  const uint64_t* ag[kMaxRanks];
+  const uint64_t* ag[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) ag[r] = r < world ? ll_slot(s, me, world + r, e, slot_bytes) : nullptr;
+  for (int r = 0; r < R; ++r) ag[r] = r < world ? ll_slot<R>(s, me, world + r, e, slot_bytes) : nullptr;
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
-    const uint64_t* at[kMaxRanks];
-    bool live[kMaxRanks];
-    int peer[kMaxRanks];
-    LLRaw raw[kMaxRanks];
+    const uint64_t* at[R];
+    bool live[R];
+    int peer[R];
+    LLRaw raw[R];
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
+    for (int r = 0; r < R; ++r) {
       live[r] = r < world && r != me;
       at[r] = live[r] ? ll_at(ag[r], u) : nullptr;
       peer[r] = r;
@@ -227,7 +205,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
     const bool ok = ll_poll(at, live, peer, ag_wait, raw);
     const Pack<T, K> nan = nan_pack<T, K>();
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r)
+    for (int r = 0; r < R; ++r)
       if (live[r]) store_unit<T, kVec>(out + r * shard_len, u, shard_n(r), ok ? ll_data(raw[r]) : *reinterpret_cast<const uint4*>(&nan));
   }
   op_end(s, e);
@@ -235,8 +213,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
 
 // Units of every peer for one index: the reduce-scatter push loads them all
 // before it stores any.
+template <int R>
 struct PeerUnits {
-  uint4 d[kMaxRanks];
+  uint4 d[R];
 };
 
 // TWO-SHOT over sentinel units (sentinel.cuh), above the LL sizes. The
@@ -252,7 +231,7 @@ struct PeerUnits {
 // No signal and no CTA pairing: each thread waits only for the units it
 // reads. In place is safe: a unit of `in` is read (steps 1 and 2) by the
 // thread that later writes it, before it writes it.
-template <typename T, bool kVec>
+template <typename T, bool kVec, int R>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(AllReduceParams p) {
   pdl_begin();
   constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
@@ -263,34 +242,33 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   const size_t n = p.count;
   const size_t shard_len = twoshot_shard_len(n, world);  // a multiple of kElemAlign, so of K
   const size_t su = shard_len / K;                        // units per shard
-  const size_t per_cta = snt_span(su, s.active_blocks);
+  const size_t per_cta = snt_span(su, gridDim.x);
   const size_t lo = min(su, blockIdx.x * per_cta), hi = min(su, lo + per_cta);
   auto shard_in = [&](int j) { return in + j * shard_len; };
   auto shard_n = [&](int j) { return n > j * shard_len ? n - j * shard_len : size_t{0}; };
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t cap = s.layout.twoshot_shard_capacity(sizeof(T)) / K;  // units per slot
   const PollWait wait = poll_wait_of(s, e);
   const size_t parity = s.layout.data_parity_offset(e);
   // Rank r's data region (r compile-time: the base stays a kernel parameter).
   auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };
-  uint4* local = snt_region(s, me, e);
+  uint4* local = snt_region<R>(s, me, e);
 
   // 1. reduce-scatter push
   if (!call.aborted) {
-    for_packs<kCopyUnroll / 2, PeerUnits>(
+    for_packs<kCopyUnroll / 2, PeerUnits<R>>(
         lo, hi,
         [&](size_t u) {
-          PeerUnits v;
+          PeerUnits<R> v;
 #pragma unroll
-          for (int r = 0; r < kMaxRanks; ++r)
+          for (int r = 0; r < R; ++r)
             if (r < world && r != me) v.d[r] = load_unit<T, kVec>(shard_in(r), u, shard_n(r));
           return v;
         },
-        [&](size_t u, const PeerUnits& v) {
+        [&](size_t u, const PeerUnits<R>& v) {
 #pragma unroll
-          for (int r = 0; r < kMaxRanks; ++r)
+          for (int r = 0; r < R; ++r)
             if (r < world && r != me) snt_store<T>(region(r) + me * cap + u, v.d[r]);
         });
   }
@@ -299,13 +277,13 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
     uint4 sum;
     const bool ok =
-        snt_sum_unit<T>(local, cap, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
+        snt_sum_unit<T, R>(local, cap, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
     store_unit<T, kVec>(out + me * shard_len, u, shard_n(me), sum);
     // A sum that failed is never published: its readers must time out and
     // report, not take NaN for a result.
     if (ok && !call.aborted) {
 #pragma unroll
-      for (int r = 0; r < kMaxRanks; ++r)
+      for (int r = 0; r < R; ++r)
         if (r < world && r != me) snt_store<T>(region(r) + (world + me) * cap + u, sum);
     }
   }
@@ -314,12 +292,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   PollWait ag_wait = wait;
   ag_wait.timeout_ns *= 2;
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
-    const uint4* at[kMaxRanks];
-    bool live[kMaxRanks];
-    int peer[kMaxRanks];
-    uint4 raw[kMaxRanks];
+    const uint4* at[R];
+    bool live[R];
+    int peer[R];
+    uint4 raw[R];
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
+    for (int r = 0; r < R; ++r) {
       live[r] = r < world && r != me;
       at[r] = live[r] ? local + (world + r) * cap + u : nullptr;
       peer[r] = r;
@@ -327,7 +305,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
     const bool ok = snt_poll<T>(at, live, peer, ag_wait, raw);
     const Pack<T, K> nan = nan_pack<T, K>();
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
+    for (int r = 0; r < R; ++r) {
       if (!live[r]) continue;
       store_unit<T, kVec>(out + r * shard_len, u, shard_n(r), ok ? raw[r] : *reinterpret_cast<const uint4*>(&nan));
       if (ok) snt_clear(local + (world + r) * cap + u);

@@ -1,13 +1,15 @@
 // Kernel bodies of all-reduce + residual add + RMSNorm. The split kernels
 // (one-shot, and two-shot over LL) give each row a thread-block cluster and
 // end in split_epilogue; the others give each CTA whole rows (rows_per_cta
-// each) and end in rmsnorm_row. Every kernel computes the sum
+// each) and end in rmsnorm_row. R is the rank capacity, as in
+// allreduce_kernels.cuh; kPacks the virtual packs per thread of the split
+// epilogue (split_packs in core/plan.h). Every kernel computes the sum
 // of squares in the one order of rmsnorm_epilogue.cuh, so one-shot, two-shot
 // and the norm after NCCL produce the same bits for the same sums.
 // These kernels hold a row in registers (one CTA per multiprocessor; the
 // two-shot over sentinel units has 384 threads, 256 of them the epilogue's),
-// so at most max_blocks / 2 CTAs carry data (fused_max_active in
-// core/plan.h); the rest of the grid only counts the call (EPOCH in sync.cuh).
+// so a grid has at most max_blocks / 2 CTAs (fused_max_active in
+// core/plan.h).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -48,20 +50,21 @@ __device__ __forceinline__ size_t ll_unit_of(size_t row, size_t hidden, size_t c
 }
 
 // Polls, in every peer's slot, the units of `row` this thread reads in one
-// epilogue round (virtual packs v0 + k * kThreadsPerBlock) until all are
-// complete (packs at or past nv excluded); false if any never arrived. On the vector path the loads of up
-// to kLLBatch units are in flight before any is checked.
-template <typename T, bool kVec>
+// epilogue round (virtual packs v0 + k * kThreadsPerBlock, k < kPacks) until
+// all are complete (packs at or past nv excluded); false if any never
+// arrived. On the vector path the loads of up to kLLBatch units are in
+// flight before any is checked.
+template <typename T, bool kVec, int R, int kPacks>
 __device__ __forceinline__ bool ll_wait_round(const uint64_t* const* src, int me, int world, size_t row,
                                               size_t hidden, size_t v0, size_t nv, const PollWait& w) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   bool ok = true;
   if constexpr (kVec) {
     constexpr int kUnits = kRowVec / K;  // units per virtual pack
-    constexpr int kPerRank = kRowRegs * kUnits;
-    constexpr int kLLBatch = 8;
+    constexpr int kPerRank = kPacks * kUnits;
+    constexpr int kLLBatch = kPerRank * R < 8 ? kPerRank * R : 8;
 #pragma unroll
-    for (int j0 = 0; j0 < kMaxRanks * kPerRank; j0 += kLLBatch) {
+    for (int j0 = 0; j0 < R * kPerRank; j0 += kLLBatch) {
       if (j0 / kPerRank >= world) break;  // ranks past the world: nothing to poll
       const uint64_t* at[kLLBatch];
       bool live[kLLBatch];
@@ -78,11 +81,11 @@ __device__ __forceinline__ bool ll_wait_round(const uint64_t* const* src, int me
       ok = ll_poll(at, live, peer, w, raw) && ok;
     }
   } else {
-    for (int k = 0; k < kRowRegs; ++k) {
+    for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= nv) break;
 #pragma unroll
-      for (int r = 0; r < kMaxRanks; ++r) {
+      for (int r = 0; r < R; ++r) {
         if (r >= world || r == me) continue;
         for (size_t c = v * kRowVec; c < min(hidden, (v + 1) * kRowVec); ++c) {
           const uint64_t* at[1] = {ll_at(src[r], ll_unit_of<T>(row, hidden, c))};
@@ -125,7 +128,7 @@ __device__ __forceinline__ void ll_read_v8(const uint64_t* slot, size_t row, siz
 
 // The rounded rank-order sums of one row for rmsnorm_row: this rank's own
 // values from its input, every peer's from its LL slot in the local region.
-template <typename T, bool kVec>
+template <typename T, bool kVec, int R, int kPacks = kRowRegs>
 struct LLRowSums {
   static constexpr bool kFetchesRound = false;
   const uint64_t* const* src;  // src[r]: rank r's LL slot here
@@ -135,13 +138,13 @@ struct LLRowSums {
   PollWait wait;
 
   __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
-    return ll_wait_round<T, kVec>(src, me, world, row, hidden, v0, nv, wait);
+    return ll_wait_round<T, kVec, R, kPacks>(src, me, world, row, hidden, v0, nv, wait);
   }
   __device__ __forceinline__ bool ready(size_t v0) const { return wait_packs(v0, ceil_div(hidden, size_t{kRowVec})); }
   __device__ __forceinline__ void sum_at(size_t v, float* sum) const {
-    float x[kMaxRanks][kRowVec];
+    float x[R][kRowVec];
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
+    for (int r = 0; r < R; ++r) {
       if (r >= world) continue;
       if (r == me) load_v8<T, kVec>(own, v, hidden, x[r]);
       else ll_read_v8<T, kVec>(src[r], row, v, hidden, x[r]);
@@ -150,7 +153,7 @@ struct LLRowSums {
     for (int i = 0; i < kRowVec; ++i) {
       float acc = x[0][i];
 #pragma unroll
-      for (int r = 1; r < kMaxRanks; ++r)
+      for (int r = 1; r < R; ++r)
         if (r < world) acc = __fadd_rn(acc, x[r][i]);
       sum[i] = round_to<T>(acc);
     }
@@ -160,7 +163,7 @@ struct LLRowSums {
 // The rounded sums of one row, gathered in one LL area (two-shot over LL):
 // unit u of the chunk at unit u of `area`, written by the rank that owns
 // shard u / shard_units.
-template <typename T, bool kVec>
+template <typename T, bool kVec, int kPacks>
 struct LLGatheredSums {
   static constexpr bool kFetchesRound = false;
   const uint64_t* area;
@@ -173,7 +176,7 @@ struct LLGatheredSums {
     bool ok = true;
     if constexpr (kVec) {
       constexpr int kUnits = kRowVec / K;
-      constexpr int kBatch = kRowRegs * kUnits;
+      constexpr int kBatch = kPacks * kUnits;
       const uint64_t* at[kBatch];
       bool live[kBatch];
       int peer[kBatch];
@@ -188,7 +191,7 @@ struct LLGatheredSums {
       }
       ok = ll_poll(at, live, peer, wait, raw);
     } else {
-      for (int k = 0; k < kRowRegs; ++k) {
+      for (int k = 0; k < kPacks; ++k) {
         const size_t v = v0 + k * kThreadsPerBlock;
         if (v >= nv) break;
         for (size_t c = v * kRowVec; c < min(hidden, (v + 1) * kRowVec); ++c) {
@@ -212,7 +215,7 @@ struct LLGatheredSums {
 // rows [b*rows_per_cta, ...) and polls every peer's copy of them in its own
 // LL region, whoever pushed them there. No CTA waits for another to signal,
 // so the push uses every active CTA even for a single row.
-template <typename T, typename W, bool kVec>
+template <typename T, typename W, bool kVec, int R>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
@@ -223,24 +226,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   // 16-byte aligned on the vector path (rows of a multiple of 8 elements).
   const size_t n = p.rows * H;
   const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
-  const size_t per_cta = ll_span(units, s.active_blocks);
+  const size_t per_cta = ll_span(units, gridDim.x);
   const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
   uint4 first{};
   if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-  if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
+  if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, lo, hi, first);
 
   const PollWait wait = poll_wait_of(s, e);
-  const uint64_t* src[kMaxRanks];
+  const uint64_t* src[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
+  for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
   for (size_t row = r0; row < r1; ++row) {
     const RowEpilogue ep = row_epilogue<T>(p, row);
-    const bool ok = rmsnorm_row<T, W, kVec>(ep, LLRowSums<T, kVec>{src, in + row * H, row, H, me, world, wait});
+    const bool ok = rmsnorm_row<T, W, kVec>(ep, LLRowSums<T, kVec, R>{src, in + row * H, row, H, me, world, wait});
     // A row with any missing unit is NaN as a whole; the barrier orders
     // every write of the epilogue before the poison.
     if (__syncthreads_or(!ok)) poison_row<T>(ep);
@@ -251,7 +253,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
 // SPLIT EPILOGUE (cluster barrier, distributed shared memory). A cluster
 // of C = p.cluster CTAs owns one row at a time (rows cluster_id,
 // cluster_id + clusters, ...); CTA c holds virtual packs [c*P, (c+1)*P) of
-// the row, P = ceil(nv/C) <= kRowRegs * kThreadsPerBlock, in registers. It
+// the row, P = ceil(nv/C) <= kPacks * kThreadsPerBlock, in registers. It
 // issues its residual and weight loads, waits for its packs' sums
 // (sums_of_row(row).wait_packs), adds the residual and computes each pack's
 // q_v. Every CTA writes its q_v to shared memory; after cluster.sync() every
@@ -259,17 +261,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
 // rmsnorm_epilogue.cuh, reading them from their owners, so every CTA gets the
 // scale one CTA would; a second cluster.sync() keeps q and the failure flags
 // in place until every CTA has read them. Call with whole clusters only.
-template <typename T, typename W, bool kVec, typename SumsOfRow>
+template <typename T, typename W, bool kVec, int kPacks, typename SumsOfRow>
 __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow sums_of_row) {
   namespace cg = cooperative_groups;
-  __shared__ float q_smem[kRowRegs * kThreadsPerBlock];
+  __shared__ float q_smem[kPacks * kThreadsPerBlock];
   __shared__ int failed_smem;
-  const SyncParams& s = p.sync;
   const size_t H = p.hidden;
   cg::cluster_group cluster = cg::this_cluster();
   const int C = p.cluster;
   const int c = static_cast<int>(cluster.block_rank());
-  const size_t clusters = static_cast<size_t>(s.active_blocks) / C;
+  const size_t clusters = static_cast<size_t>(gridDim.x) / C;
   const size_t nv = ceil_div(H, static_cast<size_t>(kRowVec));
   const size_t P = ceil_div(nv, static_cast<size_t>(C));
   const size_t v_begin = min(nv, c * P), v_end = min(nv, v_begin + P);
@@ -279,9 +280,9 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
     const RowEpilogue ep = row_epilogue<T>(p, row);
     const T* res = static_cast<const T*>(ep.residual);
-    float h[kRowRegs][kRowVec], g[kRowRegs][kRowVec], x[kRowRegs][kRowVec];
+    float h[kPacks][kRowVec], g[kPacks][kRowVec], x[kPacks][kRowVec];
 #pragma unroll
-    for (int k = 0; k < kRowRegs; ++k) {
+    for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= v_end) continue;
       if (res) load_v8<T, kVec>(res, v, H, x[k]);
@@ -290,7 +291,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
     const auto sums = sums_of_row(row);
     const bool ok = sums.wait_packs(v0, v_end);
 #pragma unroll
-    for (int k = 0; k < kRowRegs; ++k) {
+    for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= v_end) continue;
       sums.sum_at(v, h[k]);
@@ -324,7 +325,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
       continue;
     }
 #pragma unroll
-    for (int k = 0; k < kRowRegs; ++k) {
+    for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= v_end) continue;
 #pragma unroll
@@ -338,7 +339,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
 // push is that of fused_oneshot_kernel; the rows go through the split
 // epilogue, each CTA polling its packs of every peer and summing them with
 // its own input in rank order.
-template <typename T, typename W, bool kVec>
+template <typename T, typename W, bool kVec, int R, int kPacks>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_split_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
@@ -347,22 +348,21 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_split_kerne
   const T* in = static_cast<const T*>(p.in);
   const size_t n = p.rows * H;
   const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
-  const size_t per_cta = ll_span(units, s.active_blocks);
+  const size_t per_cta = ll_span(units, gridDim.x);
   const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
   uint4 first{};
   if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  // Whole clusters are active or not (active_blocks is a multiple of C).
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-  if (!call.aborted) ll_push<T, kVec>(s, e, slot_bytes, in, n, lo, hi, first);
+  if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, lo, hi, first);
 
   const PollWait wait = poll_wait_of(s, e);
-  const uint64_t* src[kMaxRanks];
+  const uint64_t* src[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) src[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
-  split_epilogue<T, W, kVec>(p, [&](size_t row) { return LLRowSums<T, kVec>{src, in + row * p.hidden, row, p.hidden, me, world, wait}; });
+  for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+  split_epilogue<T, W, kVec, kPacks>(
+      p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * p.hidden, row, p.hidden, me, world, wait}; });
   op_end(s, e);
 }
 
@@ -379,7 +379,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_split_kerne
 //   3. split epilogue, polling the gathered sums.
 // Only the gathered sums cross NVLink twice; no CTA waits for a same-index
 // CTA of a peer, so ranks may cut their CTAs differently.
-template <typename T, typename W, bool kVec>
+template <typename T, typename W, bool kVec, int R, int kPacks>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
@@ -388,13 +388,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   const size_t n = p.rows * p.hidden;
   const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
   const size_t su = ll_span(units, world);  // whole LL groups, so shards start on one
-  const size_t per_cta = ll_span(units, s.active_blocks);
+  const size_t per_cta = ll_span(units, gridDim.x);
   const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
   uint4 first{};
   if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
   const PollWait wait = poll_wait_of(s, e);
@@ -403,7 +402,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   if (!call.aborted) {
     auto push = [&](size_t u, const uint4& d) {
       const int owner = static_cast<int>(u / su);
-      if (owner != me) ll_store_unit(ll_slot(s, owner, me, e, slot_bytes), u - owner * su, d, flag);
+      if (owner != me) ll_store_unit(ll_slot<R>(s, owner, me, e, slot_bytes), u - owner * su, d, flag);
     };
     if (lo + threadIdx.x < hi) push(lo + threadIdx.x, first);
     for_packs<kCopyUnroll, uint4>(
@@ -411,31 +410,32 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   }
 
   // 2. reduce this rank's shard, push the sums to every all-gather area
-  const uint64_t* rs[kMaxRanks];
-  uint64_t* ag_on[kMaxRanks];
+  const uint64_t* rs[R];
+  uint64_t* ag_on[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
-    rs[r] = r < world ? ll_slot(s, me, r, e, slot_bytes) : nullptr;
-    ag_on[r] = r < world ? ll_slot(s, r, world, e, slot_bytes) : nullptr;
+  for (int r = 0; r < R; ++r) {
+    rs[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+    ag_on[r] = r < world ? ll_slot<R>(s, r, world, e, slot_bytes) : nullptr;
   }
   const size_t a = min(units, me * su), b = min(units, a + su);
-  const size_t per = ll_span(b - a, s.active_blocks);
+  const size_t per = ll_span(b - a, gridDim.x);
   const size_t mlo = min(b, a + blockIdx.x * per), mhi = min(b, mlo + per);
   for (size_t u = mlo + threadIdx.x; u < mhi; u += blockDim.x) {
     uint4 sum;
     // A sum that failed is never published (see the plain two-shot over LL).
-    if (ll_sum_unit<T>(rs, u - a, load_unit<T, kVec>(in, u, n), me, world, wait, &sum) && !call.aborted) {
+    if (ll_sum_unit<T, R>(rs, u - a, load_unit<T, kVec>(in, u, n), me, world, wait, &sum) && !call.aborted) {
 #pragma unroll
-      for (int r = 0; r < kMaxRanks; ++r)
+      for (int r = 0; r < R; ++r)
         if (r < world) ll_store_unit(ag_on[r], u, sum, flag);
     }
   }
 
   // 3. rows from the gathered sums
-  const uint64_t* gathered = ll_slot(s, me, world, e, slot_bytes);
+  const uint64_t* gathered = ll_slot<R>(s, me, world, e, slot_bytes);
   PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot over LL
   ag_wait.timeout_ns *= 2;
-  split_epilogue<T, W, kVec>(p, [&](size_t row) { return LLGatheredSums<T, kVec>{gathered, row, p.hidden, su, ag_wait}; });
+  split_epilogue<T, W, kVec, kPacks>(
+      p, [&](size_t row) { return LLGatheredSums<T, kVec, kPacks>{gathered, row, p.hidden, su, ag_wait}; });
   op_end(s, e);
 }
 
@@ -486,7 +486,7 @@ constexpr int kSntReduceBatch = 4;
 // for this rank). Peers are polled in rank order, a batch of units at a
 // time, accumulating in fp32 exactly as sum_in_rank_order does; every unit
 // read is cleared. False (sums NaN) if any never arrived.
-template <typename T, int U>
+template <typename T, int U, int R>
 __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, const size_t (&idx)[U],
                                               const bool (&live)[U], const uint4 (&own)[U], int me, int world,
                                               const PollWait& wait, uint4 (&sum)[U]) {
@@ -494,7 +494,7 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
   float acc[U][K];
   bool ok = true;
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) {
+  for (int r = 0; r < R; ++r) {
     if (r >= world) break;
     uint4 d[U];
     if (r == me) {
@@ -528,7 +528,7 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
   }
   if (ok) {
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r) {
+    for (int r = 0; r < R; ++r) {
       if (r >= world || r == me) continue;
 #pragma unroll
       for (int i = 0; i < U; ++i)
@@ -567,20 +567,19 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // (one per SM).
 constexpr int kEpilogueBarrier = 1;
 
-template <typename T, typename W, bool kVec>
+template <typename T, typename W, bool kVec, int R>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
   const int me = s.rank, world = s.world;
-  if (blockIdx.x >= s.active_blocks) return op_end(s, e);
   const size_t H = p.hidden;
   const size_t ru = fused_row_units(H, sizeof(T)), su = fused_shard_units(H, sizeof(T), world);
   const size_t stride = static_cast<size_t>(world) * su;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const PollWait wait = poll_wait_of(s, e);
-  uint4* local = snt_region(s, me, e);
+  uint4* local = snt_region<R>(s, me, e);
   const size_t G = fused_rows_per_step(H, sizeof(T));
   // Rows of [r0, r1) whose epilogue is done: epilogue thread 0 raises it,
   // the movers read it (shared-memory atomics: a counter, not data).
@@ -625,7 +624,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
         for (int t = 1; t < world; ++t) {
           const int r = me + t < world ? me + t : me + t - world;
           const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
-          uint4* dst = reinterpret_cast<uint4*>(workspace_of(s, r) + parity) + me * su;
+          uint4* dst = reinterpret_cast<uint4*>(workspace_of<R>(s, r) + parity) + me * su;
           // Item i: unit a + i % n of row ra + i / n (32-bit: a step holds
           // fewer than 2^32 units).
           const uint32_t n32 = static_cast<uint32_t>(n);
@@ -657,11 +656,11 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
             ag[b] = (p.rows + row) * stride + u;
             if (live[b]) own[b] = load_unit<T, kVec>(in + row * H, u, H);
           }
-          const bool ok = snt_sum_units<T, kSntReduceBatch>(local, su, idx, live, own, me, world, wait, sum);
+          const bool ok = snt_sum_units<T, kSntReduceBatch, R>(local, su, idx, live, own, me, world, wait, sum);
           // A sum that failed is never published (its readers time out).
           if (ok && !call.aborted) {
 #pragma unroll
-            for (int r = 0; r < kMaxRanks; ++r) {
+            for (int r = 0; r < R; ++r) {
               if (r >= world) continue;
 #pragma unroll
               for (int b = 0; b < kSntReduceBatch; ++b)

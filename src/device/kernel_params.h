@@ -39,7 +39,6 @@ struct SyncParams {
   uint64_t timeout_ns;
   ErrorRecord* error;  // device alias of the mapped host record
   int32_t op;          // OpCode of this launch
-  int active_blocks;   // CTAs [0, active_blocks) carry data; the grid is always layout.max_blocks
 };
 
 struct AllReduceParams {

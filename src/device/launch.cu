@@ -7,22 +7,51 @@ namespace arnorm {
 
 namespace {
 
+using AllReduceKernel = void (*)(AllReduceParams);
+
+// Each kernel family's instances: the vector path for every rank capacity,
+// the element-wise path (unaligned callers, rare) for kMaxRanks only.
+template <typename T>
+struct OneShot {
+  template <bool kVec, int R>
+  static AllReduceKernel get() { return allreduce_oneshot_kernel<T, kVec, R>; }
+};
+template <typename T>
+struct TwoShotLL {
+  template <bool kVec, int R>
+  static AllReduceKernel get() { return allreduce_twoshot_ll_kernel<T, kVec, R>; }
+};
+template <typename T>
+struct TwoShot {
+  template <bool kVec, int R>
+  static AllReduceKernel get() { return allreduce_twoshot_kernel<T, kVec, R>; }
+};
+
+template <typename F>
+AllReduceKernel pick(bool vectorized, int world) {
+  if (!vectorized) return F::template get<false, kMaxRanks>();
+  switch (rank_capacity(world)) {
+    case 2: return F::template get<true, 2>();
+    case 4: return F::template get<true, 4>();
+    default: return F::template get<true, kMaxRanks>();
+  }
+}
+
 template <typename T>
 arnormStatus_t launch_typed(const AllReduceLaunch& l, cudaStream_t stream) {
-  void (*kernel)(AllReduceParams) = nullptr;
+  AllReduceKernel kernel = nullptr;
+  const int world = l.params.sync.world;
   if (l.algo == ARNORM_ALGO_ONESHOT) {
-    kernel = l.vectorized ? allreduce_oneshot_kernel<T, true> : allreduce_oneshot_kernel<T, false>;
+    kernel = pick<OneShot<T>>(l.vectorized, world);
   } else if (l.algo == ARNORM_ALGO_TWOSHOT && l.ll) {
-    kernel = l.vectorized ? allreduce_twoshot_ll_kernel<T, true> : allreduce_twoshot_ll_kernel<T, false>;
+    kernel = pick<TwoShotLL<T>>(l.vectorized, world);
   } else if (l.algo == ARNORM_ALGO_TWOSHOT) {
-    kernel = l.vectorized ? allreduce_twoshot_kernel<T, true> : allreduce_twoshot_kernel<T, false>;
+    kernel = pick<TwoShot<T>>(l.vectorized, world);
   } else {
     return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: algorithm %d has no kernel", l.algo);
   }
-  // Every peer-memory kernel runs the full grid (see EPOCH in sync.cuh).
-  AllReduceParams params = l.params;
-  params.sync.active_blocks = l.blocks;
-  return launch_peer_kernel(kernel, l.params.sync.layout.max_blocks, params, l.pdl, stream);
+  // Only the CTAs that carry data run (EPOCH in sync.cuh keeps the counters).
+  return launch_peer_kernel(kernel, l.blocks, l.params, l.pdl, stream);
 }
 
 __global__ void probe_kernel(SyncParams s, uint64_t token, uint64_t* identities) {

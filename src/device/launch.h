@@ -33,11 +33,11 @@ struct AddRmsNormLaunch {
   int blocks;
 };
 
-// Defined in launch_fused.cu (its own file: 54 kernel instantiations).
+// Defined in launch_fused.cu; the kernel instances in fused_select_<type>.cu.
 arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& launch, cudaStream_t stream);
 
-// Launches a peer-memory kernel on the full grid of CTAs of `threads`
-// threads, with programmatic stream serialization when `pdl`, in
+// Launches a peer-memory kernel on `grid` CTAs (those that carry data) of
+// `threads` threads, with programmatic stream serialization when `pdl`, in
 // thread-block clusters of `cluster` CTAs when cluster > 0.
 template <typename P>
 arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream,

@@ -118,9 +118,11 @@ __device__ __forceinline__ uint4 ll_read_seen(const uint64_t* slot, size_t u) {
                     static_cast<uint32_t>(b.y));
 }
 
-// The LL slot of source rank `src` in rank `owner`'s LL region of parity e.
+// The LL slot of source rank `src` in rank `owner`'s LL region of parity e
+// (owner < R).
+template <int R = kMaxRanks>
 __device__ __forceinline__ uint64_t* ll_slot(const SyncParams& s, int owner, int src, uint64_t e, size_t slot_bytes) {
-  return reinterpret_cast<uint64_t*>(workspace_of(s, owner) + s.layout.ll_parity_offset(e) + src * slot_bytes);
+  return reinterpret_cast<uint64_t*>(workspace_of<R>(s, owner) + s.layout.ll_parity_offset(e) + src * slot_bytes);
 }
 
 // Unit `u` (16 bytes) of a caller buffer of n elements; elements past n read
@@ -158,16 +160,16 @@ __device__ __forceinline__ void store_unit(T* base, size_t u, size_t n, const ui
 // every peer's LL region; thread t handles units lo + t + k * blockDim.x.
 // `first` is unit lo + threadIdx.x, loaded by the caller before op_begin so
 // that its latency overlaps the epoch read.
-template <typename T, bool kVec>
+template <typename T, bool kVec, int R>
 __device__ __forceinline__ void ll_push(const SyncParams& s, uint64_t e, size_t slot_bytes, const T* in, size_t n,
                                         size_t lo, size_t hi, const uint4& first) {
   const uint32_t flag = ll_flag(e);
-  uint64_t* my_slot_on[kMaxRanks];
+  uint64_t* my_slot_on[R];
 #pragma unroll
-  for (int r = 0; r < kMaxRanks; ++r) my_slot_on[r] = r < s.world ? ll_slot(s, r, s.rank, e, slot_bytes) : nullptr;
+  for (int r = 0; r < R; ++r) my_slot_on[r] = r < s.world ? ll_slot<R>(s, r, s.rank, e, slot_bytes) : nullptr;
   auto push = [&](size_t u, const uint4& d) {
 #pragma unroll
-    for (int r = 0; r < kMaxRanks; ++r)
+    for (int r = 0; r < R; ++r)
       if (r < s.world && r != s.rank) ll_store_unit(my_slot_on[r], u, d, flag);
   };
   if (lo + threadIdx.x < hi) push(lo + threadIdx.x, first);

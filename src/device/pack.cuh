@@ -96,13 +96,13 @@ __device__ __forceinline__ Pack<T, P> nan_pack() {
 // The all-reduce sum: fp32, starting from rank 0's value, ranks in order,
 // rounded once to T. Every kernel sums through this function, so one-shot
 // and two-shot give the same bits.
-template <typename T, int P>
+template <typename T, int P, int R>
 __device__ __forceinline__ Pack<T, P> sum_in_rank_order(const Pack<T, P>* v, int world) {
   float acc[P];
 #pragma unroll
   for (int i = 0; i < P; ++i) acc[i] = Num<T>::to_float(v[0].v[i]);
 #pragma unroll
-  for (int r = 1; r < kMaxRanks; ++r) {
+  for (int r = 1; r < R; ++r) {
     if (r < world) {
 #pragma unroll
       for (int i = 0; i < P; ++i) acc[i] += Num<T>::to_float(v[r].v[i]);

@@ -125,10 +125,10 @@ __device__ __forceinline__ bool snt_poll(const uint4* const (&at)[B], const bool
       live, peer, w, raw, [&](int j) { return snt_fetch(at[j]); }, [](const uint4& d) { return snt_ready<T>(d); });
 }
 
-// The data region of parity e of rank r, as 16-byte units; r must be a
-// compile-time index or go through workspace_of.
+// The data region of parity e of rank r < R, as 16-byte units.
+template <int R = kMaxRanks>
 __device__ __forceinline__ uint4* snt_region(const SyncParams& s, int r, uint64_t e) {
-  return reinterpret_cast<uint4*>(workspace_of(s, r) + s.layout.data_parity_offset(e));
+  return reinterpret_cast<uint4*>(workspace_of<R>(s, r) + s.layout.data_parity_offset(e));
 }
 
 }  // namespace arnorm

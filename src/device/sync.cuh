@@ -1,11 +1,15 @@
 // The synchronisation patterns of every arnorm kernel, each named once.
 //
-// EPOCH (per-CTA call counter, single writer). Every peer-memory kernel runs
-//   exactly max_blocks CTAs (CTAs past the call's active count only count the
-//   call), so CTA b's counter epochs[b] is the number of calls so far, the
-//   same for every b and on every rank (all ranks make the same calls). CTA b
-//   reads it at start, uses e = epochs[b] + 1, and stores e at its end; stream
-//   order makes the store visible to the next call. No atomics, no fences.
+// EPOCH (max_blocks call counters, each with one writer per call). Invariant:
+//   between calls every counter epochs[0..max_blocks) holds the number of
+//   calls made so far on this rank, the same on every rank (all ranks make
+//   the same calls). A kernel runs only the G CTAs that carry data (G <=
+//   max_blocks, chosen per call). CTA b reads epochs[b] at start and uses e =
+//   epochs[b] + 1; at its end it stores e into the counters it stands for, b,
+//   b + G, b + 2G, ... So every counter is written once per call, and the
+//   only counter a CTA reads (its own, b < G) is written by that CTA alone,
+//   after its read; stream order makes the stores visible to the next call.
+//   No atomics, no fences, and no idle CTAs launched only to count the call.
 //
 // PDL (programmatic dependent launch). Peer kernels may be launched with
 //   programmatic stream serialization. Every CTA runs pdl_begin() before it
@@ -46,12 +50,14 @@ __device__ __forceinline__ uint64_t global_timer_ns() {
   return t;
 }
 
-// ws[r] for a run-time r, selected with compile-time indices: indexing the
-// kernel-parameter array with a run-time value would copy it to local memory.
+// ws[r] for a run-time r < R, selected with compile-time indices: indexing
+// the kernel-parameter array with a run-time value would copy it to local
+// memory.
+template <int R = kMaxRanks>
 __device__ __forceinline__ char* workspace_of(const SyncParams& s, int r) {
   char* base = nullptr;
 #pragma unroll
-  for (int i = 0; i < kMaxRanks; ++i)
+  for (int i = 0; i < R; ++i)
     if (i == r) base = s.ws[i];
   return base;
 }
@@ -92,10 +98,15 @@ __device__ __forceinline__ CallStart op_begin(const SyncParams& s) {
   return CallStart{epoch, aborted != 0};
 }
 
-// EPOCH: end of a call (every CTA, whatever happened). Only thread 0 ever
-// touches the slot, so no barrier is needed before the store.
+// EPOCH: end of a call (every thread of warp 0 of every CTA, whatever
+// happened). Thread 0 stores the CTA's own counter, which only it has read,
+// so no barrier is needed before the store; the other counters this CTA
+// stands for are read by no CTA of this call.
 __device__ __forceinline__ void op_end(const SyncParams& s, uint64_t e) {
-  if (threadIdx.x == 0) *epoch_slot(s) = e;
+  if (threadIdx.x >= 32) return;
+  uint64_t* epochs = reinterpret_cast<uint64_t*>(workspace_of(s, s.rank) + s.layout.epochs_offset);
+  const unsigned stride = 32u * gridDim.x, n = static_cast<unsigned>(s.layout.max_blocks);
+  for (unsigned c = blockIdx.x + threadIdx.x * gridDim.x; c < n; c += stride) epochs[c] = e;
 }
 
 // Out of line and rare; takes plain values (a reference to the kernel

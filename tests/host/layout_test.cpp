@@ -195,14 +195,14 @@ TEST(Plan, FusedClusterDependsOnHiddenOnlyAndHoldsTheRow) {
   EXPECT_EQ(8, plan_fused_cluster(32768, 264));
   EXPECT_EQ(8, plan_fused_cluster(65536, 264));
   EXPECT_EQ(0, plan_fused_cluster(65537, 264)) << "wider rows take the one-CTA-per-row kernel";
-  // The cluster divides the grid (EPOCH: every CTA counts the call).
-  EXPECT_EQ(4, plan_fused_cluster(32768, 228));
-  EXPECT_EQ(0, plan_fused_cluster(65536, 228));
+  // At most fused_max_active CTAs, whatever else max_blocks is.
+  EXPECT_EQ(8, plan_fused_cluster(32768, 228));
+  EXPECT_EQ(2, plan_fused_cluster(4096, 4));
+  EXPECT_EQ(0, plan_fused_cluster(32768, 4)) << "a row needs more CTAs than may run";
   for (size_t hidden : {size_t{1}, size_t{7}, size_t{2880}, size_t{7168}, size_t{12288}, size_t{65536}}) {
     for (int max_blocks : {8, 228, 264}) {
       const int c = plan_fused_cluster(hidden, max_blocks);
       if (c == 0) continue;
-      EXPECT_EQ(0, max_blocks % c);
       EXPECT_LE(ceil_div(ceil_div(hidden, size_t{8}), static_cast<size_t>(c)), size_t{kRowRegs} * kThreadsPerBlock);
       for (size_t rows : {size_t{1}, size_t{3}, size_t{16}, size_t{1000}}) {
         const int b = plan_fused_split_blocks(rows, hidden, c, max_blocks);
@@ -213,6 +213,29 @@ TEST(Plan, FusedClusterDependsOnHiddenOnlyAndHoldsTheRow) {
     }
   }
   EXPECT_EQ(64, plan_fused_split_blocks(16, 7168, 4, 264)) << "a cluster per row";
+}
+
+TEST(Plan, KernelInstanceFollowsWorldAndRowWidth) {
+  EXPECT_EQ(2, rank_capacity(1));
+  EXPECT_EQ(2, rank_capacity(2));
+  EXPECT_EQ(4, rank_capacity(3));
+  EXPECT_EQ(4, rank_capacity(4));
+  for (int w = 5; w <= kMaxRanks; ++w) EXPECT_EQ(kMaxRanks, rank_capacity(w));
+  for (int w = 1; w <= kMaxRanks; ++w) EXPECT_GE(rank_capacity(w), w);
+  // One virtual pack (8 elements) per thread while the cluster's threads cover the row.
+  EXPECT_EQ(1, split_packs(1, 1));
+  EXPECT_EQ(1, split_packs(2048, 1));
+  EXPECT_EQ(kRowRegs, split_packs(2049, 1));
+  EXPECT_EQ(1, split_packs(7168, 4));
+  EXPECT_EQ(1, split_packs(16384, 8));
+  EXPECT_EQ(kRowRegs, split_packs(16385, 8));
+  for (size_t hidden : {size_t{1}, size_t{1000}, size_t{4096}, size_t{7168}, size_t{8192}, size_t{16384}, size_t{32768}}) {
+    const int c = plan_fused_cluster(hidden, 264);
+    ASSERT_GT(c, 0);
+    EXPECT_LE(ceil_div(ceil_div(hidden, size_t{8}), static_cast<size_t>(c)),
+              static_cast<size_t>(split_packs(hidden, c)) * kThreadsPerBlock)
+        << "the instance holds the row: " << hidden;
+  }
 }
 
 }  // namespace

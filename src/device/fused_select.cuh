@@ -1,0 +1,76 @@
+// The instances of the fused kernels and the choice among them, for one
+// activation type T (included by fused_select_<type>.cu only). The vector
+// path is built for each rank capacity (rank_capacity, core/plan.h) and, for
+// the split kernels, one virtual pack per thread where that covers the row
+// (split_packs); the element-wise path (unaligned callers), rows wider than
+// a pack per thread and the one-CTA-per-row one-shot (rows wider than any
+// cluster) exist for kMaxRanks and kRowRegs only: they are rare, and every
+// instance computes the same bits.
+#pragma once
+
+#include "device/fused_kernels.cuh"
+#include "device/fused_select.h"
+
+namespace arnorm {
+namespace fused_select {
+
+template <typename T, typename W>
+struct OneShotSplit {
+  template <bool kVec, int R, int kPacks>
+  static FusedKernel get() { return fused_oneshot_split_kernel<T, W, kVec, R, kPacks>; }
+};
+template <typename T, typename W>
+struct TwoShotLL {
+  template <bool kVec, int R, int kPacks>
+  static FusedKernel get() { return fused_twoshot_ll_kernel<T, W, kVec, R, kPacks>; }
+};
+template <typename T, typename W>
+struct TwoShot {
+  template <bool kVec, int R, int kPacks>
+  static FusedKernel get() { return fused_twoshot_kernel<T, W, kVec, R>; }
+};
+
+template <typename F>
+FusedKernel pick(bool vectorized, int world, int packs) {
+  if (!vectorized) return F::template get<false, kMaxRanks, kRowRegs>();
+  if (packs > 1) return F::template get<true, kMaxRanks, kRowRegs>();
+  switch (rank_capacity(world)) {
+    case 2: return F::template get<true, 2, 1>();
+    case 4: return F::template get<true, 4, 1>();
+    default: return F::template get<true, kMaxRanks, 1>();
+  }
+}
+
+template <typename T, typename W>
+FusedKernel for_weight(const AddRmsNormLaunch& l) {
+  const int world = l.params.sync.world;
+  const bool split = l.params.cluster > 0;
+  const int packs = split ? split_packs(l.params.hidden, l.params.cluster) : kRowRegs;
+  switch (l.algo) {
+    case ARNORM_ALGO_ONESHOT:
+      if (split) return pick<OneShotSplit<T, W>>(l.vectorized, world, packs);
+      return l.vectorized ? fused_oneshot_kernel<T, W, true, kMaxRanks> : fused_oneshot_kernel<T, W, false, kMaxRanks>;
+    case ARNORM_ALGO_TWOSHOT:
+      // The sentinel kernel's epilogue is rmsnorm_row (kRowRegs packs);
+      // `packs` 1 picks its instance for the rank capacity.
+      if (split) return pick<TwoShotLL<T, W>>(l.vectorized, world, packs);
+      return pick<TwoShot<T, W>>(l.vectorized, world, 1);
+    case ARNORM_ALGO_NCCL:
+      return l.vectorized ? add_rmsnorm_kernel<T, W, true> : add_rmsnorm_kernel<T, W, false>;
+    default:
+      return nullptr;
+  }
+}
+
+template <typename T>
+FusedKernel for_activation(const AddRmsNormLaunch& l) {
+  switch (l.weight_dtype) {
+    case ARNORM_FLOAT32: return for_weight<T, float>(l);
+    case ARNORM_FLOAT16: return for_weight<T, __half>(l);
+    case ARNORM_BFLOAT16: return for_weight<T, __nv_bfloat16>(l);
+  }
+  return nullptr;
+}
+
+}  // namespace fused_select
+}  // namespace arnorm
