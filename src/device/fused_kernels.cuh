@@ -141,6 +141,68 @@ struct LLRowSums {
     return ll_wait_round<T, kVec, R, kPacks>(src, me, world, row, hidden, v0, nv, wait);
   }
   __device__ __forceinline__ bool ready(size_t v0) const { return wait_packs(v0, ceil_div(hidden, size_t{kRowVec})); }
+
+  // This rank's 8 values of virtual pack v (loaded before the wait).
+  __device__ __forceinline__ void load_own(size_t v, float* f) const { load_v8<T, kVec>(own, v, hidden, f); }
+
+  // The split epilogue's fetch: polls packs v0 + k * kThreadsPerBlock (<
+  // v_end) of every peer and fills h[k] with their rounded rank-order sums,
+  // taking the peers' values from the polled words themselves (no second
+  // read) and this rank's from mine[k] (load_own). On the vector path up to
+  // 8 units are in flight at once, batches in rank order, accumulated as
+  // they complete.
+  __device__ __forceinline__ bool fetch(size_t v0, size_t v_end, const float (&mine)[kPacks][kRowVec],
+                                        float (&h)[kPacks][kRowVec]) const {
+    if constexpr (!kVec) {
+      const bool ok = wait_packs(v0, v_end);
+#pragma unroll
+      for (int k = 0; k < kPacks; ++k)
+        if (v0 + k * kThreadsPerBlock < v_end) sum_at(v0 + k * kThreadsPerBlock, h[k]);
+      return ok;
+    } else {
+      constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+      constexpr int kUnits = kRowVec / K;
+      constexpr int kPerRank = kPacks * kUnits;
+      constexpr int kBatch = kPerRank * R < 8 ? kPerRank * R : 8;
+      float acc[kPacks][kRowVec];
+      bool ok = true;
+#pragma unroll
+      for (int j0 = 0; j0 < R * kPerRank; j0 += kBatch) {
+        if (j0 / kPerRank >= world) break;
+        const uint64_t* at[kBatch];
+        bool live[kBatch];
+        int peer[kBatch];
+        LLRaw raw[kBatch];
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
+          const size_t v = v0 + k * kThreadsPerBlock;
+          live[j] = r < world && r != me && v < v_end;
+          at[j] = live[j] ? ll_at(src[r], ll_unit_of<T>(row, hidden, v * kRowVec) + a) : nullptr;
+          peer[j] = r;
+        }
+        ok = ll_poll(at, live, peer, wait, raw) && ok;
+#pragma unroll
+        for (int j = 0; j < kBatch; ++j) {
+          const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
+          if (r >= world) continue;
+          const uint4 d = ll_data(raw[j]);
+          const T* t = reinterpret_cast<const T*>(&d);
+#pragma unroll
+          for (int i = 0; i < K; ++i) {
+            const float x = r == me ? mine[k][a * K + i] : Num<T>::to_float(t[i]);
+            acc[k][a * K + i] = r == 0 ? x : __fadd_rn(acc[k][a * K + i], x);
+          }
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kPacks; ++k)
+#pragma unroll
+        for (int i = 0; i < kRowVec; ++i) h[k][i] = round_to<T>(acc[k][i]);
+      return ok;
+    }
+  }
+
   __device__ __forceinline__ void sum_at(size_t v, float* sum) const {
     float x[R][kRowVec];
 #pragma unroll
@@ -207,6 +269,45 @@ struct LLGatheredSums {
     return ok;
   }
   __device__ __forceinline__ void sum_at(size_t v, float* sum) const { ll_read_v8<T, kVec>(area, row, v, hidden, sum); }
+
+  // The split epilogue's fetch (see LLRowSums): the gathered sums of packs
+  // v0 + k * kThreadsPerBlock (< v_end), from the polled words themselves.
+  __device__ __forceinline__ void load_own(size_t, float*) const {}
+  __device__ __forceinline__ bool fetch(size_t v0, size_t v_end, const float (&)[kPacks][kRowVec],
+                                        float (&h)[kPacks][kRowVec]) const {
+    if constexpr (!kVec) {
+      const bool ok = wait_packs(v0, v_end);
+#pragma unroll
+      for (int k = 0; k < kPacks; ++k)
+        if (v0 + k * kThreadsPerBlock < v_end) sum_at(v0 + k * kThreadsPerBlock, h[k]);
+      return ok;
+    } else {
+      constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+      constexpr int kUnits = kRowVec / K;
+      constexpr int kBatch = kPacks * kUnits;
+      const uint64_t* at[kBatch];
+      bool live[kBatch];
+      int peer[kBatch];
+      LLRaw raw[kBatch];
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const size_t v = v0 + (j / kUnits) * kThreadsPerBlock;
+        const size_t u = ll_unit_of<T>(row, hidden, v * kRowVec) + j % kUnits;
+        live[j] = v < v_end;
+        at[j] = live[j] ? ll_at(area, u) : nullptr;
+        peer[j] = static_cast<int>(u / shard_units);
+      }
+      const bool ok = ll_poll(at, live, peer, wait, raw);
+#pragma unroll
+      for (int j = 0; j < kBatch; ++j) {
+        const uint4 d = ll_data(raw[j]);
+        const T* t = reinterpret_cast<const T*>(&d);
+#pragma unroll
+        for (int i = 0; i < K; ++i) h[j / kUnits][(j % kUnits) * K + i] = Num<T>::to_float(t[i]);
+      }
+      return ok;
+    }
+  }
 };
 
 // ONE-SHOT FUSED (LL, ll.cuh). Push: the chunk's rows form one flat range of
@@ -254,18 +355,23 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
 // of C = p.cluster CTAs owns one row at a time (rows cluster_id,
 // cluster_id + clusters, ...); CTA c holds virtual packs [c*P, (c+1)*P) of
 // the row, P = ceil(nv/C) <= kPacks * kThreadsPerBlock, in registers. It
-// issues its residual and weight loads, waits for its packs' sums
-// (sums_of_row(row).wait_packs), adds the residual and computes each pack's
-// q_v. Every CTA writes its q_v to shared memory; after cluster.sync() every
-// CTA folds all q_v of the row in the order of the invariant in
-// rmsnorm_epilogue.cuh, reading them from their owners, so every CTA gets the
-// scale one CTA would; a second cluster.sync() keeps q and the failure flags
-// in place until every CTA has read them. Call with whole clusters only.
+// issues its residual, weight and own-input loads, fetches its packs' sums
+// (sums_of_row(row).fetch), adds the residual and computes each pack's q_v.
+// Every CTA writes {q_v, failed} to shared memory; after a cluster barrier
+// (arrive.release, wait.acquire) every CTA folds all q_v of the row in the
+// order of the invariant in rmsnorm_epilogue.cuh, reading them from their
+// owners, so every CTA gets the scale one CTA would, and whether any pack of
+// the row failed. It then arrives on the cluster barrier again (done
+// reading) and waits for that phase only before it next writes q_smem or
+// exits, so the second barrier is off the path to the stores. Call with
+// whole clusters only (every CTA of a cluster runs the same rows).
+__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory"); }
+__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
+
 template <typename T, typename W, bool kVec, int kPacks, typename SumsOfRow>
 __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow sums_of_row) {
   namespace cg = cooperative_groups;
-  __shared__ float q_smem[kPacks * kThreadsPerBlock];
-  __shared__ int failed_smem;
+  __shared__ float2 q_smem[kPacks * kThreadsPerBlock];  // {q_v, 1 if the pack's sums never came}
   const size_t H = p.hidden;
   cg::cluster_group cluster = cg::this_cluster();
   const int C = p.cluster;
@@ -278,44 +384,57 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   const W* gamma = static_cast<const W*>(p.weight);
 
   for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
+    // The previous row's q_smem has been read by every CTA of the cluster.
+    if (row >= clusters) cluster_wait();
     const RowEpilogue ep = row_epilogue<T>(p, row);
     const T* res = static_cast<const T*>(ep.residual);
-    float h[kPacks][kRowVec], g[kPacks][kRowVec], x[kPacks][kRowVec];
+    const auto sums = sums_of_row(row);
+    float h[kPacks][kRowVec], g[kPacks][kRowVec], x[kPacks][kRowVec], mine[kPacks][kRowVec];
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= v_end) continue;
       if (res) load_v8<T, kVec>(res, v, H, x[k]);
       load_v8<W, kVec>(gamma, v, H, g[k]);
+      sums.load_own(v, mine[k]);
     }
-    const auto sums = sums_of_row(row);
-    const bool ok = sums.wait_packs(v0, v_end);
+    const bool ok = sums.fetch(v0, v_end, mine, h);
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= v_end) continue;
-      sums.sum_at(v, h[k]);
       if (res) {
 #pragma unroll
         for (int i = 0; i < kRowVec; ++i) h[k][i] = round_to<T>(__fadd_rn(h[k][i], x[k][i]));
       }
       if (ep.residual_out) store_v8<T, kVec>(static_cast<T*>(ep.residual_out), v, H, h[k]);
-      q_smem[v - v_begin] = pack_squares(h[k]);
+      q_smem[v - v_begin] = make_float2(pack_squares(h[k]), ok ? 0.f : 1.f);
     }
-    const int failed = __syncthreads_or(!ok);
-    if (threadIdx.x == 0) failed_smem = failed;
-    cluster.sync();
-    // Virtual thread t = threadIdx.x folds q_t, q_{t+256}, ... from their owners.
+    cluster_arrive();
+    cluster_wait();
+    // Virtual thread t = threadIdx.x folds q_t, q_{t+256}, ... from their
+    // owners; up to kMaxFusedCluster remote loads in flight before any add.
     float ss = 0.f;
-    for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
-      const int owner = static_cast<int>(v / P);
-      ss = __fadd_rn(ss, cluster.map_shared_rank(q_smem, owner)[v - owner * P]);
+    bool failed = false;
+    // 32-bit: a split row has at most kMaxFusedCluster * kPacks * kThreadsPerBlock packs.
+    const uint32_t P32 = static_cast<uint32_t>(P);
+    for (size_t base = threadIdx.x; base < nv; base += kMaxFusedCluster * kThreadsPerBlock) {
+      float2 q[kMaxFusedCluster];
+#pragma unroll
+      for (int i = 0; i < kMaxFusedCluster; ++i) {
+        const uint32_t v = static_cast<uint32_t>(base) + i * kThreadsPerBlock, owner = v / P32;
+        if (v < nv) q[i] = cluster.map_shared_rank(q_smem, static_cast<int>(owner))[v - owner * P32];
+      }
+#pragma unroll
+      for (int i = 0; i < kMaxFusedCluster; ++i) {
+        if (base + i * kThreadsPerBlock >= nv) break;
+        ss = __fadd_rn(ss, q[i].x);
+        failed = failed || q[i].y != 0.f;
+      }
     }
-    int any_failed = 0;
-    for (int q = 0; q < C; ++q) any_failed |= *cluster.map_shared_rank(&failed_smem, q);
-    const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum(ss), static_cast<float>(H)), ep.eps));
-    cluster.sync();
-    if (any_failed) {
+    cluster_arrive();  // done reading the other CTAs' q_smem
+    const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum_any(ss, &failed), static_cast<float>(H)), ep.eps));
+    if (failed) {
       // A row with any missing unit is NaN as a whole, in every CTA's part.
       const T nan = Num<T>::from_float(__int_as_float(0x7fc00000));
       for (size_t i = v_begin * kRowVec + threadIdx.x; i < min(H, v_end * kRowVec); i += kThreadsPerBlock) {
@@ -333,6 +452,8 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
       store_v8<T, kVec>(static_cast<T*>(ep.out), v, H, h[k]);
     }
   }
+  // No CTA leaves while another may still read its q_smem.
+  if (blockIdx.x / C < p.rows) cluster_wait();
 }
 
 // ONE-SHOT FUSED, rows split over a thread-block cluster (LL, ll.cuh). The

@@ -102,19 +102,36 @@ __device__ __forceinline__ bool row_any(bool v) {
   }
 }
 
-// Deterministic CTA-wide sum (see the invariant above). Every thread gets it.
+// Deterministic CTA-wide sum (see the invariant above), and whether `flag`
+// is set on any thread, in the same two barriers. Every thread gets both.
 template <int kBarrier = 0>
-__device__ __forceinline__ float block_sum(float v) {
+__device__ __forceinline__ float block_sum_any(float v, bool* flag) {
   __shared__ float warp_total[kThreadsPerBlock / 32];
+  __shared__ int warp_flag[kThreadsPerBlock / 32];
+  const int f = __any_sync(0xffffffffu, *flag);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, o));
-  if ((threadIdx.x & 31) == 0) warp_total[threadIdx.x >> 5] = v;
+  if ((threadIdx.x & 31) == 0) {
+    warp_total[threadIdx.x >> 5] = v;
+    warp_flag[threadIdx.x >> 5] = f;
+  }
   row_sync<kBarrier>();
   float t = warp_total[0];
+  int any = warp_flag[0];
 #pragma unroll
-  for (int w = 1; w < kThreadsPerBlock / 32; ++w) t = __fadd_rn(t, warp_total[w]);
+  for (int w = 1; w < kThreadsPerBlock / 32; ++w) {
+    t = __fadd_rn(t, warp_total[w]);
+    any |= warp_flag[w];
+  }
   row_sync<kBarrier>();  // warp_total may be reused by the next row
+  *flag = any != 0;
   return t;
+}
+
+template <int kBarrier = 0>
+__device__ __forceinline__ float block_sum(float v) {
+  bool none = false;
+  return block_sum_any<kBarrier>(v, &none);
 }
 
 // q_v of the invariant above: the fma chain of a pack's squares from 0.
