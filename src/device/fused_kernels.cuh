@@ -53,10 +53,12 @@ __device__ __forceinline__ size_t ll_unit_of(size_t row, size_t hidden, size_t c
 // epilogue round (virtual packs v0 + k * kThreadsPerBlock, k < kPacks) until
 // all are complete (packs at or past nv excluded); false if any never
 // arrived. On the vector path the loads of up to kLLBatch units are in
-// flight before any is checked.
-template <typename T, bool kVec, int R, int kPacks>
-__device__ __forceinline__ bool ll_wait_round(const uint64_t* const* src, int me, int world, size_t row,
-                                              size_t hidden, size_t v0, size_t nv, const PollWait& w) {
+// flight before any is checked, batches in rank order (item j: rank
+// j / kPerRank, pack (j % kPerRank) / kUnits, unit j % kUnits), and
+// use(j0, raw) sees each batch once it is complete.
+template <typename T, bool kVec, int R, int kPacks, typename Use>
+__device__ __forceinline__ bool ll_poll_round(const uint64_t* const* src, int me, int world, size_t row,
+                                              size_t hidden, size_t v0, size_t nv, const PollWait& w, Use use) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   bool ok = true;
   if constexpr (kVec) {
@@ -79,6 +81,7 @@ __device__ __forceinline__ bool ll_wait_round(const uint64_t* const* src, int me
         peer[j] = r;
       }
       ok = ll_poll(at, live, peer, w, raw) && ok;
+      use(j0, raw);
     }
   } else {
     for (int k = 0; k < kPacks; ++k) {
@@ -138,7 +141,7 @@ struct LLRowSums {
   PollWait wait;
 
   __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
-    return ll_wait_round<T, kVec, R, kPacks>(src, me, world, row, hidden, v0, nv, wait);
+    return ll_poll_round<T, kVec, R, kPacks>(src, me, world, row, hidden, v0, nv, wait, [](int, const auto&) {});
   }
   __device__ __forceinline__ bool ready(size_t v0) const { return wait_packs(v0, ceil_div(hidden, size_t{kRowVec})); }
 
@@ -163,38 +166,23 @@ struct LLRowSums {
       constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
       constexpr int kUnits = kRowVec / K;
       constexpr int kPerRank = kPacks * kUnits;
-      constexpr int kBatch = kPerRank * R < 8 ? kPerRank * R : 8;
       float acc[kPacks][kRowVec];
-      bool ok = true;
+      const bool ok = ll_poll_round<T, kVec, R, kPacks>(
+          src, me, world, row, hidden, v0, v_end, wait, [&](int j0, const auto& raw) {
+            constexpr int B = sizeof(raw) / sizeof(raw[0]);
 #pragma unroll
-      for (int j0 = 0; j0 < R * kPerRank; j0 += kBatch) {
-        if (j0 / kPerRank >= world) break;
-        const uint64_t* at[kBatch];
-        bool live[kBatch];
-        int peer[kBatch];
-        LLRaw raw[kBatch];
+            for (int j = 0; j < B; ++j) {
+              const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
+              if (r >= world) continue;
+              const uint4 d = ll_data(raw[j]);
+              const T* t = reinterpret_cast<const T*>(&d);
 #pragma unroll
-        for (int j = 0; j < kBatch; ++j) {
-          const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
-          const size_t v = v0 + k * kThreadsPerBlock;
-          live[j] = r < world && r != me && v < v_end;
-          at[j] = live[j] ? ll_at(src[r], ll_unit_of<T>(row, hidden, v * kRowVec) + a) : nullptr;
-          peer[j] = r;
-        }
-        ok = ll_poll(at, live, peer, wait, raw) && ok;
-#pragma unroll
-        for (int j = 0; j < kBatch; ++j) {
-          const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
-          if (r >= world) continue;
-          const uint4 d = ll_data(raw[j]);
-          const T* t = reinterpret_cast<const T*>(&d);
-#pragma unroll
-          for (int i = 0; i < K; ++i) {
-            const float x = r == me ? mine[k][a * K + i] : Num<T>::to_float(t[i]);
-            acc[k][a * K + i] = r == 0 ? x : __fadd_rn(acc[k][a * K + i], x);
-          }
-        }
-      }
+              for (int i = 0; i < K; ++i) {
+                const float x = r == me ? mine[k][a * K + i] : Num<T>::to_float(t[i]);
+                acc[k][a * K + i] = r == 0 ? x : __fadd_rn(acc[k][a * K + i], x);
+              }
+            }
+          });
 #pragma unroll
       for (int k = 0; k < kPacks; ++k)
 #pragma unroll
@@ -227,62 +215,20 @@ struct LLRowSums {
 // shard u / shard_units.
 template <typename T, bool kVec, int kPacks>
 struct LLGatheredSums {
-  static constexpr bool kFetchesRound = false;
   const uint64_t* area;
   size_t row, hidden, shard_units;
   PollWait wait;
 
-  // Polls the units of this thread's packs v0 + k * kThreadsPerBlock < nv.
-  __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
-    constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
-    bool ok = true;
-    if constexpr (kVec) {
-      constexpr int kUnits = kRowVec / K;
-      constexpr int kBatch = kPacks * kUnits;
-      const uint64_t* at[kBatch];
-      bool live[kBatch];
-      int peer[kBatch];
-      LLRaw raw[kBatch];
-#pragma unroll
-      for (int j = 0; j < kBatch; ++j) {
-        const size_t v = v0 + (j / kUnits) * kThreadsPerBlock;
-        const size_t u = ll_unit_of<T>(row, hidden, v * kRowVec) + j % kUnits;
-        live[j] = v < nv;
-        at[j] = live[j] ? ll_at(area, u) : nullptr;
-        peer[j] = static_cast<int>(u / shard_units);
-      }
-      ok = ll_poll(at, live, peer, wait, raw);
-    } else {
-      for (int k = 0; k < kPacks; ++k) {
-        const size_t v = v0 + k * kThreadsPerBlock;
-        if (v >= nv) break;
-        for (size_t c = v * kRowVec; c < min(hidden, (v + 1) * kRowVec); ++c) {
-          const size_t u = ll_unit_of<T>(row, hidden, c);
-          const uint64_t* at[1] = {ll_at(area, u)};
-          const bool live[1] = {true};
-          const int peer[1] = {static_cast<int>(u / shard_units)};
-          LLRaw raw[1];
-          ok = ll_poll(at, live, peer, wait, raw) && ok;
-        }
-      }
-    }
-    return ok;
-  }
-  __device__ __forceinline__ void sum_at(size_t v, float* sum) const { ll_read_v8<T, kVec>(area, row, v, hidden, sum); }
+  __device__ __forceinline__ void load_own(size_t, float*) const {}
 
   // The split epilogue's fetch (see LLRowSums): the gathered sums of packs
-  // v0 + k * kThreadsPerBlock (< v_end), from the polled words themselves.
-  __device__ __forceinline__ void load_own(size_t, float*) const {}
+  // v0 + k * kThreadsPerBlock (< v_end), from the polled words themselves
+  // on the vector path; the element-wise path polls each element's unit,
+  // then reads it again.
   __device__ __forceinline__ bool fetch(size_t v0, size_t v_end, const float (&)[kPacks][kRowVec],
                                         float (&h)[kPacks][kRowVec]) const {
-    if constexpr (!kVec) {
-      const bool ok = wait_packs(v0, v_end);
-#pragma unroll
-      for (int k = 0; k < kPacks; ++k)
-        if (v0 + k * kThreadsPerBlock < v_end) sum_at(v0 + k * kThreadsPerBlock, h[k]);
-      return ok;
-    } else {
-      constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+    constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
+    if constexpr (kVec) {
       constexpr int kUnits = kRowVec / K;
       constexpr int kBatch = kPacks * kUnits;
       const uint64_t* at[kBatch];
@@ -304,6 +250,22 @@ struct LLGatheredSums {
         const T* t = reinterpret_cast<const T*>(&d);
 #pragma unroll
         for (int i = 0; i < K; ++i) h[j / kUnits][(j % kUnits) * K + i] = Num<T>::to_float(t[i]);
+      }
+      return ok;
+    } else {
+      bool ok = true;
+      for (int k = 0; k < kPacks; ++k) {
+        const size_t v = v0 + k * kThreadsPerBlock;
+        if (v >= v_end) break;
+        for (size_t c = v * kRowVec; c < min(hidden, (v + 1) * kRowVec); ++c) {
+          const size_t u = ll_unit_of<T>(row, hidden, c);
+          const uint64_t* at[1] = {ll_at(area, u)};
+          const bool live[1] = {true};
+          const int peer[1] = {static_cast<int>(u / shard_units)};
+          LLRaw raw[1];
+          ok = ll_poll(at, live, peer, wait, raw) && ok;
+        }
+        ll_read_v8<T, kVec>(area, row, v, hidden, h[k]);
       }
       return ok;
     }
