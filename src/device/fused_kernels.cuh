@@ -336,13 +336,15 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   __shared__ float2 q_smem[kPacks * kThreadsPerBlock];  // {q_v, 1 if the pack's sums never came}
   const size_t H = p.hidden;
   cg::cluster_group cluster = cg::this_cluster();
-  const int C = p.cluster;
-  const int c = static_cast<int>(cluster.block_rank());
-  const size_t clusters = static_cast<size_t>(gridDim.x) / C;
-  const size_t nv = ceil_div(H, static_cast<size_t>(kRowVec));
-  const size_t P = ceil_div(nv, static_cast<size_t>(C));
-  const size_t v_begin = min(nv, c * P), v_end = min(nv, v_begin + P);
-  const size_t v0 = v_begin + threadIdx.x;
+  // 32-bit: a split row has at most kMaxFusedCluster * kPacks * kThreadsPerBlock packs.
+  const uint32_t C = static_cast<uint32_t>(p.cluster), c = cluster.block_rank();
+  const uint32_t clusters = gridDim.x / C;
+  const uint32_t nv = static_cast<uint32_t>(ceil_div(H, size_t{kRowVec}));
+  const uint32_t P = (nv + C - 1) / C;
+  const uint32_t v_begin = min(nv, c * P), v_end = min(nv, v_begin + P);
+  const uint32_t v0 = v_begin + threadIdx.x;
+  // owner of pack v = v / P as one multiply: exact for v * (inv_P * P - 2^32) < 2^32.
+  const uint64_t inv_P = ((uint64_t{1} << 32) + P - 1) / P;
   const W* gamma = static_cast<const W*>(p.weight);
 
   for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
@@ -378,14 +380,13 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
     // owners; up to kMaxFusedCluster remote loads in flight before any add.
     float ss = 0.f;
     bool failed = false;
-    // 32-bit: a split row has at most kMaxFusedCluster * kPacks * kThreadsPerBlock packs.
-    const uint32_t P32 = static_cast<uint32_t>(P);
-    for (size_t base = threadIdx.x; base < nv; base += kMaxFusedCluster * kThreadsPerBlock) {
+    for (uint32_t base = threadIdx.x; base < nv; base += kMaxFusedCluster * kThreadsPerBlock) {
       float2 q[kMaxFusedCluster];
 #pragma unroll
       for (int i = 0; i < kMaxFusedCluster; ++i) {
-        const uint32_t v = static_cast<uint32_t>(base) + i * kThreadsPerBlock, owner = v / P32;
-        if (v < nv) q[i] = cluster.map_shared_rank(q_smem, static_cast<int>(owner))[v - owner * P32];
+        const uint32_t v = base + i * kThreadsPerBlock;
+        const uint32_t owner = static_cast<uint32_t>((v * inv_P) >> 32);
+        if (v < nv) q[i] = cluster.map_shared_rank(q_smem, static_cast<int>(owner))[v - owner * P];
       }
 #pragma unroll
       for (int i = 0; i < kMaxFusedCluster; ++i) {
@@ -399,7 +400,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
     if (failed) {
       // A row with any missing unit is NaN as a whole, in every CTA's part.
       const T nan = Num<T>::from_float(__int_as_float(0x7fc00000));
-      for (size_t i = v_begin * kRowVec + threadIdx.x; i < min(H, v_end * kRowVec); i += kThreadsPerBlock) {
+      for (size_t i = size_t{v_begin} * kRowVec + threadIdx.x; i < min(H, size_t{v_end} * kRowVec); i += kThreadsPerBlock) {
         static_cast<T*>(ep.out)[i] = nan;
         if (ep.residual_out) static_cast<T*>(ep.residual_out)[i] = nan;
       }
