@@ -75,10 +75,11 @@ typedef enum {
 /* Algorithm for one call. AUTO consults the selection table (world size,
  * bytes); the environment variable ARNORM_ALGO=oneshot|twoshot|nccl forces
  * one for every AUTO call of the process. How the peer-memory algorithms
- * move data is chosen by size (one-shot: LL, the epoch inside every 8-byte
- * word; two-shot: LL up to 512 KiB per rank, above it plain data into
- * slots that hold a NaN sentinel until the data arrive);
- * ARNORM_PROTOCOL=ll|sentinel forces the two-shot protocol (results are the
+ * move data is chosen by size (LL, the epoch inside every 8-byte word, for
+ * one-shot up to 16 KiB per rank and two-shot up to 512 KiB; above that
+ * plain data into slots that hold a NaN sentinel until the data arrive;
+ * fused one-shot rows whose hidden size is not a multiple of 8 always use
+ * LL); ARNORM_PROTOCOL=ll|sentinel forces the protocol (results are the
  * same bits either way). Peer kernels use programmatic dependent launch;
  * ARNORM_PDL=0 turns it off. All ranks must set the same ARNORM_ALGO and
  * ARNORM_PROTOCOL (checked at creation). */

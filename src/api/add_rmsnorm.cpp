@@ -50,9 +50,10 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
                         cudaStream_t stream) {
   const size_t es = dtype_size(a.dtype);
   const bool may_fall_back = a.algo == ARNORM_ALGO_AUTO && comm->forced == ARNORM_ALGO_AUTO;
+  const uint64_t bytes = static_cast<uint64_t>(a.tokens) * a.hidden * es;
   const FusedRoute route =
       plan_fused_route(algo, may_fall_back, comm->layout, comm->max_blocks, a.hidden, es,
-                       twoshot_uses_ll(comm->selection_context(), static_cast<uint64_t>(a.tokens) * a.hidden * es));
+                       oneshot_uses_ll(comm->selection_context(), bytes), twoshot_uses_ll(comm->selection_context(), bytes));
   algo = route.algo;
   const size_t per_chunk = route.rows_per_chunk;
   if (per_chunk == 0) {

@@ -25,7 +25,9 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVectorB
 
 arnormStatus_t run_peer_allreduce(arnormComm* comm, const AllReduceCall& call, arnormAlgorithm_t algo) {
   const size_t es = dtype_size(call.dtype);
-  const bool ll = algo == ARNORM_ALGO_TWOSHOT && twoshot_uses_ll(comm->selection_context(), call.count * es);
+  const uint64_t bytes = call.count * es;
+  const bool ll = algo == ARNORM_ALGO_TWOSHOT ? twoshot_uses_ll(comm->selection_context(), bytes)
+                                              : oneshot_uses_ll(comm->selection_context(), bytes);
   const ChunkPlan plan = plan_chunks(algo, comm->layout, call.count, es, ll);
   // Chunk starts are multiples of kElemAlign elements, so 16-byte alignment
   // of the caller's pointers holds for every chunk.

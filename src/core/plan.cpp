@@ -7,9 +7,11 @@ namespace arnorm {
 ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t count,
                       size_t elem_size, bool ll) {
   ChunkPlan plan;
-  plan.chunk_elems = algo != ARNORM_ALGO_TWOSHOT ? layout.oneshot_chunk_elems(elem_size)
-                     : ll                        ? layout.twoshot_ll_chunk_elems(elem_size)
-                                                 : layout.twoshot_chunk_elems(elem_size);
+  if (algo != ARNORM_ALGO_TWOSHOT) {
+    plan.chunk_elems = ll ? layout.oneshot_chunk_elems(elem_size) : layout.oneshot_snt_chunk_elems(elem_size);
+  } else {
+    plan.chunk_elems = ll ? layout.twoshot_ll_chunk_elems(elem_size) : layout.twoshot_chunk_elems(elem_size);
+  }
   plan.num_chunks = count == 0 || plan.chunk_elems == 0 ? 0 : ceil_div(count, plan.chunk_elems);
   return plan;
 }
@@ -39,23 +41,26 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
   return g;
 }
 
-size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size, size_t elem_size) {
+size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size, size_t elem_size,
+                          bool ll) {
   if (algo == ARNORM_ALGO_TWOSHOT) {
     // Per row: world reduce-scatter slots and the gathered row, su units each.
     return 2 * rows * world_size * fused_shard_units(hidden, elem_size, world_size) * kVectorBytes;
   }
-  return static_cast<size_t>(world_size) * align_up(rows * hidden, kElemAlign) * elem_size * kLLExpansion;
+  return static_cast<size_t>(world_size) * align_up(rows * hidden, kElemAlign) * elem_size * (ll ? kLLExpansion : 1);
 }
 
-size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout) {
-  return algo == ARNORM_ALGO_TWOSHOT ? layout.data_bytes_per_parity : layout.ll_bytes_per_parity;
+size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout, bool ll) {
+  return algo == ARNORM_ALGO_TWOSHOT || !ll ? layout.data_bytes_per_parity : layout.ll_bytes_per_parity;
 }
 
 size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,
-                                 size_t elem_size) {
+                                 size_t elem_size, bool ll) {
   if (hidden == 0) return 0;
-  if (algo != ARNORM_ALGO_TWOSHOT) return layout.oneshot_chunk_elems(elem_size) / hidden;
-  return layout.data_bytes_per_parity / fused_region_bytes(algo, 1, hidden, layout.world_size, elem_size);
+  if (algo != ARNORM_ALGO_TWOSHOT) {
+    return (ll ? layout.oneshot_chunk_elems(elem_size) : layout.oneshot_snt_chunk_elems(elem_size)) / hidden;
+  }
+  return layout.data_bytes_per_parity / fused_region_bytes(algo, 1, hidden, layout.world_size, elem_size, false);
 }
 
 FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden) {
@@ -73,23 +78,33 @@ int plan_fused_cluster(size_t hidden, int max_blocks) {
 int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blocks) {
   const size_t push = ceil_div(ceil_div(rows * hidden, size_t{8}), static_cast<size_t>(kThreadsPerBlock));
   const size_t want = std::max(push, rows * static_cast<size_t>(cluster));
-  const size_t cap = static_cast<size_t>(fused_max_active(max_blocks));
+  // Up to max_blocks: the launcher clips the grid to the clusters resident at
+  // once, which for most instances is one CTA per multiprocessor.
+  const size_t cap = static_cast<size_t>(max_blocks);
   const size_t blocks = align_down(std::min(want + cluster - 1, cap), static_cast<size_t>(cluster));
   return static_cast<int>(std::max(blocks, static_cast<size_t>(cluster)));
 }
 
 FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
-                            int max_blocks, size_t hidden, size_t elem_size, bool twoshot_ll) {
+                            int max_blocks, size_t hidden, size_t elem_size, bool oneshot_ll, bool twoshot_ll) {
   FusedRoute r;
   r.algo = algo;
-  if (algo == ARNORM_ALGO_ONESHOT && may_fall_back && plan_fused_rows_per_chunk(algo, layout, hidden, elem_size) == 0) {
+  const int cluster = plan_fused_cluster(hidden, max_blocks);
+  const bool oneshot_over_ll = oneshot_ll || cluster == 0 || hidden % 8 != 0;
+  if (algo == ARNORM_ALGO_ONESHOT && may_fall_back &&
+      plan_fused_rows_per_chunk(algo, layout, hidden, elem_size, oneshot_over_ll) == 0) {
     r.algo = ARNORM_ALGO_TWOSHOT;
   }
-  const int cluster = plan_fused_cluster(hidden, max_blocks);
+  if (r.algo == ARNORM_ALGO_ONESHOT) {
+    r.ll = oneshot_over_ll;
+    r.cluster = cluster;
+    r.rows_per_chunk = plan_fused_rows_per_chunk(r.algo, layout, hidden, elem_size, r.ll);
+    return r;
+  }
   const size_t ll_rows = hidden ? layout.twoshot_ll_chunk_elems(elem_size) / hidden : 0;
-  r.ll = r.algo == ARNORM_ALGO_TWOSHOT && twoshot_ll && cluster > 0 && ll_rows > 0;
-  r.cluster = r.algo == ARNORM_ALGO_ONESHOT || r.ll ? cluster : 0;
-  r.rows_per_chunk = r.ll ? ll_rows : plan_fused_rows_per_chunk(r.algo, layout, hidden, elem_size);
+  r.ll = twoshot_ll && cluster > 0 && ll_rows > 0;
+  r.cluster = r.ll ? cluster : 0;
+  r.rows_per_chunk = r.ll ? ll_rows : plan_fused_rows_per_chunk(r.algo, layout, hidden, elem_size, false);
   return r;
 }
 

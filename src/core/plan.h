@@ -43,9 +43,9 @@ ARNORM_HD inline size_t pack_elems(bool vectorized, size_t elem_size) {
   return vectorized ? kVectorBytes / elem_size : 1;
 }
 
-// `ll`: a two-shot over LL (one-shot always is).
+// `ll`: over LL words (else sentinel units), for either algorithm.
 ChunkPlan plan_chunks(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t count,
-                      size_t elem_size, bool ll = false);
+                      size_t elem_size, bool ll);
 
 // CTAs carrying data for one chunk of n elements. It depends on nothing
 // local (not on pointer alignment): the kernels cut their ranges in 16-byte
@@ -82,11 +82,13 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
                                   int max_blocks);
 
 // Bytes of one parity's region the chunk needs: the data region for
-// two-shot, the LL region (LL words: twice the data) for one-shot.
-size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size, size_t elem_size);
+// two-shot (sentinel units) and for one-shot over sentinel units, the LL
+// region (LL words: twice the data) for one-shot over LL (`ll`).
+size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size, size_t elem_size,
+                          bool ll);
 
-// Bytes of one parity's region that algorithm may use.
-size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout);
+// Bytes of one parity's region that algorithm and protocol may use.
+size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout, bool ll);
 
 // The fused kernels keep a row in registers and run one CTA per
 // multiprocessor: of max_blocks (two per multiprocessor), they launch at
@@ -111,32 +113,38 @@ ARNORM_HD inline int split_packs(size_t hidden, int cluster) {
 
 // CTAs carrying data for a split one-shot chunk of `rows` rows: enough to
 // push about one 16-byte unit per thread and to give each row a cluster, at
-// most fused_max_active, a multiple of the cluster size.
+// most max_blocks (the launcher clips to what is resident), a multiple of
+// the cluster size.
 int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blocks);
 
 // How a fused call on peer memory runs, decided from values every rank
 // shares (algorithm, layout, agreed max_blocks, hidden, element size, and
-// whether the call's bytes take two-shot over LL), never from the token
-// count, so a row's bits do not depend on its batch.
+// the protocol the call's bytes take). Every route gives a row the same bits.
 struct FusedRoute {
   arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;  // ONESHOT or TWOSHOT
-  bool ll = false;          // two-shot over LL (one-shot always is)
+  bool ll = false;          // over LL words, else sentinel units
   int cluster = 0;          // CTAs per row (split epilogue); 0: CTAs own whole rows
   size_t rows_per_chunk = 0;  // 0: one row does not fit the workspace
 };
 
 // `algo` is the resolved algorithm; `may_fall_back` (the caller asked for
-// AUTO) lets a one-shot whose row does not fit the LL region take two-shot;
-// `twoshot_ll` is the protocol choice for the call's bytes (selection.h).
+// AUTO) lets a one-shot whose row does not fit its region take two-shot;
+// `oneshot_ll` and `twoshot_ll` are the protocol choices for the call's
+// bytes (selection.h). The one-shot over sentinel units needs the split
+// epilogue and whole units per virtual pack (hidden % 8 == 0: each unit is
+// polled and cleared by the one thread that owns its pack); other one-shot
+// rows go over LL.
 FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
-                            int max_blocks, size_t hidden, size_t elem_size, bool twoshot_ll);
+                            int max_blocks, size_t hidden, size_t elem_size, bool oneshot_ll, bool twoshot_ll);
 
 // Geometry for a chunk of `rows` <= rows_per_chunk rows (the region a chunk
 // needs grows with its rows only, so every shorter chunk fits too).
 FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden);
 
-// Most rows per chunk that fit the layout's data region (0: not even one row).
+// Most rows per chunk that fit the region of that algorithm and protocol
+// (0: not even one row). Two-shot: the sentinel kernel's (its LL rows are
+// layout.twoshot_ll_chunk_elems / hidden).
 size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t hidden,
-                                 size_t elem_size);
+                                 size_t elem_size, bool ll);
 
 }  // namespace arnorm

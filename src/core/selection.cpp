@@ -45,12 +45,17 @@ bool twoshot_uses_ll(const SelectionContext& ctx, uint64_t bytes) {
   return bytes <= kTwoShotLLMaxBytes;
 }
 
+bool oneshot_uses_ll(const SelectionContext& ctx, uint64_t bytes) {
+  if (ctx.forced_protocol != Protocol::kAuto) return ctx.forced_protocol == Protocol::kLL;
+  return bytes <= kOneShotLLMaxBytes;
+}
+
 // Mirrors data/tuning-default.json; measured thresholds are in docs/perf-notes.md.
 SelectionTable SelectionTable::builtin() {
   SelectionTable t;
   const Op ar = Op::kAllReduce, fused = Op::kAddRmsNorm;
   t.rules_ = {
-      {ar, 2, 512ull << 10, ARNORM_ALGO_ONESHOT},
+      {ar, 2, 2ull << 20, ARNORM_ALGO_ONESHOT},
       {ar, 2, 16ull << 20, ARNORM_ALGO_TWOSHOT},
       {ar, 2, kUnbounded, ARNORM_ALGO_NCCL},
       {ar, 4, 128ull << 10, ARNORM_ALGO_ONESHOT},
@@ -59,7 +64,7 @@ SelectionTable SelectionTable::builtin() {
       {ar, 8, 64ull << 10, ARNORM_ALGO_ONESHOT},
       {ar, 8, 4ull << 20, ARNORM_ALGO_TWOSHOT},
       {ar, 8, kUnbounded, ARNORM_ALGO_NCCL},
-      {fused, 2, 512ull << 10, ARNORM_ALGO_ONESHOT},
+      {fused, 2, 1ull << 20, ARNORM_ALGO_ONESHOT},
       {fused, 2, kUnbounded, ARNORM_ALGO_TWOSHOT},
       {fused, 4, kUnbounded, ARNORM_ALGO_TWOSHOT},
       {fused, 8, kUnbounded, ARNORM_ALGO_TWOSHOT},

@@ -47,8 +47,10 @@ bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out);
 // LL puts the call's epoch in every 8-byte word (half the bandwidth, no
 // fence, no flag hop); sentinel stores plain data into slots that hold a
 // NaN sentinel until it arrives, and the reader clears them (full
-// bandwidth, no fence, a local clear per unit). One-shot always uses LL;
-// two-shot uses LL up to kTwoShotLLMaxBytes per rank, sentinel above.
+// bandwidth, no fence, a local clear per unit). One-shot uses LL up to
+// kOneShotLLMaxBytes per rank, sentinel above (the fused one-shot only for
+// rows of whole 8-element packs that fit a cluster: plan_fused_route);
+// two-shot uses LL up to kTwoShotLLMaxBytes, sentinel above.
 enum class Protocol : int32_t { kAuto = 0, kLL = 1, kSentinel = 2 };
 
 // Parses "auto", "ll", "sentinel" (case-insensitive).
@@ -63,9 +65,14 @@ struct SelectionContext {
 };
 
 constexpr uint64_t kTwoShotLLMaxBytes = 512ull << 10;
+// 2x H200 (0.5): the one-shot over sentinel units ties LL at 16 KB and
+// wins from 32 KB on (256 KB: 3.79 against 4.51 us).
+constexpr uint64_t kOneShotLLMaxBytes = 16ull << 10;
 
 // Whether a two-shot call of `bytes` per rank runs over LL.
 bool twoshot_uses_ll(const SelectionContext& ctx, uint64_t bytes);
+// Whether a plain one-shot all-reduce of `bytes` per rank runs over LL.
+bool oneshot_uses_ll(const SelectionContext& ctx, uint64_t bytes);
 
 // Resolves the algorithm of one call. Fails (message set) when the request
 // cannot be served: a peer algorithm without peer access, NCCL without a

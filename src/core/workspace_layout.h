@@ -119,6 +119,11 @@ struct WorkspaceLayout {
   ARNORM_HD size_t oneshot_slot_bytes(size_t elem_size) const {
     return oneshot_chunk_elems(elem_size) * elem_size * kLLExpansion;
   }
+  // One-shot over sentinel units: rank q's data region holds one slot per
+  // source rank, each a whole chunk of that source's input.
+  ARNORM_HD size_t oneshot_snt_chunk_elems(size_t elem_size) const {
+    return align_down(data_bytes_per_parity / world_size / elem_size, kLineElemAlign);
+  }
   // Two-shot over LL: rank q's LL region holds a reduce-scatter area (one
   // shard slot per source) and an all-gather area (one reduced-shard slot per
   // source), each slot carrying twoshot_ll_shard_capacity() elements in

@@ -15,6 +15,44 @@
 
 namespace arnorm {
 
+// The 16-byte units [lo, hi) of a flat range of n elements that this CTA
+// owns: the range cut over the grid in whole runs of 32 units (LL groups,
+// sentinel runs), the same on every rank whatever its alignment. `first` is
+// this thread's first unit (lo + threadIdx.x), loaded here so that callers,
+// which call this before op_begin, overlap its latency with the epoch read.
+static_assert(kLLGroupUnits == kSntRunUnits, "unit ranges serve both protocols");
+struct UnitRange {
+  size_t units, lo, hi;
+  uint4 first;
+};
+template <typename T, bool kVec>
+__device__ __forceinline__ UnitRange cta_units(const T* in, size_t n) {
+  UnitRange r;
+  r.units = ceil_div(n, kUnitBytes / sizeof(T));
+  const size_t per_cta = ll_span(r.units, gridDim.x);
+  r.lo = min(r.units, blockIdx.x * per_cta);
+  r.hi = min(r.units, r.lo + per_cta);
+  r.first = r.lo + threadIdx.x < r.hi ? load_unit<T, kVec>(in, r.lo + threadIdx.x, n) : uint4{};
+  return r;
+}
+
+// Stores the units of `r` of `in` (n elements) into slot [me] (`cap` units
+// long) of every peer's data region of parity e, as sentinel units.
+template <typename T, bool kVec, int R>
+__device__ __forceinline__ void snt_push(const SyncParams& s, uint64_t e, size_t cap, const T* in, size_t n,
+                                         const UnitRange& r) {
+  const size_t parity = s.layout.data_parity_offset(e);
+  // Rank q's data region (q compile-time: the base stays a kernel parameter).
+  auto push = [&](size_t u, const uint4& d) {
+#pragma unroll
+    for (int q = 0; q < R; ++q)
+      if (q < s.world && q != s.rank) snt_store<T>(reinterpret_cast<uint4*>(s.ws[q] + parity) + s.rank * cap + u, d);
+  };
+  if (r.lo + threadIdx.x < r.hi) push(r.lo + threadIdx.x, r.first);
+  for_packs<kCopyUnroll, uint4>(
+      r.lo + blockDim.x, r.hi, [&](size_t u) { return load_unit<T, kVec>(in, u, n); }, push);
+}
+
 // Polls unit u of every peer's slot src[r] (ll_poll) and stores in *sum the
 // rank-order sum with this rank's own value `own`; false (and NaN) if a unit
 // never arrived. Shared by the one-shot sum and the two-shot reduce-scatter.
@@ -75,14 +113,20 @@ __device__ __forceinline__ bool snt_sum_unit(uint4* slot0, size_t slot_stride, s
   return ok;
 }
 
-// ONE-SHOT (LL, ll.cuh). CTA b owns units [lo, hi) (16 data bytes each) of
-// the chunk. It pushes them as LL words into slot [me] of every peer's LL
-// region, then polls the same units of every peer's slot in its own region
-// and sums all ranks' values in rank order into the output. No signal, no
-// fence: each word carries the call's epoch.
+// ONE-SHOT. CTA b owns units [lo, hi) (16 data bytes each) of the chunk. It
+// pushes them into slot [me] of every peer's region, then polls the same
+// units of every peer's slot in its own region and sums all ranks' values in
+// rank order (this rank's from its input) into the output. No signal, no
+// fence, no CTA pairing. Two protocols (selection.h, oneshot_uses_ll):
+//   kLL: LL words (ll.cuh) in the LL region; each word carries the epoch.
+//   sentinel units (sentinel.cuh) in the data region, above the LL sizes:
+//     LL words carry half data, so from some size on moving twice the bytes
+//     costs more than polling plain data and clearing it; each unit pushed
+//     here is read and cleared by the one thread of this rank that owns its
+//     index (CLEAN REGIONS).
 // In place is safe: the thread that handles unit u reads in[u] (push, then
 // sum) before it writes out[u], and no other thread or rank reads in[u].
-template <typename T, bool kVec, int R>
+template <typename T, bool kVec, int R, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
   pdl_begin();
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
@@ -91,28 +135,32 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   const T* in = static_cast<const T*>(p.in);
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
-  // Ranges are cut in 16-byte units on every rank, whatever its alignment.
-  const size_t units = ceil_div(n, static_cast<size_t>(K));
-  const size_t per_cta = ll_span(units, gridDim.x);
-  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
-  uint4 first{};
-  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
+  const UnitRange ur = cta_units<T, kVec>(in, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-  if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, lo, hi, first);
-
-  // Local slot [r] holds rank r's data. After an abort every poll gives up
-  // at once and the output is NaN.
+  // After an abort every poll gives up at once and the output is NaN.
   const PollWait wait = poll_wait_of(s, e);
-  const uint64_t* src[R];
+  auto sum_and_store = [&](auto sum_unit) {
+    for (size_t u = ur.lo + threadIdx.x; u < ur.hi; u += blockDim.x) {
+      const uint4 own = u == ur.lo + threadIdx.x ? ur.first : load_unit<T, kVec>(in, u, n);
+      uint4 sum;
+      sum_unit(u, own, &sum);
+      store_unit<T, kVec>(out, u, n, sum);
+    }
+  };
+  if constexpr (kLL) {
+    const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
+    if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
+    // Local slot [r] holds rank r's data.
+    const uint64_t* src[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
-  for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
-    const uint4 own = u == lo + threadIdx.x ? first : load_unit<T, kVec>(in, u, n);
-    uint4 sum;
-    ll_sum_unit<T, R>(src, u, own, me, world, wait, &sum);
-    store_unit<T, kVec>(out, u, n, sum);
+    for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+    sum_and_store([&](size_t u, const uint4& own, uint4* sum) { ll_sum_unit<T, R>(src, u, own, me, world, wait, sum); });
+  } else {
+    const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / K;  // units per slot
+    if (!call.aborted) snt_push<T, kVec, R>(s, e, cap, in, n, ur);
+    uint4* local = snt_region<R>(s, me, e);
+    sum_and_store([&](size_t u, const uint4& own, uint4* sum) { snt_sum_unit<T, R>(local, cap, u, own, me, world, wait, sum); });
   }
   op_end(s, e);
 }

@@ -9,7 +9,8 @@
 // These kernels hold a row in registers (one CTA per multiprocessor; the
 // two-shot over sentinel units has 384 threads, 256 of them the epilogue's),
 // so a grid has at most max_blocks / 2 CTAs (fused_max_active in
-// core/plan.h).
+// core/plan.h); the split one-shot, two per multiprocessor where its
+// instance fits, up to what is resident (the launcher clips its grid).
 #pragma once
 
 #include <cooperative_groups.h>
@@ -34,55 +35,63 @@ __device__ __forceinline__ RowEpilogue row_epilogue(const FusedParams& p, size_t
   return r;
 }
 
-// Copies elements [first, last) of `src` into `dst` (same offsets) as packs
-// of P; on the vector path first and last are multiples of P.
-template <typename T, int P>
-__device__ __forceinline__ void copy_range(T* dst, const T* src, size_t first, size_t last) {
-  for_packs<kCopyUnroll, Pack<T, P>>(
-      first / P, ceil_div(last, static_cast<size_t>(P)), [&](size_t i) { return load_bounded<T, P>(src, i, last); },
-      [&](size_t i, const Pack<T, P>& v) { store_slot<T, P>(dst, i, v); });
-}
-
 // LL unit holding element c of row `row` (rows contiguous in the slot).
 template <typename T>
 __device__ __forceinline__ size_t ll_unit_of(size_t row, size_t hidden, size_t c) {
   return (row * hidden + c) / (kLLUnitBytes / sizeof(T));
 }
 
+// Polls every peer's copy of the units of this thread's packs v0 + k *
+// kThreadsPerBlock (k < kPacks, packs at or past nv skipped), kUnits units
+// per pack, with up to 8 units in flight before any is checked: batches in
+// rank order, item j being unit j % kUnits of pack (j % kPerRank) / kUnits
+// of rank j / kPerRank. at_of(r, v, a) is the address of unit a of pack v
+// from rank r; poll(at, live, peer, raw) waits for one batch (ll_poll,
+// snt_poll); use(j0, raw, live) sees each batch once complete. False if any
+// unit never arrived.
+template <int R, int kPacks, int kUnits, typename Raw, typename Addr, typename AtOf, typename Poll, typename Use>
+__device__ __forceinline__ bool poll_peer_packs(int me, int world, size_t v0, size_t nv, AtOf at_of, Poll poll,
+                                                Use use) {
+  constexpr int kPerRank = kPacks * kUnits;
+  constexpr int kBatch = kPerRank * R < 8 ? kPerRank * R : 8;
+  bool ok = true;
+#pragma unroll
+  for (int j0 = 0; j0 < R * kPerRank; j0 += kBatch) {
+    if (j0 / kPerRank >= world) break;  // ranks past the world: nothing to poll
+    Addr at[kBatch];
+    bool live[kBatch];
+    int peer[kBatch];
+    Raw raw[kBatch];
+#pragma unroll
+    for (int j = 0; j < kBatch; ++j) {
+      const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
+      const size_t v = v0 + k * kThreadsPerBlock;
+      live[j] = r < world && r != me && v < nv;
+      at[j] = live[j] ? at_of(r, v, a) : nullptr;
+      peer[j] = r;
+    }
+    ok = poll(at, live, peer, raw) && ok;
+    use(j0, raw, live);
+  }
+  return ok;
+}
+
 // Polls, in every peer's slot, the units of `row` this thread reads in one
 // epilogue round (virtual packs v0 + k * kThreadsPerBlock, k < kPacks) until
 // all are complete (packs at or past nv excluded); false if any never
-// arrived. On the vector path the loads of up to kLLBatch units are in
-// flight before any is checked, batches in rank order (item j: rank
-// j / kPerRank, pack (j % kPerRank) / kUnits, unit j % kUnits), and
-// use(j0, raw) sees each batch once it is complete.
+// arrived. The vector path batches as poll_peer_packs and hands each batch
+// to use(j0, raw, live).
 template <typename T, bool kVec, int R, int kPacks, typename Use>
 __device__ __forceinline__ bool ll_poll_round(const uint64_t* const* src, int me, int world, size_t row,
                                               size_t hidden, size_t v0, size_t nv, const PollWait& w, Use use) {
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   bool ok = true;
   if constexpr (kVec) {
-    constexpr int kUnits = kRowVec / K;  // units per virtual pack
-    constexpr int kPerRank = kPacks * kUnits;
-    constexpr int kLLBatch = kPerRank * R < 8 ? kPerRank * R : 8;
-#pragma unroll
-    for (int j0 = 0; j0 < R * kPerRank; j0 += kLLBatch) {
-      if (j0 / kPerRank >= world) break;  // ranks past the world: nothing to poll
-      const uint64_t* at[kLLBatch];
-      bool live[kLLBatch];
-      int peer[kLLBatch];
-      LLRaw raw[kLLBatch];
-#pragma unroll
-      for (int j = 0; j < kLLBatch; ++j) {
-        const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
-        const size_t v = v0 + k * kThreadsPerBlock;
-        live[j] = r < world && r != me && v < nv;
-        at[j] = live[j] ? ll_at(src[r], ll_unit_of<T>(row, hidden, v * kRowVec) + a) : nullptr;
-        peer[j] = r;
-      }
-      ok = ll_poll(at, live, peer, w, raw) && ok;
-      use(j0, raw);
-    }
+    ok = poll_peer_packs<R, kPacks, kRowVec / K, LLRaw, const uint64_t*>(
+        me, world, v0, nv,
+        [&](int r, size_t v, int a) { return ll_at(src[r], ll_unit_of<T>(row, hidden, v * kRowVec) + a); },
+        [&](const auto& at, const auto& live, const auto& peer, auto& raw) { return ll_poll(at, live, peer, w, raw); },
+        use);
   } else {
     for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
@@ -101,6 +110,29 @@ __device__ __forceinline__ bool ll_poll_round(const uint64_t* const* src, int me
     }
   }
   return ok;
+}
+
+// Accumulates, in rank order, one completed batch of poll_peer_packs into
+// acc[k][i] (fp32, from rank 0's value): peers' values from data(raw[j]),
+// this rank's from mine.
+template <typename T, int kPacks, int kUnits, int B, typename Raw, typename Data>
+__device__ __forceinline__ void accumulate_batch(int j0, const Raw (&raw)[B], int me, int world,
+                                                 const float (&mine)[kPacks][kRowVec], float (&acc)[kPacks][kRowVec],
+                                                 Data data) {
+  constexpr int K = kRowVec / kUnits;
+  constexpr int kPerRank = kPacks * kUnits;
+#pragma unroll
+  for (int j = 0; j < B; ++j) {
+    const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
+    if (r >= world) continue;
+    const uint4 d = data(raw[j]);
+    const T* t = reinterpret_cast<const T*>(&d);
+#pragma unroll
+    for (int i = 0; i < K; ++i) {
+      const float x = r == me ? mine[k][a * K + i] : Num<T>::to_float(t[i]);
+      acc[k][a * K + i] = r == 0 ? x : __fadd_rn(acc[k][a * K + i], x);
+    }
+  }
 }
 
 // 8 elements of `row`, virtual pack v, from an LL slot whose units this
@@ -141,7 +173,8 @@ struct LLRowSums {
   PollWait wait;
 
   __device__ __forceinline__ bool wait_packs(size_t v0, size_t nv) const {
-    return ll_poll_round<T, kVec, R, kPacks>(src, me, world, row, hidden, v0, nv, wait, [](int, const auto&) {});
+    return ll_poll_round<T, kVec, R, kPacks>(src, me, world, row, hidden, v0, nv, wait,
+                                             [](int, const auto&, const auto&) {});
   }
   __device__ __forceinline__ bool ready(size_t v0) const { return wait_packs(v0, ceil_div(hidden, size_t{kRowVec})); }
 
@@ -163,25 +196,11 @@ struct LLRowSums {
         if (v0 + k * kThreadsPerBlock < v_end) sum_at(v0 + k * kThreadsPerBlock, h[k]);
       return ok;
     } else {
-      constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
-      constexpr int kUnits = kRowVec / K;
-      constexpr int kPerRank = kPacks * kUnits;
+      constexpr int kUnits = kRowVec / static_cast<int>(kLLUnitBytes / sizeof(T));
       float acc[kPacks][kRowVec];
       const bool ok = ll_poll_round<T, kVec, R, kPacks>(
-          src, me, world, row, hidden, v0, v_end, wait, [&](int j0, const auto& raw) {
-            constexpr int B = sizeof(raw) / sizeof(raw[0]);
-#pragma unroll
-            for (int j = 0; j < B; ++j) {
-              const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
-              if (r >= world) continue;
-              const uint4 d = ll_data(raw[j]);
-              const T* t = reinterpret_cast<const T*>(&d);
-#pragma unroll
-              for (int i = 0; i < K; ++i) {
-                const float x = r == me ? mine[k][a * K + i] : Num<T>::to_float(t[i]);
-                acc[k][a * K + i] = r == 0 ? x : __fadd_rn(acc[k][a * K + i], x);
-              }
-            }
+          src, me, world, row, hidden, v0, v_end, wait, [&](int j0, const auto& raw, const auto&) {
+            accumulate_batch<T, kPacks, kUnits>(j0, raw, me, world, mine, acc, [](const LLRaw& w) { return ll_data(w); });
           });
 #pragma unroll
       for (int k = 0; k < kPacks; ++k)
@@ -272,6 +291,51 @@ struct LLGatheredSums {
   }
 };
 
+// The rank-order sums of one row from sentinel units (one-shot over
+// sentinel units, sentinel.cuh): rank r's unit u of the chunk at
+// local[r * cap + u], this rank's values from its input. hidden % 8 == 0, so
+// a virtual pack is kUnits whole units and each unit is polled, read and
+// cleared by the one thread that owns its pack (CLEAN REGIONS). The fetch
+// is that of LLRowSums: batches of up to 8 units in rank order.
+template <typename T, bool kVec, int R, int kPacks>
+struct SntPeerRowSums {
+  uint4* local;
+  size_t cap;
+  const T* own;  // this rank's input row
+  size_t row, hidden;
+  int me, world;
+  PollWait wait;
+
+  __device__ __forceinline__ void load_own(size_t v, float* f) const { load_v8<T, kVec>(own, v, hidden, f); }
+
+  __device__ __forceinline__ bool fetch(size_t v0, size_t v_end, const float (&mine)[kPacks][kRowVec],
+                                        float (&h)[kPacks][kRowVec]) const {
+    constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
+    constexpr int kUnits = kRowVec / K;
+    float acc[kPacks][kRowVec];
+    const size_t u0 = row * hidden / K;  // the row's first unit (hidden % 8 == 0)
+    const bool ok = poll_peer_packs<R, kPacks, kUnits, uint4, const uint4*>(
+        me, world, v0, v_end, [&](int r, size_t v, int a) { return local + r * cap + u0 + v * kUnits + a; },
+        [&](const auto& at, const auto& live, const auto& peer, auto& raw) { return snt_poll<T>(at, live, peer, wait, raw); },
+        [&](int j0, const auto& raw, const auto& live) {
+          accumulate_batch<T, kPacks, kUnits>(j0, raw, me, world, mine, acc, [](const uint4& d) { return d; });
+          constexpr int B = sizeof(live) / sizeof(live[0]);
+          constexpr int kPerRank = kPacks * kUnits;
+#pragma unroll
+          for (int j = 0; j < B; ++j) {
+            const int r = (j0 + j) / kPerRank, k = ((j0 + j) % kPerRank) / kUnits, a = (j0 + j) % kUnits;
+            // (After a failed poll the call has aborted: a clear then is harmless.)
+            if (live[j]) snt_clear(local + r * cap + u0 + (v0 + k * kThreadsPerBlock) * kUnits + a);
+          }
+        });
+#pragma unroll
+    for (int k = 0; k < kPacks; ++k)
+#pragma unroll
+      for (int i = 0; i < kRowVec; ++i) h[k][i] = round_to<T>(acc[k][i]);
+    return ok;
+  }
+};
+
 // ONE-SHOT FUSED (LL, ll.cuh). Push: the chunk's rows form one flat range of
 // rows x hidden elements, cut in 16-byte units over all active CTAs; each CTA
 // pushes its units as LL words into slot [me] of every peer. Rows: CTA b owns
@@ -288,16 +352,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   // Push range: 16-byte units of the flat rows x hidden range. The input is
   // 16-byte aligned on the vector path (rows of a multiple of 8 elements).
   const size_t n = p.rows * H;
-  const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
-  const size_t per_cta = ll_span(units, gridDim.x);
-  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
-  uint4 first{};
-  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
+  const UnitRange ur = cta_units<T, kVec>(in, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-  if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, lo, hi, first);
+  if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
 
   const PollWait wait = poll_wait_of(s, e);
   const uint64_t* src[R];
@@ -419,34 +479,44 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   if (blockIdx.x / C < p.rows) cluster_wait();
 }
 
-// ONE-SHOT FUSED, rows split over a thread-block cluster (LL, ll.cuh). The
-// push is that of fused_oneshot_kernel; the rows go through the split
-// epilogue, each CTA polling its packs of every peer and summing them with
-// its own input in rank order.
-template <typename T, typename W, bool kVec, int R, int kPacks>
-__global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_split_kernel(FusedParams p) {
+// ONE-SHOT FUSED, rows split over a thread-block cluster. The push is that
+// of fused_oneshot_kernel (the chunk's flat range of 16-byte units cut over
+// all CTAs); the rows go through the split epilogue, each CTA polling its
+// packs of every peer and summing them with its own input in rank order.
+// kLL: LL words in the LL region; else sentinel units in the data region
+// (rows of whole 8-element packs only: plan_fused_route), slot [r] of each
+// rank `cap` units long, which carry half the bytes of LL words.
+// Instances with one pack per thread and at most 4 ranks fit 128 registers
+// without spilling (ptxas), so two CTAs share a multiprocessor: twice the
+// clusters resident at once, so rows up to twice as many go in one round.
+template <typename T, typename W, bool kVec, int R, int kPacks, bool kLL>
+__global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 1)
+    fused_oneshot_split_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
   const size_t H = p.hidden;
   const T* in = static_cast<const T*>(p.in);
   const size_t n = p.rows * H;
-  const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
-  const size_t per_cta = ll_span(units, gridDim.x);
-  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
-  uint4 first{};
-  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
+  const UnitRange ur = cta_units<T, kVec>(in, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
-  const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-  if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, lo, hi, first);
-
   const PollWait wait = poll_wait_of(s, e);
-  const uint64_t* src[R];
+  if constexpr (kLL) {
+    const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
+    if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
+    const uint64_t* src[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
-  split_epilogue<T, W, kVec, kPacks>(
-      p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * p.hidden, row, p.hidden, me, world, wait}; });
+    for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+    split_epilogue<T, W, kVec, kPacks>(
+        p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * H, row, H, me, world, wait}; });
+  } else {
+    const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / (kSntUnitBytes / sizeof(T));
+    if (!call.aborted) snt_push<T, kVec, R>(s, e, cap, in, n, ur);
+    uint4* local = snt_region<R>(s, me, e);
+    split_epilogue<T, W, kVec, kPacks>(
+        p, [&](size_t row) { return SntPeerRowSums<T, kVec, R, kPacks>{local, cap, in + row * H, row, H, me, world, wait}; });
+  }
   op_end(s, e);
 }
 
@@ -470,12 +540,9 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
   const size_t n = p.rows * p.hidden;
-  const size_t units = ceil_div(n, kLLUnitBytes / sizeof(T));
+  const UnitRange ur = cta_units<T, kVec>(in, n);
+  const size_t units = ur.units, lo = ur.lo, hi = ur.hi;
   const size_t su = ll_span(units, world);  // whole LL groups, so shards start on one
-  const size_t per_cta = ll_span(units, gridDim.x);
-  const size_t lo = min(units, blockIdx.x * per_cta), hi = min(units, lo + per_cta);
-  uint4 first{};
-  if (lo + threadIdx.x < hi) first = load_unit<T, kVec>(in, lo + threadIdx.x, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
   const uint32_t flag = ll_flag(e);
@@ -488,7 +555,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
       const int owner = static_cast<int>(u / su);
       if (owner != me) ll_store_unit(ll_slot<R>(s, owner, me, e, slot_bytes), u - owner * su, d, flag);
     };
-    if (lo + threadIdx.x < hi) push(lo + threadIdx.x, first);
+    if (lo + threadIdx.x < hi) push(lo + threadIdx.x, ur.first);
     for_packs<kCopyUnroll, uint4>(
         lo + blockDim.x, hi, [&](size_t u) { return load_unit<T, kVec>(in, u, n); }, push);
   }

@@ -1,6 +1,7 @@
 // The instances of the fused kernels and the choice among them, for one
-// activation type T (included by fused_select_<type>.cu only). The vector
-// path is built for each rank capacity (rank_capacity, core/plan.h) and, for
+// activation type T (included by fused_select_<type>.cu only). The split
+// one-shot exists over LL and over sentinel units (AddRmsNormLaunch::ll).
+// The vector path is built for each rank capacity (rank_capacity, core/plan.h) and, for
 // the split kernels, one virtual pack per thread where that covers the row
 // (split_packs); the element-wise path (unaligned callers), rows wider than
 // a pack per thread and the one-CTA-per-row one-shot (rows wider than any
@@ -14,10 +15,10 @@
 namespace arnorm {
 namespace fused_select {
 
-template <typename T, typename W>
+template <typename T, typename W, bool kLL>
 struct OneShotSplit {
   template <bool kVec, int R, int kPacks>
-  static FusedKernel get() { return fused_oneshot_split_kernel<T, W, kVec, R, kPacks>; }
+  static FusedKernel get() { return fused_oneshot_split_kernel<T, W, kVec, R, kPacks, kLL>; }
 };
 template <typename T, typename W>
 struct TwoShotLL {
@@ -48,7 +49,10 @@ FusedKernel for_weight(const AddRmsNormLaunch& l) {
   const int packs = split ? split_packs(l.params.hidden, l.params.cluster) : kRowRegs;
   switch (l.algo) {
     case ARNORM_ALGO_ONESHOT:
-      if (split) return pick<OneShotSplit<T, W>>(l.vectorized, world, packs);
+      if (split) {
+        return l.ll ? pick<OneShotSplit<T, W, true>>(l.vectorized, world, packs)
+                    : pick<OneShotSplit<T, W, false>>(l.vectorized, world, packs);
+      }
       return l.vectorized ? fused_oneshot_kernel<T, W, true, kMaxRanks> : fused_oneshot_kernel<T, W, false, kMaxRanks>;
     case ARNORM_ALGO_TWOSHOT:
       // The sentinel kernel's epilogue is rmsnorm_row (kRowRegs packs);

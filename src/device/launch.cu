@@ -11,10 +11,10 @@ using AllReduceKernel = void (*)(AllReduceParams);
 
 // Each kernel family's instances: the vector path for every rank capacity,
 // the element-wise path (unaligned callers, rare) for kMaxRanks only.
-template <typename T>
+template <typename T, bool kLL>
 struct OneShot {
   template <bool kVec, int R>
-  static AllReduceKernel get() { return allreduce_oneshot_kernel<T, kVec, R>; }
+  static AllReduceKernel get() { return allreduce_oneshot_kernel<T, kVec, R, kLL>; }
 };
 template <typename T>
 struct TwoShotLL {
@@ -42,7 +42,7 @@ arnormStatus_t launch_typed(const AllReduceLaunch& l, cudaStream_t stream) {
   AllReduceKernel kernel = nullptr;
   const int world = l.params.sync.world;
   if (l.algo == ARNORM_ALGO_ONESHOT) {
-    kernel = pick<OneShot<T>>(l.vectorized, world);
+    kernel = l.ll ? pick<OneShot<T, true>>(l.vectorized, world) : pick<OneShot<T, false>>(l.vectorized, world);
   } else if (l.algo == ARNORM_ALGO_TWOSHOT && l.ll) {
     kernel = pick<TwoShotLL<T>>(l.vectorized, world);
   } else if (l.algo == ARNORM_ALGO_TWOSHOT) {

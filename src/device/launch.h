@@ -14,7 +14,7 @@ struct AllReduceLaunch {
   AllReduceParams params;
   bool pdl;                // programmatic dependent launch (PDL in sync.cuh)
   arnormAlgorithm_t algo;  // ONESHOT or TWOSHOT
-  bool ll;                 // TWOSHOT over LL (ONESHOT always is)
+  bool ll;                 // over LL words, else sentinel units
   arnormDataType_t dtype;
   bool vectorized;         // 16-byte packs (caller pointers 16-byte aligned)
   int blocks;
@@ -25,7 +25,7 @@ arnormStatus_t launch_allreduce(const AllReduceLaunch& launch, cudaStream_t stre
 struct AddRmsNormLaunch {
   FusedParams params;
   bool pdl;  // programmatic dependent launch for the peer kernels (PDL in sync.cuh)
-  bool ll;   // TWOSHOT over LL (needs params.cluster > 0); ONESHOT always is
+  bool ll;   // over LL words (the split kernels and the one-CTA-per-row one-shot), else sentinel units
   arnormAlgorithm_t algo;  // ONESHOT, TWOSHOT, or NCCL (the norm alone, sums already in params.in)
   arnormDataType_t dtype;
   arnormDataType_t weight_dtype;

@@ -34,7 +34,7 @@
 namespace arnorm {
 
 // Data bytes one LL unit carries; its LL words take kLLExpansion times as much.
-constexpr size_t kLLUnitBytes = 16;
+constexpr size_t kLLUnitBytes = kUnitBytes;
 constexpr size_t kLLWordsPerUnit = kLLUnitBytes / 4;
 // Units are laid out in groups of 32 (one per lane of a warp): the first
 // halves (words 0-1) of the group's units, then their second halves, so that
@@ -123,51 +123,6 @@ __device__ __forceinline__ uint4 ll_read_seen(const uint64_t* slot, size_t u) {
 template <int R = kMaxRanks>
 __device__ __forceinline__ uint64_t* ll_slot(const SyncParams& s, int owner, int src, uint64_t e, size_t slot_bytes) {
   return reinterpret_cast<uint64_t*>(workspace_of<R>(s, owner) + s.layout.ll_parity_offset(e) + src * slot_bytes);
-}
-
-// Element-wise access to unit u (elements [u*K, u*K + K) below n) of a
-// caller buffer. Out of line: on the vector path only a call's last, partial
-// unit takes it, and inlined into every unrolled copy loop it made the hot
-// code of small kernels several times larger (their time goes to fetching
-// code: perf-notes, 0.5).
-template <typename T>
-__device__ __noinline__ uint4 load_unit_elementwise(const T* base, size_t u, size_t n) {
-  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
-  Pack<T, K> p;
-  const size_t e0 = u * K;
-#pragma unroll
-  for (int i = 0; i < K; ++i) p.v[i] = e0 + i < n ? base[e0 + i] : Num<T>::from_float(0.f);
-  return *reinterpret_cast<const uint4*>(&p);
-}
-
-template <typename T>
-__device__ __noinline__ void store_unit_elementwise(T* base, size_t u, size_t n, uint4 d) {
-  constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
-  const Pack<T, K>& p = *reinterpret_cast<const Pack<T, K>*>(&d);
-  const size_t e0 = u * K;
-#pragma unroll
-  for (int i = 0; i < K; ++i)
-    if (e0 + i < n) base[e0 + i] = p.v[i];
-}
-
-// Unit `u` (16 bytes) of a caller buffer of n elements; elements past n read
-// as zero. kVec: the buffer is 16-byte aligned; otherwise element loads.
-template <typename T, bool kVec>
-__device__ __forceinline__ uint4 load_unit(const T* base, size_t u, size_t n) {
-  constexpr size_t K = kLLUnitBytes / sizeof(T);
-  if (kVec && (u + 1) * K <= n) return reinterpret_cast<const uint4*>(base)[u];
-  return load_unit_elementwise<T>(base, u, n);
-}
-
-// Stores the elements of unit `u` that fall below n.
-template <typename T, bool kVec>
-__device__ __forceinline__ void store_unit(T* base, size_t u, size_t n, const uint4& d) {
-  constexpr size_t K = kLLUnitBytes / sizeof(T);
-  if (kVec && (u + 1) * K <= n) {
-    reinterpret_cast<uint4*>(base)[u] = d;
-    return;
-  }
-  store_unit_elementwise<T>(base, u, n, d);
 }
 
 // Pushes units [lo, hi) of `in` (n elements) as LL words into slot [me] of

@@ -114,6 +114,54 @@ __device__ __forceinline__ Pack<T, P> sum_in_rank_order(const Pack<T, P>* v, int
   return out;
 }
 
+// Both transports move 16-byte units of a caller buffer's flat range.
+constexpr size_t kUnitBytes = 16;
+
+// Element-wise access to unit u (elements [u*K, u*K + K) below n) of a
+// caller buffer. Out of line: on the vector path only a call's last, partial
+// unit takes it, and inlined into every unrolled copy loop it made the hot
+// code of small kernels several times larger (their time goes to fetching
+// code: perf-notes, 0.5).
+template <typename T>
+__device__ __noinline__ uint4 load_unit_elementwise(const T* base, size_t u, size_t n) {
+  constexpr int K = static_cast<int>(kUnitBytes / sizeof(T));
+  Pack<T, K> p;
+  const size_t e0 = u * K;
+#pragma unroll
+  for (int i = 0; i < K; ++i) p.v[i] = e0 + i < n ? base[e0 + i] : Num<T>::from_float(0.f);
+  return *reinterpret_cast<const uint4*>(&p);
+}
+
+template <typename T>
+__device__ __noinline__ void store_unit_elementwise(T* base, size_t u, size_t n, uint4 d) {
+  constexpr int K = static_cast<int>(kUnitBytes / sizeof(T));
+  const Pack<T, K>& p = *reinterpret_cast<const Pack<T, K>*>(&d);
+  const size_t e0 = u * K;
+#pragma unroll
+  for (int i = 0; i < K; ++i)
+    if (e0 + i < n) base[e0 + i] = p.v[i];
+}
+
+// Unit `u` (16 bytes) of a caller buffer of n elements; elements past n read
+// as zero. kVec: the buffer is 16-byte aligned; otherwise element loads.
+template <typename T, bool kVec>
+__device__ __forceinline__ uint4 load_unit(const T* base, size_t u, size_t n) {
+  constexpr size_t K = kUnitBytes / sizeof(T);
+  if (kVec && (u + 1) * K <= n) return reinterpret_cast<const uint4*>(base)[u];
+  return load_unit_elementwise<T>(base, u, n);
+}
+
+// Stores the elements of unit `u` that fall below n.
+template <typename T, bool kVec>
+__device__ __forceinline__ void store_unit(T* base, size_t u, size_t n, const uint4& d) {
+  constexpr size_t K = kUnitBytes / sizeof(T);
+  if (kVec && (u + 1) * K <= n) {
+    reinterpret_cast<uint4*>(base)[u] = d;
+    return;
+  }
+  store_unit_elementwise<T>(base, u, n, d);
+}
+
 // Runs body(i) for packs i in [lo + first, hi) stepping `stride`, U packs
 // per thread at a time: `load(i)` for all U first, then `use(i, v)`, so U
 // independent loads per thread are in flight.

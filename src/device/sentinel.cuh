@@ -48,7 +48,7 @@
 
 namespace arnorm {
 
-constexpr size_t kSntUnitBytes = 16;
+constexpr size_t kSntUnitBytes = kUnitBytes;
 // The plain two-shot's CTA ranges start on multiples of this many units: a
 // warp's 32 consecutive units are 512 contiguous bytes, whole lines (the
 // fused two-shot's shards start on whole lines, kFusedShardAlignUnits).

@@ -65,14 +65,22 @@ TEST(Plan, ChunksCoverEveryElementExactlyOnce) {
   WorkspaceLayout l;
   ASSERT_TRUE(compute_workspace_layout(4, 132, 1u << 20, &l));
   for (auto algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
-    for (size_t count : {size_t{1}, size_t{17}, size_t{100000}, size_t{3000001}}) {
-      const ChunkPlan p = plan_chunks(algo, l, count, 2);
-      ASSERT_GT(p.chunk_elems, 0u);
-      EXPECT_EQ(0u, p.chunk_elems % kElemAlign);
-      EXPECT_GE(p.num_chunks * p.chunk_elems, count);
-      EXPECT_LT((p.num_chunks - 1) * p.chunk_elems, count);
+    for (bool ll : {false, true}) {
+      for (size_t count : {size_t{1}, size_t{17}, size_t{100000}, size_t{3000001}}) {
+        const ChunkPlan p = plan_chunks(algo, l, count, 2, ll);
+        ASSERT_GT(p.chunk_elems, 0u);
+        EXPECT_EQ(0u, p.chunk_elems % kElemAlign);
+        EXPECT_GE(p.num_chunks * p.chunk_elems, count);
+        EXPECT_LT((p.num_chunks - 1) * p.chunk_elems, count);
+      }
+      EXPECT_EQ(0u, plan_chunks(algo, l, 0, 2, ll).num_chunks);
     }
-    EXPECT_EQ(0u, plan_chunks(algo, l, 0, 2).num_chunks);
+  }
+  // One-shot over sentinel units: world slots of a chunk fit one data parity.
+  for (size_t es : {size_t{2}, size_t{4}}) {
+    const ChunkPlan p = plan_chunks(ARNORM_ALGO_ONESHOT, l, 1u << 30, es, false);
+    EXPECT_EQ(0u, p.chunk_elems * es % 16) << "whole 16-byte units";
+    EXPECT_LE(p.chunk_elems * es * l.world_size, l.data_bytes_per_parity);
   }
 }
 
@@ -120,7 +128,8 @@ TEST(Plan, FusedChunksFitTheirRegion) {
     for (auto algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
       for (size_t hidden : {size_t{1}, size_t{7}, size_t{4096}, size_t{7168}, size_t{32768}}) {
         for (size_t es : {size_t{2}, size_t{4}}) {
-          const size_t per_chunk = plan_fused_rows_per_chunk(algo, l, hidden, es);
+         for (bool ll : {false, true}) {
+          const size_t per_chunk = plan_fused_rows_per_chunk(algo, l, hidden, es, ll);
           ASSERT_GT(per_chunk, 0u) << "default budget holds a row of " << hidden;
           for (size_t rows : {size_t{1}, per_chunk / 2 + 1, per_chunk - per_chunk / 3, per_chunk - 2, per_chunk}) {
             if (rows == 0 || rows > per_chunk) continue;
@@ -128,8 +137,8 @@ TEST(Plan, FusedChunksFitTheirRegion) {
             EXPECT_GE(g.blocks, 1);
             EXPECT_LE(g.blocks, fused_max_active(264));
             EXPECT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
-            EXPECT_LE(fused_region_bytes(algo, rows, hidden, world, es), region_capacity(algo, l))
-                << "world " << world << " hidden " << hidden << " rows " << rows;
+            EXPECT_LE(fused_region_bytes(algo, rows, hidden, world, es, ll), region_capacity(algo, l, ll))
+                << "world " << world << " hidden " << hidden << " rows " << rows << " ll " << ll;
             if (algo == ARNORM_ALGO_TWOSHOT) {
               // The shards cover the row's units and start on whole lines.
               const size_t su = fused_shard_units(hidden, es, world);
@@ -144,6 +153,7 @@ TEST(Plan, FusedChunksFitTheirRegion) {
               EXPECT_LE(g * fused_row_units(hidden, es), std::max(kFusedStepUnits, fused_row_units(hidden, es)));
             }
           }
+         }
         }
       }
     }
@@ -162,11 +172,11 @@ TEST(Plan, EveryShorterFusedChunkFits) {
   for (const Case& c : cases) {
     WorkspaceLayout l;
     ASSERT_TRUE(compute_workspace_layout(c.world, 264, c.budget, &l));
-    const size_t per_chunk = plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, c.hidden, 2);
+    const size_t per_chunk = plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, c.hidden, 2, false);
     ASSERT_GT(per_chunk, 0u);
     for (size_t rows = 1; rows <= per_chunk; ++rows) {
       const FusedGeometry g = plan_fused_chunk(ARNORM_ALGO_TWOSHOT, l, rows, c.hidden);
-      ASSERT_LE(fused_region_bytes(ARNORM_ALGO_TWOSHOT, rows, c.hidden, c.world, 2), l.data_bytes_per_parity)
+      ASSERT_LE(fused_region_bytes(ARNORM_ALGO_TWOSHOT, rows, c.hidden, c.world, 2, false), l.data_bytes_per_parity)
           << "world " << c.world << " hidden " << c.hidden << " rows " << rows;
       ASSERT_GE(static_cast<size_t>(g.blocks) * g.rows_per_cta, rows);
       ASSERT_LE(g.blocks, fused_max_active(264));
@@ -177,8 +187,9 @@ TEST(Plan, EveryShorterFusedChunkFits) {
 TEST(Plan, FusedRowTooWideForTheWorkspaceIsReported) {
   WorkspaceLayout l;
   ASSERT_TRUE(compute_workspace_layout(8, 264, 512u << 10, &l));
-  EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, size_t{1} << 20, 4));
-  EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, size_t{1} << 20, 4));
+  EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, size_t{1} << 20, 4, true));
+  EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, size_t{1} << 20, 4, false));
+  EXPECT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, size_t{1} << 20, 4, false));
 }
 
 }  // namespace
@@ -208,7 +219,7 @@ TEST(Plan, FusedClusterDependsOnHiddenOnlyAndHoldsTheRow) {
         const int b = plan_fused_split_blocks(rows, hidden, c, max_blocks);
         EXPECT_EQ(0, b % c) << hidden << " " << rows;
         EXPECT_GE(b, c);
-        EXPECT_LE(b, std::max(c, fused_max_active(max_blocks)));
+        EXPECT_LE(b, std::max(c, max_blocks));
       }
     }
   }
@@ -266,28 +277,39 @@ namespace {
 TEST(Plan, FusedRouteFollowsHiddenBytesAndLayoutOnly) {
   WorkspaceLayout l;
   ASSERT_TRUE(compute_workspace_layout(4, 264, kDefaultWorkspaceBytes, &l));
-  // One-shot: always LL; rows that fit a cluster take the split epilogue.
-  FusedRoute r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 7168, 2, false);
+  // One-shot: rows that fit a cluster take the split epilogue, over LL or
+  // sentinel units as the bytes say ...
+  FusedRoute r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 7168, 2, true, false);
+  EXPECT_EQ(ARNORM_ALGO_ONESHOT, r.algo);
+  EXPECT_TRUE(r.ll);
+  EXPECT_EQ(4, r.cluster);
+  EXPECT_EQ(l.oneshot_chunk_elems(2) / 7168, r.rows_per_chunk);
+  r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 7168, 2, false, false);
   EXPECT_EQ(ARNORM_ALGO_ONESHOT, r.algo);
   EXPECT_FALSE(r.ll);
   EXPECT_EQ(4, r.cluster);
-  EXPECT_EQ(l.oneshot_chunk_elems(2) / 7168, r.rows_per_chunk);
+  EXPECT_EQ(l.oneshot_snt_chunk_elems(2) / 7168, r.rows_per_chunk);
+  EXPECT_GT(l.oneshot_snt_chunk_elems(2), l.oneshot_chunk_elems(2)) << "the data region is the larger";
+  // ... but rows not of whole 8-element packs stay on LL (a unit would span two threads' packs).
+  r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 7000 + 4, 2, false, false);
+  EXPECT_TRUE(r.ll);
   // Two-shot: over LL with the split epilogue when the bytes say so ...
-  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 7168, 2, true);
+  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 7168, 2, false, true);
   EXPECT_TRUE(r.ll);
   EXPECT_EQ(4, r.cluster);
   EXPECT_EQ(l.twoshot_ll_chunk_elems(2) / 7168, r.rows_per_chunk);
   // ... else the sentinel protocol with whole rows per CTA.
-  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 7168, 2, false);
+  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 7168, 2, true, false);
   EXPECT_FALSE(r.ll);
   EXPECT_EQ(0, r.cluster);
-  EXPECT_EQ(plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, 7168, 2), r.rows_per_chunk);
-  // Rows too wide for a cluster: one CTA per row, sentinel two-shot even for small calls.
-  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 70001, 2, true);
+  EXPECT_EQ(plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, 7168, 2, false), r.rows_per_chunk);
+  // Rows too wide for a cluster: one CTA per row; sentinel two-shot even for small calls, LL one-shot.
+  r = plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, 70001, 2, true, true);
   EXPECT_FALSE(r.ll);
   EXPECT_EQ(0, r.cluster);
-  r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 70001, 2, false);
+  r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, 70000, 2, false, false);
   EXPECT_EQ(0, r.cluster);
+  EXPECT_TRUE(r.ll);
   EXPECT_GT(r.rows_per_chunk, 0u);
 }
 
@@ -295,11 +317,11 @@ TEST(Plan, FusedRouteFallsBackOnlyForAuto) {
   WorkspaceLayout l;
   ASSERT_TRUE(compute_workspace_layout(8, 264, 512u << 10, &l));
   const size_t hidden = 8192;  // 32 KiB of fp32: more than an 8-rank one-shot LL slot of this budget
-  ASSERT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, hidden, 4));
-  const FusedRoute automatic = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, hidden, 4, false);
+  ASSERT_EQ(0u, plan_fused_rows_per_chunk(ARNORM_ALGO_ONESHOT, l, hidden, 4, true));
+  const FusedRoute automatic = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, hidden, 4, true, false);
   EXPECT_EQ(ARNORM_ALGO_TWOSHOT, automatic.algo);
   EXPECT_GT(automatic.rows_per_chunk, 0u) << "the sentinel two-shot holds the row";
-  const FusedRoute forced = plan_fused_route(ARNORM_ALGO_ONESHOT, false, l, 264, hidden, 4, false);
+  const FusedRoute forced = plan_fused_route(ARNORM_ALGO_ONESHOT, false, l, 264, hidden, 4, true, false);
   EXPECT_EQ(ARNORM_ALGO_ONESHOT, forced.algo);
   EXPECT_EQ(0u, forced.rows_per_chunk) << "an explicit one-shot request is refused, not rerouted";
 }

@@ -79,6 +79,24 @@ TEST(Selection, AlgorithmNames) {
   EXPECT_FALSE(algorithm_from_name("ring", &a));
 }
 
+TEST(Selection, ProtocolFollowsBytesUnlessForced) {
+  SelectionContext ctx{2, true, true, ARNORM_ALGO_AUTO};
+  EXPECT_TRUE(oneshot_uses_ll(ctx, kOneShotLLMaxBytes));
+  EXPECT_FALSE(oneshot_uses_ll(ctx, kOneShotLLMaxBytes + 1));
+  EXPECT_TRUE(twoshot_uses_ll(ctx, kTwoShotLLMaxBytes));
+  EXPECT_FALSE(twoshot_uses_ll(ctx, kTwoShotLLMaxBytes + 1));
+  ctx.forced_protocol = Protocol::kSentinel;
+  EXPECT_FALSE(oneshot_uses_ll(ctx, 1));
+  EXPECT_FALSE(twoshot_uses_ll(ctx, 1));
+  ctx.forced_protocol = Protocol::kLL;
+  EXPECT_TRUE(oneshot_uses_ll(ctx, uint64_t{1} << 40));
+  EXPECT_TRUE(twoshot_uses_ll(ctx, uint64_t{1} << 40));
+  Protocol p = Protocol::kAuto;
+  EXPECT_TRUE(protocol_from_name("Sentinel", &p));
+  EXPECT_EQ(Protocol::kSentinel, p);
+  EXPECT_FALSE(protocol_from_name("ll128", &p));
+}
+
 TEST(Selection, ResolveHonoursForcingAndCapabilities) {
   const SelectionTable t = SelectionTable::builtin();
   arnormAlgorithm_t out;
