@@ -90,9 +90,10 @@ size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, in
 // Bytes of one parity's region that algorithm and protocol may use.
 size_t region_capacity(arnormAlgorithm_t algo, const WorkspaceLayout& layout, bool ll);
 
-// The fused kernels keep a row in registers and run one CTA per
+// The fused kernels keep a row in registers and most run one CTA per
 // multiprocessor: of max_blocks (two per multiprocessor), they launch at
-// most this many.
+// most this many (the split one-shot's grid is clipped to what is resident
+// instead: plan_fused_split_blocks).
 inline int fused_max_active(int max_blocks) { return max_blocks > 1 ? max_blocks / 2 : 1; }
 
 // One-shot fused, rows split over a thread-block cluster: the cluster size

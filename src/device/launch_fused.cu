@@ -65,7 +65,9 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
     // another CTA of this rank pushes). The split kernels pair no CTAs
     // across ranks, so this local limit may differ between ranks.
     const int c = l.params.cluster;
-    const int resident = max_active_clusters(kernel, c, l.params.sync.layout.max_blocks) * c;
+    // The query's grid must be whole clusters (max_blocks need not divide by c).
+    const int query_grid = l.params.sync.layout.max_blocks / c * c;
+    const int resident = max_active_clusters(kernel, c, query_grid) * c;
     if (resident < c) {
       return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: no cluster of %d CTAs fits this GPU", c);
     }
