@@ -6,7 +6,9 @@
 #   scripts/gpu-check.sh [all|tests|sanitize|bench] [extra arnorm-bench flags]
 #
 # BUILD (default build) is the build folder; OUT (default out) receives the
-# logs and the benchmark JSON; STEP_TIMEOUT (default 600 s) bounds each step.
+# logs and the benchmark JSON; STEP_TIMEOUT (default 600 s) bounds each step;
+# WORLDS (default: 2, 4 and 8 where the machine has them) picks the world
+# sizes of the tests and the benchmark, e.g. WORLDS=4 on a 4-GPU machine.
 # NVLink multicast stays off throughout.
 set -uo pipefail
 mode=${1:-all}
@@ -36,8 +38,9 @@ echo "== $ngpu GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/de
 # machine world 1 (every kernel and result check, no peer traffic), so a
 # kernel change can be checked there before a multi-GPU machine is had.
 worlds=""
-for w in 2 4 8; do [ "$w" -le "$ngpu" ] && worlds="$worlds $w"; done
+for w in ${WORLDS:-2 4 8}; do [ "$w" -le "$ngpu" ] && worlds="$worlds $w"; done
 [ "$ngpu" -eq 1 ] && worlds=1 && echo "== one GPU: world size 1 only (nothing crosses NVLink; tests that need a peer skip)"
+[ -n "$worlds" ] || { echo "== no world size in WORLDS='${WORLDS:-}' fits $ngpu GPU(s)"; exit 2; }
 summary=()
 status=0
 note() { summary+=("$1"); }
