@@ -44,8 +44,10 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
 size_t fused_region_bytes(arnormAlgorithm_t algo, size_t rows, size_t hidden, int world_size, size_t elem_size,
                           bool ll) {
   if (algo == ARNORM_ALGO_TWOSHOT) {
-    // Per row: world reduce-scatter slots and the gathered row, su units each.
-    return 2 * rows * world_size * fused_shard_units(hidden, elem_size, world_size) * kVectorBytes;
+    // Per row: a reduce-scatter slot per peer and the gathered row (world
+    // shards), su units each (device/fused_kernels.cuh, fused_twoshot_kernel).
+    return rows * (peer_slots(world_size) + static_cast<size_t>(world_size)) *
+           fused_shard_units(hidden, elem_size, world_size) * kVectorBytes;
   }
   return static_cast<size_t>(world_size) * align_up(rows * hidden, kElemAlign) * elem_size * (ll ? kLLExpansion : 1);
 }

@@ -84,11 +84,11 @@ __device__ __forceinline__ bool ll_sum_unit(const uint64_t* const* src, size_t u
 }
 
 // The same over sentinel units (sentinel.cuh): peer r's unit is
-// slot0[r * slot_stride + i] in the local region; every unit is cleared once
-// it has been read.
-template <typename T, int R>
-__device__ __forceinline__ bool snt_sum_unit(uint4* slot0, size_t slot_stride, size_t i, const uint4& own, int me,
-                                             int world, const PollWait& wait, uint4* sum) {
+// slot_of(r)[i] in the local region; every unit is cleared once it has been
+// read.
+template <typename T, int R, typename SlotOf>
+__device__ __forceinline__ bool snt_sum_unit(SlotOf slot_of, size_t i, const uint4& own, int me, int world,
+                                             const PollWait& wait, uint4* sum) {
   constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
   const uint4* at[R];
   bool live[R];
@@ -97,7 +97,7 @@ __device__ __forceinline__ bool snt_sum_unit(uint4* slot0, size_t slot_stride, s
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     live[r] = r < world && r != me;
-    at[r] = live[r] ? slot0 + r * slot_stride + i : nullptr;
+    at[r] = live[r] ? slot_of(r) + i : nullptr;
     peer[r] = r;
   }
   const bool ok = snt_poll<T>(at, live, peer, wait, d);
@@ -106,7 +106,7 @@ __device__ __forceinline__ bool snt_sum_unit(uint4* slot0, size_t slot_stride, s
   for (int r = 0; r < R; ++r) {
     if (r >= world) continue;
     v[r] = *reinterpret_cast<const Pack<T, K>*>(r == me ? &own : &d[r]);
-    if (ok && live[r]) snt_clear(slot0 + r * slot_stride + i);
+    if (ok && live[r]) snt_clear(slot_of(r) + i);
   }
   const Pack<T, K> r = ok ? sum_in_rank_order<T, K, R>(v, world) : nan_pack<T, K>();
   *sum = *reinterpret_cast<const uint4*>(&r);
@@ -160,7 +160,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
     const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / K;  // units per slot
     if (!call.aborted) snt_push<T, kVec, R>(s, e, cap, in, n, ur);
     uint4* local = snt_region<R>(s, me, e);
-    sum_and_store([&](size_t u, const uint4& own, uint4* sum) { snt_sum_unit<T, R>(local, cap, u, own, me, world, wait, sum); });
+    auto slot_of = [&](int r) { return local + r * cap; };
+    sum_and_store([&](size_t u, const uint4& own, uint4* sum) { snt_sum_unit<T, R>(slot_of, u, own, me, world, wait, sum); });
   }
   op_end(s, e);
 }
@@ -268,9 +269,10 @@ struct PeerUnits {
 
 // TWO-SHOT over sentinel units (sentinel.cuh), above the LL sizes. The
 // chunk is cut into `world` shards of shard_len elements (twoshot_shard_len);
-// CTA b owns units [lo, hi) of every shard. Rank q's data region holds
-// RS[src] (slots 0..world-1) and AG[src] (slots world..2*world-1), `cap`
-// units each.
+// CTA b owns units [lo, hi) of every shard. Rank q's data region holds, for
+// each peer src, RS[src] at slot peer_slot(src, q) and AG[src] at slot
+// peer_slots(world) + peer_slot(src, q) (workspace_layout.h), `cap` units
+// each.
 //   1. push unit u of shard j to RS[me] on rank j, every peer for each u (so
 //      that all links carry data at once, never all ranks into one);
 //   2. poll RS[r] of every peer, sum own shard in rank order, write it to
@@ -302,6 +304,12 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   // Rank r's data region (r compile-time: the base stays a kernel parameter).
   auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };
   uint4* local = snt_region<R>(s, me, e);
+  const size_t ag_slot0 = peer_slots(world);
+  // RS[r] and AG[r] in this rank's region; my slots in rank r's.
+  auto rs_from = [&](int r) { return local + peer_slot(r, me) * cap; };
+  auto ag_from = [&](int r) { return local + (ag_slot0 + peer_slot(r, me)) * cap; };
+  auto rs_on = [&](int r) { return region(r) + peer_slot(me, r) * cap; };
+  auto ag_on = [&](int r) { return region(r) + (ag_slot0 + peer_slot(me, r)) * cap; };
 
   // 1. reduce-scatter push
   if (!call.aborted) {
@@ -317,7 +325,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
         [&](size_t u, const PeerUnits<R>& v) {
 #pragma unroll
           for (int r = 0; r < R; ++r)
-            if (r < world && r != me) snt_store<T>(region(r) + me * cap + u, v.d[r]);
+            if (r < world && r != me) snt_store<T>(rs_on(r) + u, v.d[r]);
         });
   }
 
@@ -325,14 +333,14 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   for (size_t u = lo + threadIdx.x; u < hi; u += blockDim.x) {
     uint4 sum;
     const bool ok =
-        snt_sum_unit<T, R>(local, cap, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
+        snt_sum_unit<T, R>(rs_from, u, load_unit<T, kVec>(shard_in(me), u, shard_n(me)), me, world, wait, &sum);
     store_unit<T, kVec>(out + me * shard_len, u, shard_n(me), sum);
     // A sum that failed is never published: its readers must time out and
     // report, not take NaN for a result.
     if (ok && !call.aborted) {
 #pragma unroll
       for (int r = 0; r < R; ++r)
-        if (r < world && r != me) snt_store<T>(region(r) + (world + me) * cap + u, sum);
+        if (r < world && r != me) snt_store<T>(ag_on(r) + u, sum);
     }
   }
 
@@ -347,7 +355,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       live[r] = r < world && r != me;
-      at[r] = live[r] ? local + (world + r) * cap + u : nullptr;
+      at[r] = live[r] ? ag_from(r) + u : nullptr;
       peer[r] = r;
     }
     const bool ok = snt_poll<T>(at, live, peer, ag_wait, raw);
@@ -356,7 +364,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
     for (int r = 0; r < R; ++r) {
       if (!live[r]) continue;
       store_unit<T, kVec>(out + r * shard_len, u, shard_n(r), ok ? raw[r] : *reinterpret_cast<const uint4*>(&nan));
-      if (ok) snt_clear(local + (world + r) * cap + u);
+      if (ok) snt_clear(ag_from(r) + u);
     }
   }
   op_end(s, e);

@@ -632,9 +632,9 @@ struct SntRowSums {
 // Units a lane of the fused two-shot reduces per batch.
 constexpr int kSntReduceBatch = 4;
 
-// The rank-order sums of units idx[i] (live[i]) of this rank's shard: rank
-// r's unit at slot0[r * slot_stride + idx[i]] in the local region (own[i]
-// for this rank). Peers are polled in rank order, a batch of units at a
+// The rank-order sums of units idx[i] (live[i]) of this rank's shard: peer
+// r's unit at slot0[peer_slot(r, me) * slot_stride + idx[i]] in the local
+// region (own[i] for this rank). Peers are polled in rank order, a batch of units at a
 // time, accumulating in fp32 exactly as sum_in_rank_order does; every unit
 // read is cleared. False (sums NaN) if any never arrived.
 template <typename T, int U, int R>
@@ -656,7 +656,7 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
       int peer[U];
 #pragma unroll
       for (int i = 0; i < U; ++i) {
-        at[i] = live[i] ? slot0 + r * slot_stride + idx[i] : nullptr;
+        at[i] = live[i] ? slot0 + peer_slot(r, me) * slot_stride + idx[i] : nullptr;
         peer[i] = r;
       }
       ok = snt_poll<T>(at, live, peer, wait, d) && ok;
@@ -683,7 +683,7 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
       if (r >= world || r == me) continue;
 #pragma unroll
       for (int i = 0; i < U; ++i)
-        if (live[i]) snt_clear(slot0 + r * slot_stride + idx[i]);
+        if (live[i]) snt_clear(slot0 + peer_slot(r, me) * slot_stride + idx[i]);
     }
   }
   return ok;
@@ -707,8 +707,10 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // So a row's epilogue (loads, the row reduction, stores: latency-bound)
 // overlaps the NVLink traffic of later rows instead of taking turns with
 // it, and each group's code keeps its registers to itself.
-// Data region of parity e: RS(row, src) at (row * world + src) * su units,
-// AG(row) at (rows + row) * world * su (shard j at j * su within the row).
+// Data region of parity e (fused_region_bytes): RS(row, src) at
+// (row * P + peer_slot(src, me)) * su units, P = peer_slots(world) (a rank
+// sends itself nothing); AG(row) at rows * P * su + row * world * su (shard
+// j at j * su within the row).
 // What travels in the all-gather is the rounded sums s, not normalised rows:
 // one activation per element, against two (h and y) otherwise; every rank
 // then recomputes the epilogue, which costs local bandwidth only.
@@ -727,7 +729,9 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
   const int me = s.rank, world = s.world;
   const size_t H = p.hidden;
   const size_t ru = fused_row_units(H, sizeof(T)), su = fused_shard_units(H, sizeof(T), world);
-  const size_t stride = static_cast<size_t>(world) * su;
+  const size_t stride = static_cast<size_t>(world) * su;  // AG row
+  const size_t rs_stride = peer_slots(world) * su;         // RS row
+  const size_t ag0 = p.rows * rs_stride;                   // AG(0)
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const PollWait wait = poll_wait_of(s, e);
   uint4* local = snt_region<R>(s, me, e);
@@ -744,7 +748,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     ag_wait.timeout_ns *= 2;
     for (size_t row = r0; row < r1; ++row) {
       const RowEpilogue ep = row_epilogue<T>(p, row);
-      const SntRowSums<T> sums{local + (p.rows + row) * stride, ru, su, ag_wait};
+      const SntRowSums<T> sums{local + ag0 + row * stride, ru, su, ag_wait};
       const bool ok = rmsnorm_row<T, W, kVec, SntRowSums<T>, kEpilogueBarrier>(ep, sums);
       if (row_any<kEpilogueBarrier>(!ok)) poison_row<T>(ep);
       if (threadIdx.x == 0) atomicExch(&epilogue_done, static_cast<uint32_t>(row + 1 - r0));
@@ -775,7 +779,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
         for (int t = 1; t < world; ++t) {
           const int r = me + t < world ? me + t : me + t - world;
           const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
-          uint4* dst = reinterpret_cast<uint4*>(workspace_of<R>(s, r) + parity) + me * su;
+          uint4* dst = reinterpret_cast<uint4*>(workspace_of<R>(s, r) + parity) + peer_slot(me, r) * su;
           // Item i: unit a + i % n of row ra + i / n (32-bit: a step holds
           // fewer than 2^32 units).
           const uint32_t n32 = static_cast<uint32_t>(n);
@@ -787,7 +791,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
               },
               [&](size_t i, const uint4& d) {
                 const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
-                snt_store<T>(dst + (ra + q) * stride + m, d);
+                snt_store<T>(dst + (ra + q) * rs_stride + m, d);
               });
         }
       }
@@ -803,8 +807,8 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
             const uint32_t i = static_cast<uint32_t>(i0 + b * kFusedMoverThreads), q = i / static_cast<uint32_t>(own_n);
             const size_t row = ra + q, u = own_lo + (i - q * own_n);
             live[b] = i < items;
-            idx[b] = row * stride + (u - own_lo);  // RS(row, r) unit at local[r * su + idx]
-            ag[b] = (p.rows + row) * stride + u;
+            idx[b] = row * rs_stride + (u - own_lo);  // RS(row, r) unit at local[peer_slot(r, me) * su + idx]
+            ag[b] = ag0 + row * stride + u;
             if (live[b]) own[b] = load_unit<T, kVec>(in + row * H, u, H);
           }
           const bool ok = snt_sum_units<T, kSntReduceBatch, R>(local, su, idx, live, own, me, world, wait, sum);

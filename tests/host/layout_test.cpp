@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "core/plan.h"
 #include "core/workspace_layout.h"
@@ -45,11 +46,39 @@ TEST(WorkspaceLayout, SlotsOfEveryAlgorithmFitOneParityRegion) {
       EXPECT_LE(l.oneshot_slot_bytes(es) * world, l.ll_bytes_per_parity);
       EXPECT_EQ(l.oneshot_chunk_elems(es) * es * kLLExpansion, l.oneshot_slot_bytes(es));
       EXPECT_EQ(0u, l.oneshot_slot_bytes(es) % 32) << "whole LL units";
-      EXPECT_LE(l.twoshot_shard_capacity(es) * 2 * world * es, l.data_bytes_per_parity);
+      // Slots RS[0..P) and AG[P..2P), P = peer_slots(world).
+      EXPECT_LE(l.twoshot_shard_capacity(es) * 2 * peer_slots(world) * es, l.data_bytes_per_parity);
       EXPECT_EQ(0u, l.oneshot_chunk_elems(es) % kElemAlign);
       EXPECT_EQ(0u, l.twoshot_shard_capacity(es) % kElemAlign);
     }
   }
+}
+
+TEST(WorkspaceLayout, PeerSlotsNumberTheOtherRanksInOrder) {
+  for (int world = 1; world <= kMaxRanks; ++world) {
+    for (int dst = 0; dst < world; ++dst) {
+      std::vector<int> seen;
+      for (int src = 0; src < world; ++src) {
+        if (src == dst) continue;
+        const int slot = peer_slot(src, dst);
+        ASSERT_GE(slot, 0);
+        ASSERT_LT(static_cast<size_t>(slot), peer_slots(world)) << "src " << src << " dst " << dst;
+        seen.push_back(slot);
+      }
+      for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(static_cast<int>(i), seen[i]) << "distinct, in rank order";
+    }
+  }
+  EXPECT_EQ(1u, peer_slots(1));
+  EXPECT_EQ(3u, peer_slots(4));
+}
+
+TEST(WorkspaceLayout, DefaultBudgetHoldsA16MiBTwoShotAtFourRanks) {
+  // Why the two-shot keeps world - 1 slots per area: with one per rank a
+  // 16 MiB bf16 call at N=4 took two chunks (each a pipeline fill and drain).
+  WorkspaceLayout l;
+  ASSERT_TRUE(compute_workspace_layout(4, 264, kDefaultWorkspaceBytes, &l));
+  EXPECT_GE(l.twoshot_chunk_elems(2) * 2, size_t{16} << 20);
+  EXPECT_LT(l.data_bytes_per_parity / (2 * 4) / 2 * 4 * 2, size_t{16} << 20) << "one slot per rank would not";
 }
 
 TEST(WorkspaceLayout, RejectsImpossibleRequests) {
