@@ -56,17 +56,19 @@ SelectionTable SelectionTable::builtin() {
   const Op ar = Op::kAllReduce, fused = Op::kAddRmsNorm;
   t.rules_ = {
       {ar, 2, 2ull << 20, ARNORM_ALGO_ONESHOT},
-      {ar, 2, 16ull << 20, ARNORM_ALGO_TWOSHOT},
+      {ar, 2, 64ull << 20, ARNORM_ALGO_TWOSHOT},
       {ar, 2, kUnbounded, ARNORM_ALGO_NCCL},
-      {ar, 4, 128ull << 10, ARNORM_ALGO_ONESHOT},
-      {ar, 4, 4ull << 20, ARNORM_ALGO_TWOSHOT},
+      {ar, 4, 512ull << 10, ARNORM_ALGO_ONESHOT},
+      {ar, 4, 32ull << 20, ARNORM_ALGO_TWOSHOT},
       {ar, 4, kUnbounded, ARNORM_ALGO_NCCL},
-      {ar, 8, 64ull << 10, ARNORM_ALGO_ONESHOT},
+      {ar, 8, 128ull << 10, ARNORM_ALGO_ONESHOT},
       {ar, 8, 4ull << 20, ARNORM_ALGO_TWOSHOT},
       {ar, 8, kUnbounded, ARNORM_ALGO_NCCL},
       {fused, 2, 1ull << 20, ARNORM_ALGO_ONESHOT},
       {fused, 2, kUnbounded, ARNORM_ALGO_TWOSHOT},
+      {fused, 4, 512ull << 10, ARNORM_ALGO_ONESHOT},
       {fused, 4, kUnbounded, ARNORM_ALGO_TWOSHOT},
+      {fused, 8, 128ull << 10, ARNORM_ALGO_ONESHOT},
       {fused, 8, kUnbounded, ARNORM_ALGO_TWOSHOT},
   };
   return t;
