@@ -629,41 +629,56 @@ struct SntRowSums {
   }
 };
 
-// Units a lane of the fused two-shot reduces per batch.
-constexpr int kSntReduceBatch = 4;
+// Units a lane of the fused two-shot reduces per batch: the batch polls
+// every peer's copy of them at once (snt_sum_units) in at most 8 units, which
+// leaves the movers' registers room without spilling.
+template <int R>
+constexpr int snt_reduce_batch() { return R == 4 ? 2 : 4; }
 
 // The rank-order sums of units idx[i] (live[i]) of this rank's shard: peer
 // r's unit at slot0[peer_slot(r, me) * slot_stride + idx[i]] in the local
-// region (own[i] for this rank). Peers are polled in rank order, a batch of units at a
-// time, accumulating in fp32 exactly as sum_in_rank_order does; every unit
-// read is cleared. False (sums NaN) if any never arrived.
+// region (own[i] for this rank). At 4 ranks every peer's units are polled
+// in one batch (one round trip; 4x H200 measured the reduce, not the norm,
+// setting the fused two-shot's pace), at 8 a rank at a time (a batch of 32
+// units would not stay in registers). Either way the fp32 accumulation
+// runs in rank order exactly as sum_in_rank_order does; every unit read is
+// cleared. False (sums NaN) if any never arrived.
 template <typename T, int U, int R>
 __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, const size_t (&idx)[U],
                                               const bool (&live)[U], const uint4 (&own)[U], int me, int world,
                                               const PollWait& wait, uint4 (&sum)[U]) {
   constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
+  constexpr bool kOneBatch = R == 4;  // (R = 2: one peer, a batch either way)
+  constexpr int kRanksPerBatch = kOneBatch ? R : 1;
   float acc[U][K];
   bool ok = true;
+  auto at_of = [&](int r, int i) { return slot0 + peer_slot(r, me) * slot_stride + idx[i]; };
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    if (r >= world) break;
-    uint4 d[U];
-    if (r == me) {
+  for (int r0 = 0; r0 < R; r0 += kRanksPerBatch) {
+    if (r0 >= world) break;
+    // Units of ranks [r0, r0 + kRanksPerBatch): entry j = (r - r0) * U + i.
+    constexpr int B = kRanksPerBatch * U;
+    bool poll[B];
+    int peer[B];
+    uint4 d[B];
 #pragma unroll
-      for (int i = 0; i < U; ++i) d[i] = own[i];
-    } else {
-      const uint4* at[U];
-      int peer[U];
-#pragma unroll
-      for (int i = 0; i < U; ++i) {
-        at[i] = live[i] ? slot0 + peer_slot(r, me) * slot_stride + idx[i] : nullptr;
-        peer[i] = r;
-      }
-      ok = snt_poll<T>(at, live, peer, wait, d) && ok;
+    for (int j = 0; j < B; ++j) {
+      const int r = r0 + j / U, i = j % U;
+      poll[j] = live[i] && r < world && r != me;
+      peer[j] = r;
     }
+    // Addresses recomputed per fetch rather than kept: B pointers would not
+    // fit the movers' registers next to the data.
+    ok = poll_batch(
+             poll, peer, wait, d, [&](int j) { return snt_fetch(at_of(r0 + j / U, j % U)); },
+             [](const uint4& x) { return snt_ready<T>(x); }) &&
+         ok;
 #pragma unroll
-    for (int i = 0; i < U; ++i) {
-      const T* t = reinterpret_cast<const T*>(&d[i]);
+    for (int j = 0; j < B; ++j) {
+      const int r = r0 + j / U, i = j % U;
+      if (r >= world) continue;
+      const uint4 v = r == me ? own[i] : d[j];  // a value, not a pointer: both arrays stay in registers
+      const T* t = reinterpret_cast<const T*>(&v);
 #pragma unroll
       for (int k = 0; k < K; ++k) acc[i][k] = r == 0 ? Num<T>::to_float(t[k]) : acc[i][k] + Num<T>::to_float(t[k]);
     }
@@ -683,7 +698,7 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
       if (r >= world || r == me) continue;
 #pragma unroll
       for (int i = 0; i < U; ++i)
-        if (live[i]) snt_clear(slot0 + peer_slot(r, me) * slot_stride + idx[i]);
+        if (live[i]) snt_clear(at_of(r, i));
     }
   }
   return ok;
@@ -798,6 +813,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
       // B. reduce
       if (k >= lag && own_n > 0) {
         const size_t ra = first_of(k - lag), items = (first_of(k - lag + 1) - ra) * own_n;
+        constexpr int kSntReduceBatch = snt_reduce_batch<R>();
         for (size_t i0 = mt; i0 < items; i0 += kSntReduceBatch * kFusedMoverThreads) {
           size_t idx[kSntReduceBatch], ag[kSntReduceBatch];
           bool live[kSntReduceBatch];
