@@ -21,7 +21,8 @@ int plan_blocks(arnormAlgorithm_t algo, size_t n, size_t elem_size, int world_si
   // One-shot: a CTA owns a contiguous range of the chunk. Two-shot: a CTA
   // owns the same sub-range of every shard.
   const size_t packs = algo == ARNORM_ALGO_TWOSHOT ? twoshot_shard_len(n, world_size) / p : ceil_div(n, p);
-  const size_t want = ceil_div(packs, static_cast<size_t>(kThreadsPerBlock));
+  const size_t per_cta = algo == ARNORM_ALGO_TWOSHOT ? kThreadsPerBlock : kOneShotUnitsPerCta;
+  const size_t want = ceil_div(packs, per_cta);
   return static_cast<int>(std::max<size_t>(1, std::min<size_t>(want, static_cast<size_t>(max_blocks))));
 }
 
@@ -78,7 +79,7 @@ int plan_fused_cluster(size_t hidden, int max_blocks) {
 }
 
 int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blocks) {
-  const size_t push = ceil_div(ceil_div(rows * hidden, size_t{8}), static_cast<size_t>(kThreadsPerBlock));
+  const size_t push = ceil_div(ceil_div(rows * hidden, size_t{8}), static_cast<size_t>(kOneShotUnitsPerCta));
   const size_t want = std::max(push, rows * static_cast<size_t>(cluster));
   // Up to max_blocks: the launcher clips the grid to the clusters resident at
   // once, which for most instances is one CTA per multiprocessor.

@@ -81,6 +81,16 @@ TEST(WorkspaceLayout, DefaultBudgetHoldsA16MiBTwoShotAtFourRanks) {
   EXPECT_LT(l.data_bytes_per_parity / (2 * 4) / 2 * 4 * 2, size_t{16} << 20) << "one slot per rank would not";
 }
 
+TEST(Plan, FusedStepsAreTwoRowsOfTheCommonWidths) {
+  EXPECT_EQ(2u, fused_rows_per_step(4096, 2));
+  EXPECT_EQ(2u, fused_rows_per_step(7168, 2));
+  EXPECT_EQ(2u, fused_rows_per_step(8192, 2));
+  EXPECT_EQ(4u, fused_rows_per_step(2048, 2));
+  EXPECT_EQ(8u, fused_rows_per_step(64, 2));
+  EXPECT_EQ(1u, fused_rows_per_step(16384, 2));
+  EXPECT_EQ(1u, fused_rows_per_step(8192, 4));
+}
+
 TEST(WorkspaceLayout, RejectsImpossibleRequests) {
   WorkspaceLayout l;
   EXPECT_FALSE(compute_workspace_layout(0, 64, 1u << 20, &l));
@@ -139,6 +149,10 @@ TEST(Plan, BlocksStayWithinTheAgreedLimit) {
       EXPECT_LE(b, 132);
     }
   }
+  // 64 KB of bf16 (4096 units): one-shot CTAs push kOneShotUnitsPerCta
+  // units each; two-shot CTAs take a thread per unit of a shard.
+  EXPECT_EQ(4096 / kOneShotUnitsPerCta, plan_blocks(ARNORM_ALGO_ONESHOT, 32768, 2, 4, 264));
+  EXPECT_EQ(1024 / kThreadsPerBlock, plan_blocks(ARNORM_ALGO_TWOSHOT, 32768, 2, 4, 264));
   EXPECT_EQ(8u, pack_elems(true, 2));
   EXPECT_EQ(4u, pack_elems(true, 4));
   EXPECT_EQ(1u, pack_elems(false, 2));
@@ -175,11 +189,13 @@ TEST(Plan, FusedChunksFitTheirRegion) {
               EXPECT_LT((su - kFusedShardAlignUnits) * world, fused_row_units(hidden, es));
               EXPECT_EQ(0u, su % kFusedShardAlignUnits);
               EXPECT_EQ(fused_row_units(hidden, es) * kVectorBytes, align_up(hidden * es, kVectorBytes));
-              // A pipeline step: 1-8 rows, about kFusedStepUnits units unless one row is wider.
-              const size_t g = fused_rows_per_step(hidden, es);
+              // A pipeline step: 1-8 rows, about kFusedStepUnits units, two
+              // rows where two fit kFusedStepMaxUnits, one where one is wider.
+              const size_t g = fused_rows_per_step(hidden, es), ru = fused_row_units(hidden, es);
               EXPECT_GE(g, 1u);
               EXPECT_LE(g, 8u);
-              EXPECT_LE(g * fused_row_units(hidden, es), std::max(kFusedStepUnits, fused_row_units(hidden, es)));
+              EXPECT_LE(g * ru, std::max(kFusedStepMaxUnits, ru));
+              if (2 * ru <= kFusedStepMaxUnits) EXPECT_GE(g, 2u) << "hidden " << hidden;
             }
           }
          }
@@ -252,7 +268,8 @@ TEST(Plan, FusedClusterDependsOnHiddenOnlyAndHoldsTheRow) {
       }
     }
   }
-  EXPECT_EQ(64, plan_fused_split_blocks(16, 7168, 4, 264)) << "a cluster per row";
+  EXPECT_EQ(112, plan_fused_split_blocks(16, 7168, 4, 264)) << "14336 units pushed, kOneShotUnitsPerCta each";
+  EXPECT_EQ(64, plan_fused_split_blocks(64, 64, 1, 264)) << "at least a cluster per row";
 }
 
 TEST(Plan, KernelInstanceFollowsWorldAndRowWidth) {
