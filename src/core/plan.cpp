@@ -35,7 +35,8 @@ FusedGeometry plan_fused_geometry(arnormAlgorithm_t algo, size_t rows, size_t hi
   g.blocks = static_cast<int>(ceil_div(rows, g.rows_per_cta));
   if (algo != ARNORM_ALGO_TWOSHOT) {
     // One-shot pushes the rows' elements spread over CTAs, about one
-    // 8-element unit per thread, whoever owns the rows.
+    // 8-element unit per thread, whoever owns the rows (kOneShotUnitsPerCta
+    // was measured on the split one-shot only; these rows are rare shapes).
     const size_t push = ceil_div(ceil_div(rows * hidden, size_t{8}), static_cast<size_t>(kThreadsPerBlock));
     g.blocks = static_cast<int>(std::max<size_t>(g.blocks, std::min<size_t>(push, static_cast<size_t>(max_blocks))));
   }

@@ -92,7 +92,8 @@ ARNORM_HD inline size_t ceil_div(size_t x, size_t a) { return (x + a - 1) / a; }
 
 // Areas that hold one slot per sending peer: the slot of source `src` in
 // receiver `dst`'s region is its rank among the ranks other than dst (a rank
-// never sends to itself), so world - 1 slots, at least one.
+// never sends to itself, so src != dst: callers skip their own rank), so
+// world - 1 slots, at least one.
 ARNORM_HD inline int peer_slot(int src, int dst) { return src < dst ? src : src - 1; }
 ARNORM_HD inline size_t peer_slots(int world_size) {
   return world_size > 1 ? static_cast<size_t>(world_size - 1) : size_t{1};

@@ -78,7 +78,43 @@ TEST(WorkspaceLayout, DefaultBudgetHoldsA16MiBTwoShotAtFourRanks) {
   WorkspaceLayout l;
   ASSERT_TRUE(compute_workspace_layout(4, 264, kDefaultWorkspaceBytes, &l));
   EXPECT_GE(l.twoshot_chunk_elems(2) * 2, size_t{16} << 20);
-  EXPECT_LT(l.data_bytes_per_parity / (2 * 4) / 2 * 4 * 2, size_t{16} << 20) << "one slot per rank would not";
+}
+
+// The highest 16-byte unit each two-shot kernel touches, from the kernels'
+// own index formulas (allreduce_twoshot_kernel, fused_twoshot_kernel), stays
+// inside the region the host sized: RS slots of different sources, and the
+// RS and AG areas, never overlap.
+TEST(WorkspaceLayout, TwoShotIndicesStayInTheirRegion) {
+  for (int world = 1; world <= kMaxRanks; ++world) {
+    WorkspaceLayout l;
+    ASSERT_TRUE(compute_workspace_layout(world, 264, kDefaultWorkspaceBytes, &l));
+    const size_t P = peer_slots(world), region_units = l.data_bytes_per_parity / kVectorBytes;
+    for (size_t es : {size_t{2}, size_t{4}}) {
+      // Plain: RS[src] at peer_slot(src, q) * cap, AG[src] at (P + peer_slot(src, q)) * cap,
+      // units [0, su) each, su <= cap for a full chunk.
+      const size_t cap = l.twoshot_shard_capacity(es) * es / kVectorBytes;
+      const size_t su = twoshot_shard_len(l.twoshot_chunk_elems(es), world) * es / kVectorBytes;
+      ASSERT_LE(su, cap) << "world " << world;
+      for (int q = 0; q < world; ++q) {
+        for (int src = 0; src < world; ++src) {
+          if (src == q) continue;
+          EXPECT_LT(static_cast<size_t>(peer_slot(src, q)) * cap + su - 1, P * cap) << "RS below AG";
+          EXPECT_LE((P + peer_slot(src, q)) * cap + su, region_units);
+        }
+      }
+      // Fused: RS(row, src) at (row * P + peer_slot(src, me)) * su + m, m < su;
+      // AG(row) at rows * P * su + row * world * su + u, u < row units.
+      for (size_t hidden : {size_t{7}, size_t{4096}, size_t{7168}, size_t{32768}}) {
+        const size_t rows = plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, hidden, es, false);
+        ASSERT_GT(rows, 0u);
+        const size_t fsu = fused_shard_units(hidden, es, world), ru = fused_row_units(hidden, es);
+        const size_t rs_end = ((rows - 1) * P + (P - 1)) * fsu + fsu;  // last row, last slot, last unit + 1
+        const size_t ag0 = rows * P * fsu;
+        EXPECT_LE(rs_end, ag0) << "world " << world << " hidden " << hidden;
+        EXPECT_LE(ag0 + (rows - 1) * world * fsu + ru, region_units) << "world " << world << " hidden " << hidden;
+      }
+    }
+  }
 }
 
 TEST(Plan, FusedStepsAreTwoRowsOfTheCommonWidths) {
@@ -195,6 +231,7 @@ TEST(Plan, FusedChunksFitTheirRegion) {
               EXPECT_GE(g, 1u);
               EXPECT_LE(g, 8u);
               EXPECT_LE(g * ru, std::max(kFusedStepMaxUnits, ru));
+              if (g > 2) EXPECT_LE(g * ru, kFusedStepUnits) << "steps of more than two rows stay near 16 KiB";
               if (2 * ru <= kFusedStepMaxUnits) EXPECT_GE(g, 2u) << "hidden " << hidden;
             }
           }
