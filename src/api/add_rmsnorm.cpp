@@ -67,6 +67,20 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   l.params.cluster = route.cluster;
   l.params.lag = comm->fused_lag;
   l.params.ahead = comm->fused_ahead;
+  if (algo == ARNORM_ALGO_TWOSHOT && !route.ll && a.tokens > per_chunk) {
+    // More rows than the region holds: one kernel cycling through row slots.
+    const FusedGeometry g = plan_fused_chunk(algo, comm->layout, a.tokens, a.hidden);
+    const size_t slots =
+        plan_fused_ring_slots(a.tokens, g, per_chunk, fused_rows_per_step(a.hidden, es), comm->fused_lag);
+    if (slots > 0) {
+      point_at_rows(a, 0, a.tokens, &l.params);
+      l.params.rows_per_cta = g.rows_per_cta;
+      l.params.ring_slots = slots;
+      l.params.ring_total = slots * static_cast<size_t>(g.blocks);
+      l.blocks = g.blocks;
+      return launch_add_rmsnorm(l, stream);
+    }
+  }
   for (size_t first = 0; first < a.tokens; first += per_chunk) {
     const size_t rows = std::min(per_chunk, a.tokens - first);
     point_at_rows(a, first, rows, &l.params);
@@ -75,6 +89,8 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
     } else {
       const FusedGeometry g = plan_fused_chunk(algo, comm->layout, rows, a.hidden);
       l.params.rows_per_cta = g.rows_per_cta;
+      l.params.ring_slots = g.rows_per_cta;  // a slot per row: slot = row
+      l.params.ring_total = rows;
       l.blocks = g.blocks;
     }
     ARNORM_TRY(launch_add_rmsnorm(l, stream));

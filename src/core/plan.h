@@ -150,6 +150,15 @@ struct FusedRoute {
 FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
                             int max_blocks, size_t hidden, size_t elem_size, bool oneshot_ll, bool twoshot_ll);
 
+// Fused two-shot over sentinel units, a call of `rows` rows on g.blocks CTAs
+// of g.rows_per_cta rows, the region holding `region_rows` rows: row slots
+// per CTA (FusedParams::ring_slots). Rows that fit take a slot each (returns
+// g.rows_per_cta); more rows take a ring of region_rows / g.blocks slots per
+// CTA (RING PROGRESS, device/sync.cuh), so the whole call is one kernel with
+// one pipeline fill, if the ring holds at least (lag + 2) steps: then a wait
+// for a slot only ever waits on steps its waiter finished earlier. 0: the
+// call is cut into chunks instead.
+size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag);
 // Geometry for a chunk of `rows` <= rows_per_chunk rows (the region a chunk
 // needs grows with its rows only, so every shorter chunk fits too).
 FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden);

@@ -3,7 +3,7 @@
 // limit, budget), so an offset computed locally is valid in a peer's
 // mapping. Compiles for host and device.
 //
-//   [ ControlBlock | ProbeBlock | epochs[max_blocks]
+//   [ ControlBlock | ProbeBlock | epochs[max_blocks] | progress[2][max_blocks]
 //     | data parity 0 | data parity 1 | LL parity 0 | LL parity 1 ]
 //
 // The data regions carry sentinel units (two-shot above the LL sizes;
@@ -72,6 +72,9 @@ constexpr size_t kLLSmallBudgetBytes = 1ull << 20;
 constexpr size_t kLLElemAlign = 256;
 constexpr size_t kMinLLBytesPerParity = 16ull << 10;
 
+// Rows per CTA a ring-progress word counts (the low bits; the epoch above).
+constexpr int kProgressRowBits = 24;
+
 // Owned by the local rank; peers only read `identity` (setup probe).
 struct ControlBlock {
   uint32_t abort;     // set once a wait timed out; later waits give up at once
@@ -105,6 +108,12 @@ struct WorkspaceLayout {
   size_t control_offset = 0;
   size_t probe_offset = 0;
   size_t epochs_offset = 0;  // max_blocks uint64_t call counters (EPOCH, device/sync.cuh)
+  // RING PROGRESS of the fused two-shot (device/fused_kernels.cuh): for CTA
+  // b, word b (rows whose reduce-scatter slots this rank has consumed) and
+  // word max_blocks + b (rows whose gathered sums its epilogue has
+  // consumed), each (epoch << kProgressRowBits) | rows, written by this rank
+  // only, monotonic.
+  size_t progress_offset = 0;
   size_t data_offset = 0;
   size_t data_bytes_per_parity = 0;
   size_t ll_offset = 0;

@@ -734,6 +734,7 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // movers, which never wait for an epilogue; every active CTA is resident
 // (one per SM).
 constexpr int kEpilogueBarrier = 1;
+constexpr int kMoverBarrier = 2;
 
 template <typename T, typename W, bool kVec, int R>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
@@ -746,15 +747,23 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
   const size_t ru = fused_row_units(H, sizeof(T)), su = fused_shard_units(H, sizeof(T), world);
   const size_t stride = static_cast<size_t>(world) * su;  // AG row
   const size_t rs_stride = peer_slots(world) * su;         // RS row
-  const size_t ag0 = p.rows * rs_stride;                   // AG(0)
+  const size_t ag0 = p.ring_total * rs_stride;             // AG(slot 0)
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
+  // Row slots: the i-th row of this CTA uses slot slot0 + i % S. With S at
+  // least the CTA's rows, slot = row (no slot is reused); otherwise slots
+  // are reused once RING PROGRESS says every reader is done with them.
+  const size_t S = p.ring_slots, slot0 = blockIdx.x * S;
+  const bool ring = r1 - r0 > S;
   const PollWait wait = poll_wait_of(s, e);
   uint4* local = snt_region<R>(s, me, e);
   const size_t G = fused_rows_per_step(H, sizeof(T));
   // Rows of [r0, r1) whose epilogue is done: epilogue thread 0 raises it,
   // the movers read it (shared-memory atomics: a counter, not data).
   __shared__ uint32_t epilogue_done;
-  if (threadIdx.x == 0) epilogue_done = 0;
+  // A ring wait of the movers gave up: they push nothing more (readers then
+  // time out and report, as for any missing data).
+  __shared__ uint32_t movers_failed;
+  if (threadIdx.x == 0) epilogue_done = movers_failed = 0;
   __syncthreads();
 
   if (threadIdx.x < kThreadsPerBlock) {
@@ -763,10 +772,17 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     ag_wait.timeout_ns *= 2;
     for (size_t row = r0; row < r1; ++row) {
       const RowEpilogue ep = row_epilogue<T>(p, row);
-      const SntRowSums<T> sums{local + ag0 + row * stride, ru, su, ag_wait};
+      const SntRowSums<T> sums{local + ag0 + (slot0 + (row - r0) % S) * stride, ru, su, ag_wait};
       const bool ok = rmsnorm_row<T, W, kVec, SntRowSums<T>, kEpilogueBarrier>(ep, sums);
+      // (row_any is a barrier of the epilogue threads: every clear of this
+      // row's gathered units is ordered before thread 0's publish.)
       if (row_any<kEpilogueBarrier>(!ok)) poison_row<T>(ep);
-      if (threadIdx.x == 0) atomicExch(&epilogue_done, static_cast<uint32_t>(row + 1 - r0));
+      if (threadIdx.x == 0) {
+        const size_t done = row + 1 - r0;
+        atomicExch(&epilogue_done, static_cast<uint32_t>(done));
+        if (ring && (done % G == 0 || row + 1 == r1))
+          publish_progress(progress_word<R>(s, me, 1, blockIdx.x), progress_value(e, done));
+      }
     }
   } else {
     // Mover warps.
@@ -786,12 +802,34 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     const size_t parity = s.layout.data_parity_offset(e);
     // Rank r's data region (r compile-time: the base stays a kernel parameter).
     auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };
+    auto mover_sync = [] { asm volatile("bar.sync %0, %1;" ::"n"(kMoverBarrier), "n"(kFusedMoverThreads) : "memory"); };
+    // Global slot of the q-th row of a step whose first row has local slot
+    // sa = (first local row) % S (q < G <= S: at most one wrap).
+    auto slot_at = [&](size_t sa, size_t q) {
+      const size_t sl = sa + q;
+      return slot0 + (sl >= S ? sl - S : sl);
+    };
+    // RING PROGRESS acquire: before rows [ia, ia + n) of this CTA take their
+    // slots, every rank r in `who` has consumed (word `which`) the rows that
+    // used them last, rows below ia + n - S.
+    auto ring_wait = [&](size_t ia, size_t n, int which, auto who) {
+      if (!ring || ia + n <= S) return;
+      if (mt == 0) {
+        const uint64_t target = progress_value(e, ia + n - S);
+        for (int r = 0; r < world; ++r)
+          if (who(r) && !wait_progress(progress_word<R>(s, r, which, blockIdx.x), r, target, wait)) movers_failed = 1;
+      }
+      mover_sync();
+    };
     for (size_t k = 0; k < steps + lag; ++k) {
       // A. push
       if (k < steps && !call.aborted) {
         const size_t ra = first_of(k), nrows = first_of(k + 1) - ra;
         while (ra + nrows - r0 > atomicOr(&epilogue_done, 0u) + lead) __nanosleep(100);
-        for (int t = 1; t < world; ++t) {
+        // Reduce-scatter slots on every peer with a shard.
+        ring_wait(ra - r0, nrows, 0, [&](int r) { return r != me && min(ru, r * su) < ru; });
+        const size_t sa = (ra - r0) % S;
+        for (int t = 1; t < world && !movers_failed; ++t) {
           const int r = me + t < world ? me + t : me + t - world;
           const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
           uint4* dst = reinterpret_cast<uint4*>(workspace_of<R>(s, r) + parity) + peer_slot(me, r) * su;
@@ -806,13 +844,16 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
               },
               [&](size_t i, const uint4& d) {
                 const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
-                snt_store<T>(dst + (ra + q) * rs_stride + m, d);
+                snt_store<T>(dst + slot_at(sa, q) * rs_stride + m, d);
               });
         }
       }
       // B. reduce
       if (k >= lag && own_n > 0) {
-        const size_t ra = first_of(k - lag), items = (first_of(k - lag + 1) - ra) * own_n;
+        const size_t ra = first_of(k - lag), nrows = first_of(k - lag + 1) - ra, items = nrows * own_n;
+        // All-gather slots on every rank, this one included.
+        ring_wait(ra - r0, nrows, 1, [](int) { return true; });
+        const size_t sa = (ra - r0) % S;
         constexpr int kSntReduceBatch = snt_reduce_batch<R>();
         for (size_t i0 = mt; i0 < items; i0 += kSntReduceBatch * kFusedMoverThreads) {
           size_t idx[kSntReduceBatch], ag[kSntReduceBatch];
@@ -821,15 +862,15 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
 #pragma unroll
           for (int b = 0; b < kSntReduceBatch; ++b) {
             const uint32_t i = static_cast<uint32_t>(i0 + b * kFusedMoverThreads), q = i / static_cast<uint32_t>(own_n);
-            const size_t row = ra + q, u = own_lo + (i - q * own_n);
+            const size_t row = ra + q, u = own_lo + (i - q * own_n), slot = slot_at(sa, q);
             live[b] = i < items;
-            idx[b] = row * rs_stride + (u - own_lo);  // RS(row, r) unit at local[peer_slot(r, me) * su + idx]
-            ag[b] = ag0 + row * stride + u;
+            idx[b] = slot * rs_stride + (u - own_lo);  // RS(slot, r) unit at local[peer_slot(r, me) * su + idx]
+            ag[b] = ag0 + slot * stride + u;
             if (live[b]) own[b] = load_unit<T, kVec>(in + row * H, u, H);
           }
           const bool ok = snt_sum_units<T, kSntReduceBatch, R>(local, su, idx, live, own, me, world, wait, sum);
           // A sum that failed is never published (its readers time out).
-          if (ok && !call.aborted) {
+          if (ok && !call.aborted && !movers_failed) {
 #pragma unroll
             for (int r = 0; r < R; ++r) {
               if (r >= world) continue;
@@ -838,6 +879,12 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
                 if (live[b]) snt_store<T>(region(r) + ag[b], sum[b]);
             }
           }
+        }
+        // RING PROGRESS release: this step's reduce-scatter slots are read
+        // and cleared by every mover.
+        if (ring) {
+          mover_sync();
+          if (mt == 0) publish_progress(progress_word<R>(s, me, 0, blockIdx.x), progress_value(e, ra + nrows - r0));
         }
       }
     }

@@ -64,6 +64,11 @@ struct FusedParams {
   int cluster;          // one-shot: CTAs per row (split epilogue); 0 = one CTA owns rows_per_cta rows
   int lag;              // two-shot over sentinel units: pipeline steps between push and reduce
   int ahead;            // two-shot over sentinel units: steps the movers may lead the epilogue by, beyond lag
+  // Fused two-shot over sentinel units: row slots per CTA in the region
+  // (CTA b's i-th row uses slot b * ring_slots + i % ring_slots; RING
+  // PROGRESS gates reuse) and slots in all (blocks * ring_slots).
+  size_t ring_slots;
+  size_t ring_total;
 };
 
 }  // namespace arnorm

@@ -184,4 +184,47 @@ __device__ __forceinline__ bool poll_batch(const bool (&live)[B], const int (&pe
   }
 }
 
+// RING PROGRESS (the fused two-shot's row slots, workspace_layout.h): a
+// group of threads that has consumed the slots of some rows (read and
+// cleared their sentinel units) publishes how many rows, and a writer about
+// to reuse a slot first waits until every reader of it has published.
+// Release: the group's reads and clears, the group's barrier, then thread 0
+// fences at system scope (cumulative over what the barrier ordered before
+// it) and stores the word. Acquire: thread 0 of the writing group loads the
+// word with ld.acquire.sys until it is large enough, then the group's
+// barrier, before any thread of the group stores into the slot. A word is
+// (epoch << kProgressRowBits) | rows: monotonic across calls, so a word of
+// an older call never passes.
+__device__ __forceinline__ uint64_t progress_value(uint64_t e, size_t rows) {
+  return (e << kProgressRowBits) | static_cast<uint64_t>(rows);
+}
+
+template <int R = kMaxRanks>
+__device__ __forceinline__ uint64_t* progress_word(const SyncParams& s, int r, int which, int b) {
+  return reinterpret_cast<uint64_t*>(workspace_of<R>(s, r) + s.layout.progress_offset) +
+         static_cast<size_t>(which) * s.layout.max_blocks + b;
+}
+
+// Thread 0 of the group, after the group's barrier.
+__device__ __forceinline__ void publish_progress(uint64_t* word, uint64_t v) {
+  __threadfence_system();
+  asm volatile("st.volatile.global.u64 [%0], %1;" ::"l"(word), "l"(v) : "memory");
+}
+
+__device__ __forceinline__ uint64_t load_acquire_sys(const uint64_t* word) {
+  uint64_t v;
+  asm volatile("ld.acquire.sys.global.u64 %0, [%1];" : "=l"(v) : "l"(word) : "memory");
+  return v;
+}
+
+// BOUNDED WAIT until rank r's word is at least `target` (thread 0 of the
+// writing group; its barrier follows). False if it never got there.
+__device__ __forceinline__ bool wait_progress(const uint64_t* word, int r, uint64_t target, const PollWait& w) {
+  const bool live[1] = {true};
+  const int peer[1] = {r};
+  uint64_t raw[1];
+  return poll_batch(
+      live, peer, w, raw, [&](int) { return load_acquire_sys(word); }, [&](uint64_t v) { return v >= target; });
+}
+
 }  // namespace arnorm

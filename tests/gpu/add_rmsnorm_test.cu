@@ -222,6 +222,14 @@ TEST(AddRmsNorm, ChunkedBeyondWorkspace) {
   check_case<float, float>(env().small_comm, {33, 1000});
 }
 
+// More rows than the default workspace's region holds: the two-shot runs
+// them in one kernel that reuses its row slots (RING PROGRESS), at 2 and 4
+// ranks (4096: about 2400 / 2000 rows fit, 7168 about 1360 / 1170).
+TEST(AddRmsNorm, RowSlotsReusedWithinOneCall) {
+  check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, {3000, 4096});
+  check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, {2600, 7168});
+}
+
 // A row's outputs are the same bits alone, inside larger batches at any
 // position, misaligned, and through any algorithm.
 void check_batch_invariance(size_t hidden, std::initializer_list<size_t> token_counts) {

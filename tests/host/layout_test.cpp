@@ -22,7 +22,8 @@ TEST(WorkspaceLayout, FitsTheBudgetAndKeepsRegionsAligned) {
       EXPECT_EQ(0u, l.data_bytes_per_parity % kLayoutAlign);
       EXPECT_GE(l.epochs_offset, l.probe_offset + sizeof(ProbeBlock));
       // The last CTA's epoch lies before the data regions.
-      EXPECT_LE(l.epochs_offset + 132 * sizeof(uint64_t), l.data_offset);
+      EXPECT_LE(l.epochs_offset + 132 * sizeof(uint64_t), l.progress_offset);
+      EXPECT_LE(l.progress_offset + 2 * 132 * sizeof(uint64_t), l.data_offset) << "ring progress words";
       // Parity regions do not overlap and end inside the allocation.
       EXPECT_EQ(l.data_parity_offset(1), l.data_parity_offset(0) + l.data_bytes_per_parity);
       EXPECT_EQ(l.data_parity_offset(2), l.data_parity_offset(0));
@@ -114,6 +115,21 @@ TEST(WorkspaceLayout, TwoShotIndicesStayInTheirRegion) {
         EXPECT_LE(ag0 + (rows - 1) * world * fsu + ru, region_units) << "world " << world << " hidden " << hidden;
       }
     }
+  }
+}
+
+TEST(Plan, FusedRingSlotsOnlyWhenDeepEnough) {
+  const FusedGeometry g{132, 63};  // 8192 rows
+  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1)) << "every row fits: a slot each";
+  EXPECT_EQ(15u, plan_fused_ring_slots(8192, g, 2048, 2, 1)) << "2048 / 132 slots per CTA";
+  EXPECT_EQ(6u, plan_fused_ring_slots(8192, g, 6 * 132, 2, 1)) << "(lag + 2) steps of 2 rows";
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 6 * 132 - 1, 2, 1)) << "shallower: chunks";
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 6)) << "lag 6 needs 16 slots";
+  EXPECT_EQ(0u, plan_fused_ring_slots(1, FusedGeometry{}, 0, 1, 1));
+  // Slots never exceed what the region holds.
+  for (size_t region : {size_t{100}, size_t{1000}, size_t{2048}, size_t{5000}}) {
+    const size_t slots = plan_fused_ring_slots(8192, g, region, 2, 1);
+    if (slots > 0) EXPECT_LE(slots * g.blocks, region);
   }
 }
 
