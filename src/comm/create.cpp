@@ -33,6 +33,7 @@ struct Hello {
   int32_t sm_count;
   int32_t forced;
   int32_t forced_protocol;
+  int32_t fused_lag;  // ARNORM_FUSED_LAG: decides whether a fused call runs as one ring or in chunks
   int32_t nccl_fallback;
   int32_t have_nccl;
   int32_t pid;
@@ -210,6 +211,7 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     if (h.table_hash != a.table_hash) return differ("the selection table");
     if (h.forced != a.forced) return differ("ARNORM_ALGO");
     if (h.forced_protocol != a.forced_protocol) return differ("ARNORM_PROTOCOL");
+    if (h.fused_lag != a.fused_lag) return differ("ARNORM_FUSED_LAG");
     if (h.nccl_fallback != a.nccl_fallback) return differ("nccl_fallback");
     if (h.have_nccl != a.have_nccl) return differ("whether an NCCL comm was given");
     for (int q = 0; q < r; ++q) {
@@ -365,6 +367,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   const std::string local_error = last_error();
   mine.forced = c->forced;
   mine.forced_protocol = static_cast<int32_t>(c->forced_protocol);
+  mine.fused_lag = c->fused_lag;
   mine.nccl_fallback = cfg.nccl_fallback ? 1 : 0;
   mine.have_nccl = c->nccl ? 1 : 0;
   mine.pid = static_cast<int32_t>(getpid());
@@ -398,7 +401,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
                        "arnormCommCreate: workspace_bytes %zu is too small for world size %d (need at least "
                        "about %zu KiB)",
                        budget, c->world_size,
-                       (static_cast<size_t>(c->max_blocks) * 8 + 2 * kMinDataBytesPerParity +
+                       (static_cast<size_t>(c->max_blocks) * 8 * 3 + 2 * kMinDataBytesPerParity +
                         2 * kMinLLBytesPerParity) / 1024 + 4);
     }
     cudaIpcMemHandle_t handle{};

@@ -722,17 +722,20 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // So a row's epilogue (loads, the row reduction, stores: latency-bound)
 // overlaps the NVLink traffic of later rows instead of taking turns with
 // it, and each group's code keeps its registers to itself.
-// Data region of parity e (fused_region_bytes): RS(row, src) at
-// (row * P + peer_slot(src, me)) * su units, P = peer_slots(world) (a rank
-// sends itself nothing); AG(row) at rows * P * su + row * world * su (shard
-// j at j * su within the row).
+// Data region of parity e (fused_region_bytes): row slots. CTA b's i-th row
+// uses slot t = b * S + i % S (S = ring_slots; t = row when S covers the
+// CTA's rows); RS(t, src) at (t * P + peer_slot(src, me)) * su units,
+// P = peer_slots(world) (a rank sends itself nothing); AG(t) at
+// ring_total * P * su + t * world * su (shard j at j * su within the row).
 // What travels in the all-gather is the rounded sums s, not normalised rows:
 // one activation per element, against two (h and y) otherwise; every rank
 // then recomputes the epilogue, which costs local bandwidth only.
-// Deadlock freedom: a mover's wait in step k needs only pushes that other
-// movers make in their steps up to k - lag, and the epilogue waits only for
-// movers, which never wait for an epilogue; every active CTA is resident
-// (one per SM).
+// Deadlock freedom: every wait of a mover in its iteration k needs only work
+// done in iterations before k: pushes of steps up to k - lag, and with a
+// ring (S >= (lag + 2) G, plan_fused_ring_slots) the reduces and epilogues
+// of rows at least S back; the epilogue waits only for movers; every active
+// CTA is resident (one per SM). Every rank agrees on lag (checked at
+// creation), so all take the ring or all take chunks.
 constexpr int kEpilogueBarrier = 1;
 constexpr int kMoverBarrier = 2;
 
@@ -812,12 +815,26 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     // RING PROGRESS acquire: before rows [ia, ia + n) of this CTA take their
     // slots, every rank r in `who` has consumed (word `which`) the rows that
     // used them last, rows below ia + n - S.
+    // Thread 0 keeps the last value it saw of each word and reads a word
+    // again only when that is short of the target. Timeouts: word 0 waits on
+    // reduces that poll with the call's timeout, word 1 on epilogues that
+    // poll with twice it, so each waits longer than what it waits on and the
+    // rank that is really missing is the one named.
+    __shared__ uint64_t ring_seen[2][kMaxRanks];
+    if (mt < 2 * kMaxRanks) ring_seen[mt / kMaxRanks][mt % kMaxRanks] = 0;
+    mover_sync();
     auto ring_wait = [&](size_t ia, size_t n, int which, auto who) {
       if (!ring || ia + n <= S) return;
       if (mt == 0) {
         const uint64_t target = progress_value(e, ia + n - S);
-        for (int r = 0; r < world; ++r)
-          if (who(r) && !wait_progress(progress_word<R>(s, r, which, blockIdx.x), r, target, wait)) movers_failed = 1;
+        PollWait w = wait;
+        w.timeout_ns *= which == 0 ? 2 : 3;
+        for (int r = 0; r < world; ++r) {
+          if (!who(r) || ring_seen[which][r] >= target) continue;
+          const uint64_t* word = progress_word<R>(s, r, which, blockIdx.x);
+          if (wait_progress(word, r, target, w)) ring_seen[which][r] = load_acquire_sys(word);
+          else movers_failed = 1;
+        }
       }
       mover_sync();
     };

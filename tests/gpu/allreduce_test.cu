@@ -4,6 +4,7 @@
 // setup failures and peer timeouts.
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <thread>
 
 #include "harness.h"
@@ -359,6 +360,14 @@ TEST(Comm, SetupFailureOnOneRankFailsEveryRank) {
   cfg.workspace_bytes = rank() == 0 ? (1u << 20) : (2u << 20);
   EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
   EXPECT_EQ(nullptr, c);
+  // Ranks disagree on ARNORM_FUSED_LAG (which decides whether a fused call
+  // runs as one ring or in chunks): every rank refuses, naming it.
+  cfg = ARNORM_CONFIG_INIT;
+  if (rank() == world() - 1) setenv("ARNORM_FUSED_LAG", "3", 1);
+  EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  if (rank() == world() - 1) unsetenv("ARNORM_FUSED_LAG");
+  EXPECT_EQ(nullptr, c);
+  if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_FUSED_LAG"));
   // A budget too small for the layout.
   cfg.workspace_bytes = 4096;
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
