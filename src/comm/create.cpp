@@ -401,7 +401,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
                        "arnormCommCreate: workspace_bytes %zu is too small for world size %d (need at least "
                        "about %zu KiB)",
                        budget, c->world_size,
-                       (static_cast<size_t>(c->max_blocks) * 8 * 3 + 2 * kMinDataBytesPerParity +
+                       (static_cast<size_t>(c->max_blocks) * 8 * (1 + 2 * static_cast<size_t>(c->world_size)) + 2 * kMinDataBytesPerParity +
                         2 * kMinLLBytesPerParity) / 1024 + 4);
     }
     cudaIpcMemHandle_t handle{};

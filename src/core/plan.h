@@ -157,8 +157,20 @@ FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const Wo
 // CTA (RING PROGRESS, device/sync.cuh), so the whole call is one kernel with
 // one pipeline fill, if the ring holds at least (lag + 2) steps: then a wait
 // for a slot only ever waits on steps its waiter finished earlier. 0: the
-// call is cut into chunks instead.
-size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag);
+// call is cut into chunks instead (also above kFusedRingMaxWorld ranks).
+size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag,
+                             int world);
+// The ring has run on GPUs at world sizes up to this one only; larger
+// groups cut calls into chunks until a run there has passed the GPU tests.
+constexpr int kFusedRingMaxWorld = 2;
+// Rows between RING PROGRESS publications for a ring of `slots` slots
+// (FusedParams::ring_publish): the largest multiple Q of rows_per_step with
+// slots >= lag * rows_per_step + Q. That bound keeps every wait on work of
+// earlier iterations (a published count trails the truth by less than Q);
+// the largest Q, because each publication's fence waits for the group's
+// pushes in flight (about 2 us): on 2x H200 publishing every step cost 13%
+// at 8192 x 4096 and the largest Q was fastest at every width measured.
+size_t plan_fused_ring_publish(size_t slots, size_t rows_per_step, int lag);
 // Geometry for a chunk of `rows` <= rows_per_chunk rows (the region a chunk
 // needs grows with its rows only, so every shorter chunk fits too).
 FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden);

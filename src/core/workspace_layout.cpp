@@ -18,7 +18,7 @@ bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_byte
   l.epochs_offset = off;
   off = align_up(off + static_cast<size_t>(max_blocks) * sizeof(uint64_t), kLayoutAlign);
   l.progress_offset = off;
-  off = align_up(off + 2 * static_cast<size_t>(max_blocks) * sizeof(uint64_t), kLayoutAlign);
+  off = align_up(off + 2 * static_cast<size_t>(world_size) * max_blocks * sizeof(uint64_t), kLayoutAlign);
   l.data_offset = off;
   if (budget_bytes < off) return false;
   const size_t rest = budget_bytes - off;

@@ -3,7 +3,7 @@
 // limit, budget), so an offset computed locally is valid in a peer's
 // mapping. Compiles for host and device.
 //
-//   [ ControlBlock | ProbeBlock | epochs[max_blocks] | progress[2][max_blocks]
+//   [ ControlBlock | ProbeBlock | epochs[max_blocks] | progress[2][world][max_blocks]
 //     | data parity 0 | data parity 1 | LL parity 0 | LL parity 1 ]
 //
 // The data regions carry sentinel units (two-shot above the LL sizes;
@@ -108,11 +108,12 @@ struct WorkspaceLayout {
   size_t control_offset = 0;
   size_t probe_offset = 0;
   size_t epochs_offset = 0;  // max_blocks uint64_t call counters (EPOCH, device/sync.cuh)
-  // RING PROGRESS of the fused two-shot (device/fused_kernels.cuh): for CTA
-  // b, word b (rows whose reduce-scatter slots this rank has consumed) and
-  // word max_blocks + b (rows whose gathered sums its epilogue has
-  // consumed), each (epoch << kProgressRowBits) | rows, written by this rank
-  // only, monotonic.
+  // RING PROGRESS of the fused two-shot (device/fused_kernels.cuh), kept in
+  // the memory of the rank that waits on it: word (which * world + q) *
+  // max_blocks + b holds how many rows of CTA b rank q has consumed (which
+  // 0: its reduce-scatter slots, read by its movers; 1: its gathered sums,
+  // read by its epilogue), (epoch << kProgressRowBits) | rows, written by
+  // rank q only, monotonic.
   size_t progress_offset = 0;
   size_t data_offset = 0;
   size_t data_bytes_per_parity = 0;

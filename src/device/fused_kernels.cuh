@@ -732,9 +732,10 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // then recomputes the epilogue, which costs local bandwidth only.
 // Deadlock freedom: every wait of a mover in its iteration k needs only work
 // done in iterations before k: pushes of steps up to k - lag, and with a
-// ring (S >= (lag + 2) G, plan_fused_ring_slots) the reduces and epilogues
-// of rows at least S back; the epilogue waits only for movers; every active
-// CTA is resident (one per SM). Every rank agrees on lag (checked at
+// ring the reduces and epilogues of rows at least S back, published every
+// Q rows (S >= lag G + Q, plan_fused_ring_publish: a published count trails
+// the truth by less than Q); the epilogue waits only for movers; every
+// active CTA is resident (one per SM). Every rank agrees on lag (checked at
 // creation), so all take the ring or all take chunks.
 constexpr int kEpilogueBarrier = 1;
 constexpr int kMoverBarrier = 2;
@@ -783,8 +784,9 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
       if (threadIdx.x == 0) {
         const size_t done = row + 1 - r0;
         atomicExch(&epilogue_done, static_cast<uint32_t>(done));
-        if (ring && (done % G == 0 || row + 1 == r1))
-          publish_progress(progress_word<R>(s, me, 1, blockIdx.x), progress_value(e, done));
+        // Every rank's movers write this rank's gathered sums.
+        if (ring && (done % p.ring_publish == 0 || row + 1 == r1))
+          publish_progress<R>(s, 1, blockIdx.x, progress_value(e, done), [](int) { return true; });
       }
     }
   } else {
@@ -831,7 +833,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
         w.timeout_ns *= which == 0 ? 2 : 3;
         for (int r = 0; r < world; ++r) {
           if (!who(r) || ring_seen[which][r] >= target) continue;
-          const uint64_t* word = progress_word<R>(s, r, which, blockIdx.x);
+          const uint64_t* word = progress_word<R>(s, me, which, r, blockIdx.x);
           if (wait_progress(word, r, target, w)) ring_seen[which][r] = load_acquire_sys(word);
           else movers_failed = 1;
         }
@@ -898,10 +900,11 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
           }
         }
         // RING PROGRESS release: this step's reduce-scatter slots are read
-        // and cleared by every mover.
-        if (ring) {
+        // and cleared by every mover; the peers write them.
+        const size_t done = ra + nrows - r0, Q = p.ring_publish;
+        if (ring && (done / Q != (done - nrows) / Q || ra + nrows == r1)) {
           mover_sync();
-          if (mt == 0) publish_progress(progress_word<R>(s, me, 0, blockIdx.x), progress_value(e, ra + nrows - r0));
+          if (mt == 0) publish_progress<R>(s, 0, blockIdx.x, progress_value(e, done), [&](int r) { return r != me; });
         }
       }
     }

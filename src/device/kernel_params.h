@@ -69,6 +69,7 @@ struct FusedParams {
   // PROGRESS gates reuse) and slots in all (blocks * ring_slots).
   size_t ring_slots;
   size_t ring_total;
+  size_t ring_publish;  // rows between RING PROGRESS publications (a multiple of the step's rows)
 };
 
 }  // namespace arnorm

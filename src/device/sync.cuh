@@ -186,29 +186,40 @@ __device__ __forceinline__ bool poll_batch(const bool (&live)[B], const int (&pe
 
 // RING PROGRESS (the fused two-shot's row slots, workspace_layout.h): a
 // group of threads that has consumed the slots of some rows (read and
-// cleared their sentinel units) publishes how many rows, and a writer about
-// to reuse a slot first waits until every reader of it has published.
+// cleared their sentinel units) publishes how many rows into the memory of
+// every rank that writes those slots, and a writer about to reuse a slot
+// first waits until every reader of it has published.
 // Release: the group's reads and clears, the group's barrier, then thread 0
 // fences at system scope (cumulative over what the barrier ordered before
-// it) and stores the word. Acquire: thread 0 of the writing group loads the
-// word with ld.acquire.sys until it is large enough, then the group's
-// barrier, before any thread of the group stores into the slot. A word is
-// (epoch << kProgressRowBits) | rows: monotonic across calls, so a word of
-// an older call never passes.
+// it) and stores the word to each writer. Acquire: thread 0 of the writing
+// group loads its local copy with ld.acquire.sys until it is large enough,
+// then the group's barrier, before any thread of the group stores into the
+// slot. The fence waits for the group's stores still in flight (its pushes
+// over NVLink), so a group publishes every few steps, not every step
+// (FusedParams::ring_publish). A word is (epoch << kProgressRowBits) | rows:
+// monotonic across calls, so a word of an older call never passes.
 __device__ __forceinline__ uint64_t progress_value(uint64_t e, size_t rows) {
   return (e << kProgressRowBits) | static_cast<uint64_t>(rows);
 }
 
+// In rank `owner`'s memory: how many rows of CTA b rank q has consumed.
 template <int R = kMaxRanks>
-__device__ __forceinline__ uint64_t* progress_word(const SyncParams& s, int r, int which, int b) {
-  return reinterpret_cast<uint64_t*>(workspace_of<R>(s, r) + s.layout.progress_offset) +
-         static_cast<size_t>(which) * s.layout.max_blocks + b;
+__device__ __forceinline__ uint64_t* progress_word(const SyncParams& s, int owner, int which, int q, int b) {
+  return reinterpret_cast<uint64_t*>(workspace_of<R>(s, owner) + s.layout.progress_offset) +
+         (static_cast<size_t>(which) * s.world + q) * s.layout.max_blocks + b;
 }
 
-// Thread 0 of the group, after the group's barrier.
-__device__ __forceinline__ void publish_progress(uint64_t* word, uint64_t v) {
+// Thread 0 of the group, after the group's barrier: rank s.rank has
+// consumed v's rows; told to every rank that `to(r)`.
+template <int R, typename To>
+__device__ __forceinline__ void publish_progress(const SyncParams& s, int which, int b, uint64_t v, To to) {
   __threadfence_system();
-  asm volatile("st.volatile.global.u64 [%0], %1;" ::"l"(word), "l"(v) : "memory");
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (r >= s.world || !to(r)) continue;
+    uint64_t* word = progress_word<R>(s, r, which, s.rank, b);
+    asm volatile("st.volatile.global.u64 [%0], %1;" ::"l"(word), "l"(v) : "memory");
+  }
 }
 
 __device__ __forceinline__ uint64_t load_acquire_sys(const uint64_t* word) {

@@ -23,7 +23,7 @@ TEST(WorkspaceLayout, FitsTheBudgetAndKeepsRegionsAligned) {
       EXPECT_GE(l.epochs_offset, l.probe_offset + sizeof(ProbeBlock));
       // The last CTA's epoch lies before the data regions.
       EXPECT_LE(l.epochs_offset + 132 * sizeof(uint64_t), l.progress_offset);
-      EXPECT_LE(l.progress_offset + 2 * 132 * sizeof(uint64_t), l.data_offset) << "ring progress words";
+      EXPECT_LE(l.progress_offset + 2 * static_cast<size_t>(world) * 132 * sizeof(uint64_t), l.data_offset) << "ring progress words";
       // Parity regions do not overlap and end inside the allocation.
       EXPECT_EQ(l.data_parity_offset(1), l.data_parity_offset(0) + l.data_bytes_per_parity);
       EXPECT_EQ(l.data_parity_offset(2), l.data_parity_offset(0));
@@ -120,16 +120,37 @@ TEST(WorkspaceLayout, TwoShotIndicesStayInTheirRegion) {
 
 TEST(Plan, FusedRingSlotsOnlyWhenDeepEnough) {
   const FusedGeometry g{132, 63};  // 8192 rows
-  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1)) << "every row fits: a slot each";
-  EXPECT_EQ(15u, plan_fused_ring_slots(8192, g, 2048, 2, 1)) << "2048 / 132 slots per CTA";
-  EXPECT_EQ(6u, plan_fused_ring_slots(8192, g, 6 * 132, 2, 1)) << "(lag + 2) steps of 2 rows";
-  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 6 * 132 - 1, 2, 1)) << "shallower: chunks";
-  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 6)) << "lag 6 needs 16 slots";
-  EXPECT_EQ(0u, plan_fused_ring_slots(1, FusedGeometry{}, 0, 1, 1));
+  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1, 2)) << "every row fits: a slot each";
+  EXPECT_EQ(15u, plan_fused_ring_slots(8192, g, 2048, 2, 1, 2)) << "2048 / 132 slots per CTA";
+  EXPECT_EQ(6u, plan_fused_ring_slots(8192, g, 6 * 132, 2, 1, 2)) << "(lag + 2) steps of 2 rows";
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 6 * 132 - 1, 2, 1, 2)) << "shallower: chunks";
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 6, 2)) << "lag 6 needs 16 slots";
+  EXPECT_EQ(0u, plan_fused_ring_slots(1, FusedGeometry{}, 0, 1, 1, 2));
   // Slots never exceed what the region holds.
   for (size_t region : {size_t{100}, size_t{1000}, size_t{2048}, size_t{5000}}) {
-    const size_t slots = plan_fused_ring_slots(8192, g, region, 2, 1);
+    const size_t slots = plan_fused_ring_slots(8192, g, region, 2, 1, 2);
     if (slots > 0) EXPECT_LE(slots * g.blocks, region);
+  }
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 1, kFusedRingMaxWorld + 1)) << "not yet run there: chunks";
+  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1, 8)) << "rows that fit need no ring";
+}
+
+// A publication interval Q keeps slots >= lag * G + Q (every wait then
+// waits on earlier iterations only), is whole steps, and is the largest
+// such.
+TEST(Plan, FusedRingPublishesAsRarelyAsTheDeadlockBoundAllows) {
+  EXPECT_EQ(16u, plan_fused_ring_publish(18, 2, 1)) << "8192 x 4096 at 2 ranks";
+  EXPECT_EQ(8u, plan_fused_ring_publish(10, 2, 1)) << "8192 x 7168 at 2 ranks";
+  for (size_t G : {1, 2, 3, 8}) {
+    for (int lag : {0, 1, 2, 3}) {
+      for (size_t slots = (lag + 2) * G; slots < 64; ++slots) {
+        const size_t Q = plan_fused_ring_publish(slots, G, lag);
+        EXPECT_EQ(0u, Q % G) << slots << " " << G << " " << lag;
+        EXPECT_GE(Q, G);
+        EXPECT_LE(lag * G + Q, slots) << slots << " " << G << " " << lag;
+        EXPECT_GT(lag * G + Q + G, slots) << "the largest: " << slots << " " << G << " " << lag;
+      }
+    }
   }
 }
 
