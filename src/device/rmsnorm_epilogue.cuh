@@ -46,6 +46,28 @@ __device__ __forceinline__ void load_v8(const T* row, size_t v, size_t hidden, f
   }
 }
 
+// The 8 elements of virtual pack `v` as stored (zeros past `hidden`), for a
+// value held in registers until it is used: 16 bytes of bf16 or fp16 take
+// half the registers of their floats, and converting later gives the same
+// floats (every conversion to fp32 is exact).
+template <typename T, bool kVec>
+__device__ __forceinline__ Pack<T, kRowVec> load_raw8(const T* row, size_t v, size_t hidden) {
+  Pack<T, kRowVec> r;
+  if constexpr (kVec) {
+    constexpr int kPer = static_cast<int>(kVectorBytes / sizeof(T));
+#pragma unroll
+    for (int a = 0; a < kRowVec / kPer; ++a)
+      reinterpret_cast<Pack<T, kPer>*>(r.v)[a] = reinterpret_cast<const Pack<T, kPer>*>(row + v * kRowVec)[a];
+  } else {
+#pragma unroll
+    for (int i = 0; i < kRowVec; ++i) {
+      const size_t e = v * kRowVec + i;
+      r.v[i] = e < hidden ? row[e] : Num<T>::from_float(0.f);
+    }
+  }
+  return r;
+}
+
 // Rounds 8 floats to T and stores those below `hidden`.
 template <typename T, bool kVec>
 __device__ __forceinline__ void store_v8(T* row, size_t v, size_t hidden, const float* f) {
@@ -193,20 +215,20 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
   const size_t per_round = static_cast<size_t>(kRowRegs) * kThreadsPerBlock;
   const bool one_round = nv <= per_round;
   float h[kRowRegs][kRowVec];
-  float g[kRowRegs][kRowVec];
+  Pack<W, kRowVec> g[kRowRegs];  // gamma and the residual stay at their own width until used
   float ss = 0.f;
   bool ok = true;
   for (size_t v0 = threadIdx.x; v0 < nv; v0 += per_round) {
-    float x[kRowRegs][kRowVec];
+    Pack<T, kRowVec> x[kRowRegs];
     if (res) {
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
-        if (v0 + u * kThreadsPerBlock < nv) load_v8<T, kVec>(res, v0 + u * kThreadsPerBlock, r.hidden, x[u]);
+        if (v0 + u * kThreadsPerBlock < nv) x[u] = load_raw8<T, kVec>(res, v0 + u * kThreadsPerBlock, r.hidden);
     }
     if (one_round) {
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
-        if (v0 + u * kThreadsPerBlock < nv) load_v8<W, kVec>(gamma, v0 + u * kThreadsPerBlock, r.hidden, g[u]);
+        if (v0 + u * kThreadsPerBlock < nv) g[u] = load_raw8<W, kVec>(gamma, v0 + u * kThreadsPerBlock, r.hidden);
     }
     if constexpr (Sums::kFetchesRound) {
       ok = sums.fetch_round(v0, nv, h) && ok;
@@ -220,7 +242,7 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
 #pragma unroll
-        for (int i = 0; i < kRowVec; ++i) h[u][i] = round_to<T>(__fadd_rn(h[u][i], x[u][i]));
+        for (int i = 0; i < kRowVec; ++i) h[u][i] = round_to<T>(__fadd_rn(h[u][i], Num<T>::to_float(x[u].v[i])));
     }
 #pragma unroll
     for (int u = 0; u < kRowRegs; ++u) {
@@ -239,7 +261,7 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
       const size_t v = threadIdx.x + u * kThreadsPerBlock;
       if (v >= nv) continue;
 #pragma unroll
-      for (int i = 0; i < kRowVec; ++i) h[u][i] = __fmul_rn(__fmul_rn(h[u][i], scale), g[u][i]);
+      for (int i = 0; i < kRowVec; ++i) h[u][i] = __fmul_rn(__fmul_rn(h[u][i], scale), Num<W>::to_float(g[u].v[i]));
       store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, h[u]);
     }
     return ok;
