@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# A/B timing of library builds in one run on one machine: the same
+# arnorm-bench binary against each variant in turn, the whole list twice
+# (A B C A B C), so drift between the rounds shows. Compare only within one
+# run (docs/perf-notes.md).
+#
+#   VARIANTS="base new new:ARNORM_FUSED_PAIRS=0" scripts/ab-bench.sh [arnorm-bench flags]
+#
+# A variant is NAME[:ENV=VALUE[,ENV=VALUE...]]. NAME "base" is the library
+# in $BUILD/src; any other NAME is $LIBS/NAME.xz (an xz-compressed
+# libarnorm.so.X.Y.Z, built elsewhere: small enough to carry to a lent
+# machine). The bench runs with -g ${GPUS:-2}, and --op fused unless the
+# flags name an --op; per variant the table goes to $OUT/NAME-roundK.txt and a
+# short line per row to stdout.
+set -uo pipefail
+BUILD=${BUILD:-build}
+LIBS=${LIBS:-$BUILD}
+OUT=${OUT:-out}
+ROUNDS=${ROUNDS:-2}
+mkdir -p "$OUT"
+export NCCL_NVLS_ENABLE=0
+[ -n "${VARIANTS:-}" ] || { echo "set VARIANTS (see the header of $0)"; exit 2; }
+bench="$BUILD/tools/bench/arnorm-bench"
+[ -x "$bench" ] || { echo "no $bench: build first (scripts/build.sh)"; exit 2; }
+nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+for lib in "$BUILD"/src/libarnorm.so.*.*.*; do
+  [ -e "$lib" ] && [ ! -e "$BUILD/src/libarnorm.so.0" ] && ln -s "$(basename "$lib")" "$BUILD/src/libarnorm.so.0"
+done
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+op=(--op fused)
+case " $* " in *" --op "*) op=() ;; esac
+status=0
+for round in $(seq 1 "$ROUNDS"); do
+  for v in $VARIANTS; do
+    name=${v%%:*}
+    envs=""
+    [ "$name" != "$v" ] && envs=${v#*:}
+    if [ "$name" = base ]; then
+      dir=$(cd "$BUILD/src" && pwd)
+    else
+      dir="$scratch/$name"
+      if [ ! -e "$dir/libarnorm.so.0" ]; then
+        mkdir -p "$dir"
+        python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' \
+          "$LIBS/$name.xz" "$dir/libarnorm.so.0" || { echo "cannot unpack $LIBS/$name.xz"; exit 2; }
+      fi
+    fi
+    log="$OUT/${name}${envs:+-${envs//[^A-Za-z0-9_=]/_}}-round$round.txt"
+    echo "== round $round: $v"
+    # shellcheck disable=SC2086
+    if ! env ${envs//,/ } LD_LIBRARY_PATH="$dir${nccl:+:$nccl}" timeout "${STEP_TIMEOUT:-300}" \
+        "$bench" -g "${GPUS:-2}" "${op[@]}" "$@" > "$log" 2>&1; then
+      echo "   failed (log: $log)"
+      status=1
+    fi
+    # tokens hidden | nccl+norm | oneshot twoshot auto | pick ratio
+    awk '/^ +[0-9]/ {printf "   %6s x %-6s n+n %8s  1s %8s  2s %8s  auto %8s  %-8s %s\n", $1, $2, $8, $10, $12, $14, $16, $17}' "$log"
+  done
+done
+exit $status
