@@ -9,9 +9,10 @@
 # A variant is NAME[:ENV=VALUE[,ENV=VALUE...]]. NAME "base" is the library
 # in $BUILD/src; any other NAME is $LIBS/NAME.xz (an xz-compressed
 # libarnorm.so.X.Y.Z, built elsewhere: small enough to carry to a lent
-# machine). The bench runs with -g ${GPUS:-2}, and --op fused unless the
-# flags name an --op; per variant the table goes to $OUT/NAME-roundK.txt and a
-# short line per row to stdout.
+# machine). The bench runs with -g ${GPUS:-2} and --op fused unless the
+# flags give their own; per variant the table goes to
+# $OUT/NAME[-ENV]-roundK.txt, and for the fused op with its default
+# --algos a short line per row to stdout.
 set -uo pipefail
 BUILD=${BUILD:-build}
 LIBS=${LIBS:-$BUILD}
@@ -28,8 +29,22 @@ for lib in "$BUILD"/src/libarnorm.so.*.*.*; do
 done
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
-op=(--op fused)
-case " $* " in *" --op "*) op=() ;; esac
+# Defaults the flags do not set themselves; the short lines only where the
+# columns are the fused op's defaults.
+have_op=0 have_g=0 summary=1 prev=""
+for a in "$@"; do
+  case $a in
+    --op=*) have_op=1; [ "${a#--op=}" = fused ] || summary=0 ;;
+    --op) have_op=1 ;;
+    -g | -g[0-9]* | --ngpus | --ngpus=*) have_g=1 ;;
+    --algos | --algos=*) summary=0 ;;
+  esac
+  [ "$prev" = --op ] && [ "$a" != fused ] && summary=0
+  prev=$a
+done
+args=()
+[ "$have_op" = 1 ] || args+=(--op fused)
+[ "$have_g" = 1 ] || args+=(-g "${GPUS:-2}")
 status=0
 for round in $(seq 1 "$ROUNDS"); do
   for v in $VARIANTS; do
@@ -50,10 +65,11 @@ for round in $(seq 1 "$ROUNDS"); do
     echo "== round $round: $v"
     # shellcheck disable=SC2086
     if ! env ${envs//,/ } LD_LIBRARY_PATH="$dir${nccl:+:$nccl}" timeout "${STEP_TIMEOUT:-300}" \
-        "$bench" -g "${GPUS:-2}" "${op[@]}" "$@" > "$log" 2>&1; then
+        "$bench" "${args[@]}" "$@" > "$log" 2>&1; then
       echo "   failed (log: $log)"
       status=1
     fi
+    [ "$summary" = 1 ] || { echo "   table: $log"; continue; }
     # tokens hidden | nccl+norm | oneshot twoshot auto | pick ratio
     awk '/^ +[0-9]/ {printf "   %6s x %-6s n+n %8s  1s %8s  2s %8s  auto %8s  %-8s %s\n", $1, $2, $8, $10, $12, $14, $16, $17}' "$log"
   done

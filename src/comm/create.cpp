@@ -399,10 +399,8 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
     if (!compute_workspace_layout(c->world_size, c->max_blocks, budget, &c->layout)) {
       st = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                        "arnormCommCreate: workspace_bytes %zu is too small for world size %d (need at least "
-                       "about %zu KiB)",
-                       budget, c->world_size,
-                       (static_cast<size_t>(c->max_blocks) * 8 * (1 + 2 * static_cast<size_t>(c->world_size)) + 2 * kMinDataBytesPerParity +
-                        2 * kMinLLBytesPerParity) / 1024 + 4);
+                       "%zu bytes)",
+                       budget, c->world_size, min_workspace_bytes(c->world_size, c->max_blocks));
     }
     cudaIpcMemHandle_t handle{};
     if (st == ARNORM_SUCCESS) st = allocate_local(c, nonce, &handle);

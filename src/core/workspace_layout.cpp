@@ -32,4 +32,17 @@ bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_byte
   return true;
 }
 
+size_t min_workspace_bytes(int world_size, int max_blocks) {
+  // Whether a budget fits only grows with the budget: search for the edge.
+  WorkspaceLayout l;
+  size_t lo = 0, hi = size_t{1} << 30;  // lo fails, hi fits
+  if (!compute_workspace_layout(world_size, max_blocks, hi, &l)) return 0;
+  while (hi - lo > 1) {
+    const size_t mid = lo + (hi - lo) / 2;
+    if (compute_workspace_layout(world_size, max_blocks, mid, &l)) hi = mid;
+    else lo = mid;
+  }
+  return hi;
+}
+
 }  // namespace arnorm

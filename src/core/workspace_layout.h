@@ -176,6 +176,10 @@ struct WorkspaceLayout {
 // data region, or the arguments are out of range.
 bool compute_workspace_layout(int world_size, int max_blocks, size_t budget_bytes,
                               WorkspaceLayout* out);
+// The smallest budget compute_workspace_layout accepts (what a too-small
+// workspace_bytes is told to grow to), 0 if none does (arguments out of
+// range).
+size_t min_workspace_bytes(int world_size, int max_blocks);
 
 // Two-shot: length of each rank's shard for a chunk of n elements, a multiple
 // of kElemAlign; shard j covers [j*len, min(n, (j+1)*len)).

@@ -171,6 +171,22 @@ TEST(WorkspaceLayout, RejectsImpossibleRequests) {
   EXPECT_FALSE(compute_workspace_layout(4, 0, 1u << 20, &l));
   EXPECT_FALSE(compute_workspace_layout(4, kMaxBlocks + 1, 1u << 20, &l));
   EXPECT_FALSE(compute_workspace_layout(4, 64, 4096, &l));
+  EXPECT_EQ(0u, min_workspace_bytes(0, 64));
+}
+
+// What a too-small budget is told to grow to is exactly the edge.
+TEST(WorkspaceLayout, MinimumBudgetIsTheEdge) {
+  for (int world : {1, 2, 4, 8}) {
+    for (int blocks : {1, 132, 264}) {
+      const size_t m = min_workspace_bytes(world, blocks);
+      WorkspaceLayout l;
+      ASSERT_GT(m, 0u);
+      EXPECT_TRUE(compute_workspace_layout(world, blocks, m, &l)) << world << " " << blocks;
+      EXPECT_FALSE(compute_workspace_layout(world, blocks, m - 1, &l)) << world << " " << blocks;
+      EXPECT_FALSE(compute_workspace_layout(world, blocks, m / 2, &l)) << world << " " << blocks;
+      EXPECT_LE(m, kDefaultWorkspaceBytes);
+    }
+  }
 }
 
 TEST(Plan, ChunksCoverEveryElementExactlyOnce) {
