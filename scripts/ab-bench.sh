@@ -19,14 +19,11 @@ LIBS=${LIBS:-$BUILD}
 OUT=${OUT:-out}
 ROUNDS=${ROUNDS:-2}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0
 [ -n "${VARIANTS:-}" ] || { echo "set VARIANTS (see the header of $0)"; exit 2; }
 bench="$BUILD/tools/bench/arnorm-bench"
 [ -x "$bench" ] || { echo "no $bench: build first (scripts/build.sh)"; exit 2; }
-nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
-for lib in "$BUILD"/src/libarnorm.so.*.*.*; do
-  [ -e "$lib" ] && [ ! -e "$BUILD/src/libarnorm.so.0" ] && ln -s "$(basename "$lib")" "$BUILD/src/libarnorm.so.0"
-done
+# shellcheck source=scripts/gpu-env.sh
+. "$(dirname "$0")/gpu-env.sh"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 # Defaults the flags do not set themselves; the short lines only where the
@@ -64,7 +61,7 @@ for round in $(seq 1 "$ROUNDS"); do
     log="$OUT/${name}${envs:+-${envs//[^A-Za-z0-9_=]/_}}-round$round.txt"
     echo "== round $round: $v"
     # shellcheck disable=SC2086
-    if ! env ${envs//,/ } LD_LIBRARY_PATH="$dir${nccl:+:$nccl}" timeout "${STEP_TIMEOUT:-300}" \
+    if ! env ${envs//,/ } LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout "${STEP_TIMEOUT:-300}" \
         "$bench" "${args[@]}" "$@" > "$log" 2>&1; then
       echo "   failed (log: $log)"
       status=1

@@ -16,18 +16,8 @@ shift || true
 BUILD=${BUILD:-build}
 OUT=${OUT:-out}
 mkdir -p "$OUT"
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-
-# libnccl.so.2: the system's, else the one in the Python NCCL wheel.
-if ! ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2'; then
-  lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
-  [ -n "$lib" ] && export LD_LIBRARY_PATH="$lib:${LD_LIBRARY_PATH:-}"
-fi
-# A build carried without its symlinks (only the versioned library, the
-# benchmark and the test binary copied over): restore the soname link.
-for lib in "$BUILD"/src/libarnorm.so.*.*.*; do
-  [ -e "$lib" ] && [ ! -e "$BUILD/src/libarnorm.so.0" ] && ln -s "$(basename "$lib")" "$BUILD/src/libarnorm.so.0"
-done
+# shellcheck source=scripts/gpu-env.sh
+. "$(dirname "$0")/gpu-env.sh"
 if [ ! -x "$BUILD/tests/arnorm-gpu-tests" ] || [ ! -x "$BUILD/tools/bench/arnorm-bench" ]; then
   echo "== building in $BUILD"
   cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release && cmake --build "$BUILD" -j "$(nproc)" || exit 1
