@@ -71,7 +71,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
     // More rows than the region holds: one kernel cycling through row slots.
     const FusedGeometry g = plan_fused_chunk(algo, comm->layout, a.tokens, a.hidden);
     const size_t G = fused_rows_per_step(a.hidden, es);
-    const size_t slots = plan_fused_ring_slots(a.tokens, g, per_chunk, G, comm->fused_lag, comm->world_size);
+    const size_t slots = plan_fused_ring_slots(a.tokens, g, per_chunk, G, comm->fused_lag);
     if (slots > 0) {
       point_at_rows(a, 0, a.tokens, &l.params);
       l.params.rows_per_cta = g.rows_per_cta;

@@ -67,11 +67,9 @@ size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& 
   return layout.data_bytes_per_parity / fused_region_bytes(algo, 1, hidden, layout.world_size, elem_size, false);
 }
 
-size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag,
-                             int world) {
+size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag) {
   if (g.blocks <= 0 || g.rows_per_cta == 0) return 0;
   if (rows <= region_rows) return g.rows_per_cta;
-  if (world > kFusedRingMaxWorld) return 0;
   const size_t slots = region_rows / static_cast<size_t>(g.blocks);
   const bool deep = slots >= (static_cast<size_t>(std::max(lag, 0)) + 2) * rows_per_step;
   const bool countable = g.rows_per_cta < (size_t{1} << kProgressRowBits);

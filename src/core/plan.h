@@ -157,12 +157,10 @@ FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const Wo
 // CTA (RING PROGRESS, device/sync.cuh), so the whole call is one kernel with
 // one pipeline fill, if the ring holds at least (lag + 2) steps: then a wait
 // for a slot only ever waits on steps its waiter finished earlier. 0: the
-// call is cut into chunks instead (also above kFusedRingMaxWorld ranks).
-size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag,
-                             int world);
-// The ring has run on GPUs at world sizes up to this one only; larger
-// groups cut calls into chunks until a run there has passed the GPU tests.
-constexpr int kFusedRingMaxWorld = 2;
+// call is cut into chunks instead. Every world size takes the ring (run on
+// GPUs at 2 and 4 ranks; the host model, tests/host/ring_model_test.cpp,
+// covers 2 to 8).
+size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag);
 // Rows between RING PROGRESS publications for a ring of `slots` slots
 // (FusedParams::ring_publish): the largest multiple Q of rows_per_step with
 // slots >= lag * rows_per_step + Q. That bound keeps every wait on work of

@@ -223,9 +223,8 @@ TEST(AddRmsNorm, ChunkedBeyondWorkspace) {
 }
 
 // More rows than the default workspace's region holds: the two-shot runs
-// them in one kernel that reuses its row slots (RING PROGRESS) at world
-// sizes up to kFusedRingMaxWorld, in chunks above (4096: about 2400 / 2000
-// rows fit at 2 / 4 ranks, 7168 about 1360 / 1170).
+// them in one kernel that reuses its row slots (RING PROGRESS; 4096: about
+// 2400 / 2000 rows fit at 2 / 4 ranks, 7168 about 1360 / 1170).
 TEST(AddRmsNorm, RowSlotsReusedWithinOneCall) {
   check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, {3000, 4096});
   check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, {2600, 7168});

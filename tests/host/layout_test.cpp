@@ -120,19 +120,17 @@ TEST(WorkspaceLayout, TwoShotIndicesStayInTheirRegion) {
 
 TEST(Plan, FusedRingSlotsOnlyWhenDeepEnough) {
   const FusedGeometry g{132, 63};  // 8192 rows
-  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1, 2)) << "every row fits: a slot each";
-  EXPECT_EQ(15u, plan_fused_ring_slots(8192, g, 2048, 2, 1, 2)) << "2048 / 132 slots per CTA";
-  EXPECT_EQ(6u, plan_fused_ring_slots(8192, g, 6 * 132, 2, 1, 2)) << "(lag + 2) steps of 2 rows";
-  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 6 * 132 - 1, 2, 1, 2)) << "shallower: chunks";
-  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 6, 2)) << "lag 6 needs 16 slots";
-  EXPECT_EQ(0u, plan_fused_ring_slots(1, FusedGeometry{}, 0, 1, 1, 2));
+  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1)) << "every row fits: a slot each";
+  EXPECT_EQ(15u, plan_fused_ring_slots(8192, g, 2048, 2, 1)) << "2048 / 132 slots per CTA";
+  EXPECT_EQ(6u, plan_fused_ring_slots(8192, g, 6 * 132, 2, 1)) << "(lag + 2) steps of 2 rows";
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 6 * 132 - 1, 2, 1)) << "shallower: chunks";
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 6)) << "lag 6 needs 16 slots";
+  EXPECT_EQ(0u, plan_fused_ring_slots(1, FusedGeometry{}, 0, 1, 1));
   // Slots never exceed what the region holds.
   for (size_t region : {size_t{100}, size_t{1000}, size_t{2048}, size_t{5000}}) {
-    const size_t slots = plan_fused_ring_slots(8192, g, region, 2, 1, 2);
+    const size_t slots = plan_fused_ring_slots(8192, g, region, 2, 1);
     if (slots > 0) EXPECT_LE(slots * g.blocks, region);
   }
-  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 1, kFusedRingMaxWorld + 1)) << "not yet run there: chunks";
-  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1, 8)) << "rows that fit need no ring";
 }
 
 // A publication interval Q keeps slots >= lag * G + Q (every wait then

@@ -174,10 +174,9 @@ std::vector<RingCase> planned_cases() {
             for (size_t rows : {size_t{1}, size_t{5}, size_t{17}, size_t{40}}) {
               const size_t least = static_cast<size_t>(lag + 2) * G;
               for (size_t region : {least, least + 1, 2 * least, rows - 1, rows, rows + 3}) {
-                // One CTA: the planner's slots per CTA for a region of `region` rows
-                // (the world size only gates where the ring runs on GPUs today).
+                // One CTA: the planner's slots per CTA for a region of `region` rows.
                 const FusedGeometry g{1, rows};
-                const size_t S = plan_fused_ring_slots(rows, g, region, G, lag, 2);
+                const size_t S = plan_fused_ring_slots(rows, g, region, G, lag);
                 if (S == 0) continue;  // the call is cut into chunks instead
                 const size_t Q = plan_fused_ring_publish(S, G, lag);
                 for (int shards : {world, 1}) cases.push_back({world, lag, ahead, G, groups, rows, S, Q, shards});
