@@ -404,7 +404,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   const uint32_t v_begin = min(nv, c * P), v_end = min(nv, v_begin + P);
   const uint32_t v0 = v_begin + threadIdx.x;
   // owner of pack v = v / P as one multiply: exact for v * (inv_P * P - 2^32) < 2^32.
-  const uint64_t inv_P = ((uint64_t{1} << 32) + P - 1) / P;
+  const uint64_t inv_P = ceil_pow32_div(P);
   const W* gamma = static_cast<const W*>(p.weight);
 
   for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
