@@ -503,11 +503,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
   const uint64_t e = call.e;
   const PollWait wait = poll_wait_of(s, e);
   if constexpr (kLL) {
-    const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-    if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
     const uint64_t* src[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+    ll_oneshot_begin<T, kVec, R>(s, call, in, n, ur, src);
     split_epilogue<T, W, kVec, kPacks>(
         p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * H, row, H, me, world, wait}; });
   } else {
