@@ -36,6 +36,19 @@ __device__ __forceinline__ UnitRange cta_units(const T* in, size_t n) {
   return r;
 }
 
+// ONE-SHOT over LL, the start shared by the plain and the fused one-shot:
+// this CTA's units go into slot [me] of every peer's LL region (unless an
+// earlier wait aborted), and src[r] points at local slot [r], which holds
+// rank r's data once its words carry this call's epoch.
+template <typename T, bool kVec, int R>
+__device__ __forceinline__ void ll_oneshot_begin(const SyncParams& s, const CallStart& call, const T* in, size_t n,
+                                                 const UnitRange& ur, const uint64_t* (&src)[R]) {
+  const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
+  if (!call.aborted) ll_push<T, kVec, R>(s, call.e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
+#pragma unroll
+  for (int r = 0; r < R; ++r) src[r] = r < s.world ? ll_slot<R>(s, s.rank, r, call.e, slot_bytes) : nullptr;
+}
+
 // Stores the units of `r` of `in` (n elements) into slot [me] (`cap` units
 // long) of every peer's data region of parity e, as sentinel units.
 template <typename T, bool kVec, int R>
@@ -149,12 +162,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
     }
   };
   if constexpr (kLL) {
-    const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-    if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
-    // Local slot [r] holds rank r's data.
     const uint64_t* src[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+    ll_oneshot_begin<T, kVec, R>(s, call, in, n, ur, src);
     sum_and_store([&](size_t u, const uint4& own, uint4* sum) { ll_sum_unit<T, R>(src, u, own, me, world, wait, sum); });
   } else {
     const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / K;  // units per slot

@@ -404,7 +404,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   const uint32_t v_begin = min(nv, c * P), v_end = min(nv, v_begin + P);
   const uint32_t v0 = v_begin + threadIdx.x;
   // owner of pack v = v / P as one multiply: exact for v * (inv_P * P - 2^32) < 2^32.
-  const uint64_t inv_P = ((uint64_t{1} << 32) + P - 1) / P;
+  const uint64_t inv_P = ceil_pow32_div(P);
   const W* gamma = static_cast<const W*>(p.weight);
 
   for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
@@ -503,11 +503,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
   const uint64_t e = call.e;
   const PollWait wait = poll_wait_of(s, e);
   if constexpr (kLL) {
-    const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
-    if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
     const uint64_t* src[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
+    ll_oneshot_begin<T, kVec, R>(s, call, in, n, ur, src);
     split_epilogue<T, W, kVec, kPacks>(
         p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * H, row, H, me, world, wait}; });
   } else {
