@@ -15,8 +15,6 @@
 
 #include <cooperative_groups.h>
 
-#include <type_traits>
-
 #include "device/allreduce_kernels.cuh"
 #include "device/ll.cuh"
 #include "device/rmsnorm_epilogue.cuh"
@@ -790,38 +788,35 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     // the movers, G even whenever pairs are chosen (fused_epilogue_groups, plan.h),
     // so a pair never waits on a later step than its first row. A CTA with
     // one row leaves the second group idle.
-    auto epilogue_rows = [&](auto groups) {
-      constexpr int kGroups = decltype(groups)::value, kRowThreads = kThreadsPerBlock / kGroups;
-      const size_t group = threadIdx.x / kRowThreads;
-      for (size_t first = r0; first < r1; first += kGroups) {
-        const size_t row = first + group;
-        const RowEpilogue ep = row_epilogue<T>(p, row);
-        bool ok = true;
-        if (row < r1) {
-          const SntRowSums<T, kRowThreads> sums{local + ag0 + (slot0 + (row - r0) % S) * stride, ru, su, ag_wait};
-          ok = rmsnorm_row<T, W, kVec, SntRowSums<T, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
-        } else {
-          // No row for this group (an odd last one): it still takes part in
-          // the two barriers of the row sum (one round: kGroups > 1 only
-          // where a row fits one).
-          const float none[kGroups] = {};
-          group_sum<kEpilogueBarrier, kRowThreads>(none);
-        }
-        // (row_any is a barrier of the epilogue threads: every clear of
-        // these rows' gathered units is ordered before thread 0's publish.
-        // A failed row poisons its pair too: the call fails either way.)
-        if (row_any<kEpilogueBarrier>(!ok) && row < r1) poison_row<T, kRowThreads>(ep);
-        if (threadIdx.x == 0) {
-          const size_t done = min(r1, first + kGroups) - r0;
-          atomicExch(&epilogue_done, static_cast<uint32_t>(done));
-          // Every rank's movers write this rank's gathered sums. (done
-          // steps by kGroups, which divides ring_publish.)
-          if (ring && (done % p.ring_publish == 0 || done == r1 - r0))
-            publish_progress<R>(s, 1, blockIdx.x, progress_value(e, done), [](int) { return true; });
-        }
+    constexpr int kRowThreads = kThreadsPerBlock / kGroups;
+    const size_t group = threadIdx.x / kRowThreads;
+    for (size_t first = r0; first < r1; first += kGroups) {
+      const size_t row = first + group;
+      const RowEpilogue ep = row_epilogue<T>(p, row);
+      bool ok = true;
+      if (row < r1) {
+        const SntRowSums<T, kRowThreads> sums{local + ag0 + (slot0 + (row - r0) % S) * stride, ru, su, ag_wait};
+        ok = rmsnorm_row<T, W, kVec, SntRowSums<T, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
+      } else {
+        // No row for this group (an odd last one): it still takes part in
+        // the two barriers of the row sum (one round: kGroups > 1 only
+        // where a row fits one).
+        const float none[kGroups] = {};
+        group_sum<kEpilogueBarrier, kRowThreads>(none);
       }
-    };
-    epilogue_rows(std::integral_constant<int, kGroups>{});
+      // (row_any is a barrier of the epilogue threads: every clear of
+      // these rows' gathered units is ordered before thread 0's publish.
+      // A failed row poisons its pair too: the call fails either way.)
+      if (row_any<kEpilogueBarrier>(!ok) && row < r1) poison_row<T, kRowThreads>(ep);
+      if (threadIdx.x == 0) {
+        const size_t done = min(r1, first + kGroups) - r0;
+        atomicExch(&epilogue_done, static_cast<uint32_t>(done));
+        // Every rank's movers write this rank's gathered sums. (done
+        // steps by kGroups, which divides ring_publish.)
+        if (ring && (done % p.ring_publish == 0 || done == r1 - r0))
+          publish_progress<R>(s, 1, blockIdx.x, progress_value(e, done), [](int) { return true; });
+      }
+    }
   } else {
     // Mover warps.
     const uint32_t mt = threadIdx.x - kThreadsPerBlock;

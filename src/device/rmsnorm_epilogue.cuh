@@ -202,7 +202,7 @@ struct RowEpilogue {
 // the same bits: the order of every operation is the same.
 
 // Where rmsnorm_row gets the row's rounded sums. Each round covers virtual
-// packs v0 + k * kThreadsPerBlock (k < kRowRegs) of the calling thread.
+// packs v0 + k * kRowThreads (k < kRowRegs) of the calling thread.
 // ready(v0) is called once per round after the round's residual and weight
 // loads are issued, so a source that must wait for peers (LL) overlaps that
 // wait with them; it returns false if the sums will never come. sum_at(v, f)
@@ -231,7 +231,7 @@ __device__ __forceinline__ LoadedSums<F> loaded_sums(F f) {
 // With kRowThreads < kThreadsPerBlock they work on kThreadsPerBlock /
 // kRowThreads rows at once, a group of kRowThreads threads each (ROW GROUPS,
 // group_sum: the same bits); sums sources that fetch a round then poll with
-// that stride (Sums::kStride).
+// that stride (Sums::kRowStride).
 template <typename T, typename W, bool kVec, typename Sums, int kBarrier = 0, int kRowThreads = kThreadsPerBlock>
 __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& sums) {
   constexpr int J = kThreadsPerBlock / kRowThreads;  // virtual threads per thread
