@@ -67,6 +67,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   l.params.cluster = route.cluster;
   l.params.lag = comm->fused_lag;
   l.params.ahead = comm->fused_ahead;
+  l.params.epilogue_groups = comm->fused_pairs ? fused_epilogue_groups(a.hidden, es) : 1;
   if (algo == ARNORM_ALGO_TWOSHOT && !route.ll && a.tokens > per_chunk) {
     // More rows than the region holds: one kernel cycling through row slots.
     const FusedGeometry g = plan_fused_chunk(algo, comm->layout, a.tokens, a.hidden);

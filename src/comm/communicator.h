@@ -36,6 +36,7 @@ struct arnormComm {
   arnormAlgorithm_t forced = ARNORM_ALGO_AUTO;  // ARNORM_ALGO at creation
   arnorm::Protocol forced_protocol = arnorm::Protocol::kAuto;  // ARNORM_PROTOCOL at creation
   int fused_lag = 1;  // fused two-shot: steps between push and reduce (ARNORM_FUSED_LAG, 1..8)
+  bool fused_pairs = true;  // fused two-shot: two rows at once in the epilogue where they fit (ARNORM_FUSED_PAIRS=0: one)
   int fused_ahead = 2;  // fused two-shot: steps the movers may run ahead of the epilogue beyond lag (ARNORM_FUSED_AHEAD)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
 

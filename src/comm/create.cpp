@@ -181,6 +181,7 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   ARNORM_TRY(read_forced_protocol(&c->forced_protocol));
   if (const char* lag = std::getenv("ARNORM_FUSED_LAG")) c->fused_lag = std::max(1, std::min(8, std::atoi(lag)));
   if (const char* a = std::getenv("ARNORM_FUSED_AHEAD")) c->fused_ahead = std::max(1, std::min(64, std::atoi(a)));
+  if (const char* pairs = std::getenv("ARNORM_FUSED_PAIRS")) c->fused_pairs = std::atoi(pairs) != 0;
   const char* pdl = std::getenv("ARNORM_PDL");
   c->pdl = pdl == nullptr || std::strcmp(pdl, "0") != 0;
   hello->sm_count = prop.multiProcessorCount;

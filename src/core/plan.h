@@ -89,6 +89,15 @@ ARNORM_HD inline size_t fused_rows_per_step(size_t hidden, size_t elem_size) {
 // its high word set, so on the device it always took the 64-bit division
 // routine (a call, executed by every CTA of every split one-shot).
 ARNORM_HD inline uint64_t ceil_pow32_div(uint32_t d) { return uint64_t{0xffffffffu / d} + 1; }
+// Rows the fused two-shot's epilogue takes at once (ROW GROUPS,
+// device/rmsnorm_epilogue.cuh): two where a row fits one round of half the
+// epilogue threads (hidden <= 4096 at 8 elements a pack) and the movers'
+// steps hold an even number of rows, else one. Either gives the same bits.
+ARNORM_HD inline int fused_epilogue_groups(size_t hidden, size_t elem_size) {
+  const size_t nv = ceil_div(hidden, size_t{8});  // virtual packs of 8 elements (kRowVec)
+  const bool fits = nv <= static_cast<size_t>(kRowRegs) * (kThreadsPerBlock / 2);
+  return fits && fused_rows_per_step(hidden, elem_size) % 2 == 0 ? 2 : 1;
+}
 ARNORM_HD inline size_t fused_shard_units(size_t hidden, size_t elem_size, int world_size) {
   return align_up(ceil_div(fused_row_units(hidden, elem_size), static_cast<size_t>(world_size)),
                   kFusedShardAlignUnits);

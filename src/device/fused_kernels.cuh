@@ -590,15 +590,17 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
 // The rounded sums of one row gathered in sentinel units (sentinel.cuh):
 // unit u of the row at row[u], written by the rank that owns shard
 // u / shard_units. Each unit is polled, read and cleared by one thread.
-template <typename T>
+// kStride: threads working on the row (rmsnorm_row's kRowThreads).
+template <typename T, int kStride = kThreadsPerBlock>
 struct SntRowSums {
   static constexpr bool kFetchesRound = true;
+  static constexpr int kRowStride = kStride;
   uint4* row;
   size_t units, shard_units;
   PollWait wait;
 
-  // Fills h[k] with the 8 sums of virtual pack v0 + k * kThreadsPerBlock
-  // (< nv; zeros past the row) once all their units have arrived.
+  // Fills h[k] with the 8 sums of virtual pack v0 + k * kStride (< nv;
+  // zeros past the row) once all their units have arrived.
   __device__ __forceinline__ bool fetch_round(size_t v0, size_t nv, float (&h)[kRowRegs][kRowVec]) const {
     constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
     constexpr int kUnits = kRowVec / K;  // units per virtual pack
@@ -609,7 +611,7 @@ struct SntRowSums {
     uint4 raw[B];
 #pragma unroll
     for (int j = 0; j < B; ++j) {
-      const size_t v = v0 + (j / kUnits) * kThreadsPerBlock, u = v * kUnits + j % kUnits;
+      const size_t v = v0 + (j / kUnits) * kStride, u = v * kUnits + j % kUnits;
       live[j] = v < nv && u < units;
       at[j] = live[j] ? row + u : nullptr;
       peer[j] = static_cast<int>(u / shard_units);
@@ -740,7 +742,10 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 constexpr int kEpilogueBarrier = 1;
 constexpr int kMoverBarrier = 2;
 
-template <typename T, typename W, bool kVec, int R>
+// kGroups: rows the epilogue takes at once (FusedParams::epilogue_groups;
+// its own instance, as one kernel holding both loops spilled 100-230 bytes
+// where either alone spills 30).
+template <typename T, typename W, bool kVec, int R, int kGroups = 1>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
@@ -774,18 +779,38 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     // Epilogue warps.
     PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot
     ag_wait.timeout_ns *= 2;
-    for (size_t row = r0; row < r1; ++row) {
+    // The CTA's rows in order, kGroups at a time (ROW GROUPS,
+    // rmsnorm_row): with two, a row's serial latency (loads, the row sum's
+    // barriers, stores) is paid once per pair. Rows come G at a time from
+    // the movers, G even whenever pairs are chosen (fused_epilogue_groups, plan.h),
+    // so a pair never waits on a later step than its first row. A CTA with
+    // one row leaves the second group idle.
+    constexpr int kRowThreads = kThreadsPerBlock / kGroups;
+    const size_t group = threadIdx.x / kRowThreads;
+    for (size_t first = r0; first < r1; first += kGroups) {
+      const size_t row = first + group;
       const RowEpilogue ep = row_epilogue<T>(p, row);
-      const SntRowSums<T> sums{local + ag0 + (slot0 + (row - r0) % S) * stride, ru, su, ag_wait};
-      const bool ok = rmsnorm_row<T, W, kVec, SntRowSums<T>, kEpilogueBarrier>(ep, sums);
-      // (row_any is a barrier of the epilogue threads: every clear of this
-      // row's gathered units is ordered before thread 0's publish.)
-      if (row_any<kEpilogueBarrier>(!ok)) poison_row<T>(ep);
+      bool ok = true;
+      if (row < r1) {
+        const SntRowSums<T, kRowThreads> sums{local + ag0 + (slot0 + (row - r0) % S) * stride, ru, su, ag_wait};
+        ok = rmsnorm_row<T, W, kVec, SntRowSums<T, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
+      } else {
+        // No row for this group (an odd last one): it still takes part in
+        // the two barriers of the row sum (one round: kGroups > 1 only
+        // where a row fits one).
+        const float none[kGroups] = {};
+        group_sum<kEpilogueBarrier, kRowThreads>(none);
+      }
+      // (row_any is a barrier of the epilogue threads: every clear of
+      // these rows' gathered units is ordered before thread 0's publish.
+      // A failed row poisons its pair too: the call fails either way.)
+      if (row_any<kEpilogueBarrier>(!ok) && row < r1) poison_row<T, kRowThreads>(ep);
       if (threadIdx.x == 0) {
-        const size_t done = row + 1 - r0;
+        const size_t done = min(r1, first + kGroups) - r0;
         atomicExch(&epilogue_done, static_cast<uint32_t>(done));
-        // Every rank's movers write this rank's gathered sums.
-        if (ring && (done % p.ring_publish == 0 || row + 1 == r1))
+        // Every rank's movers write this rank's gathered sums. (done
+        // steps by kGroups, which divides ring_publish.)
+        if (ring && (done % p.ring_publish == 0 || done == r1 - r0))
           publish_progress<R>(s, 1, blockIdx.x, progress_value(e, done), [](int) { return true; });
       }
     }

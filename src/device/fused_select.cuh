@@ -25,10 +25,10 @@ struct TwoShotLL {
   template <bool kVec, int R, int kPacks>
   static FusedKernel get() { return fused_twoshot_ll_kernel<T, W, kVec, R, kPacks>; }
 };
-template <typename T, typename W>
+template <typename T, typename W, int kGroups>
 struct TwoShot {
   template <bool kVec, int R, int kPacks>
-  static FusedKernel get() { return fused_twoshot_kernel<T, W, kVec, R>; }
+  static FusedKernel get() { return fused_twoshot_kernel<T, W, kVec, R, kVec ? kGroups : 1>; }
 };
 
 template <typename F>
@@ -57,8 +57,11 @@ FusedKernel for_weight(const AddRmsNormLaunch& l) {
     case ARNORM_ALGO_TWOSHOT:
       // The sentinel kernel's epilogue is rmsnorm_row (kRowRegs packs);
       // `packs` 1 picks its instance for the rank capacity.
+      // Two rows at once in its epilogue: vector path only (the element-wise
+      // path is rare and has one instance).
       if (split) return pick<TwoShotLL<T, W>>(l.vectorized, world, packs);
-      return pick<TwoShot<T, W>>(l.vectorized, world, 1);
+      if (l.vectorized && l.params.epilogue_groups == 2) return pick<TwoShot<T, W, 2>>(true, world, 1);
+      return pick<TwoShot<T, W, 1>>(l.vectorized, world, 1);
     case ARNORM_ALGO_NCCL:
       return l.vectorized ? add_rmsnorm_kernel<T, W, true> : add_rmsnorm_kernel<T, W, false>;
     default:

@@ -70,6 +70,9 @@ struct FusedParams {
   size_t ring_slots;
   size_t ring_total;
   size_t ring_publish;  // rows between RING PROGRESS publications (a multiple of the step's rows)
+  // Fused two-shot over sentinel units: rows its epilogue takes at once
+  // (1 or 2, fused_epilogue_groups in core/plan.h; picks the kernel instance).
+  int epilogue_groups;
 };
 
 }  // namespace arnorm

@@ -9,7 +9,7 @@
 // kThreadsPerBlock) folds q_t, q_{t+256}, q_{t+512}, ... in that order from 0
 // with round-to-nearest adds; warps combine the virtual threads' totals by an
 // xor butterfly (every lane ends with the same value) and warp totals are
-// added in warp order (block_sum). A kernel may compute the q_v anywhere
+// added in warp order (group_sum). A kernel may compute the q_v anywhere
 // (rmsnorm_row in one CTA, the split epilogue across a thread-block cluster)
 // as long as it folds them in this order. Vector and scalar loads only change
 // how the 8 elements of a pack are fetched, never this order.
@@ -150,10 +150,32 @@ __device__ __forceinline__ float block_sum_any(float v, bool* flag) {
   return t;
 }
 
-template <int kBarrier = 0>
-__device__ __forceinline__ float block_sum(float v) {
-  bool none = false;
-  return block_sum_any<kBarrier>(v, &none);
+// The same sum for kThreadsPerBlock / kRowThreads rows side by side, a
+// group of kRowThreads consecutive threads per row (ROW GROUPS): thread p of
+// a group stands for virtual threads j * kRowThreads + p (j < J) and passes
+// their folds in v[j]; the virtual warp of each is reduced by the same xor
+// butterfly, and the eight virtual warp totals of each row are added in
+// order. So a row gets the same bits whichever group size computed it. All
+// groups pass the same two barriers (kBarrier, every epilogue thread).
+template <int kBarrier, int kRowThreads, int J = kThreadsPerBlock / kRowThreads>
+__device__ __forceinline__ float group_sum(const float (&v)[J]) {
+  static_assert(kRowThreads % 32 == 0 && J * kRowThreads == kThreadsPerBlock, "row groups of whole warps");
+  constexpr int kVirtualWarps = kThreadsPerBlock / 32, kWarps = kRowThreads / 32;
+  __shared__ float totals[J][kVirtualWarps];
+  const int group = threadIdx.x / kRowThreads, warp = (threadIdx.x % kRowThreads) >> 5;
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    float t = v[j];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) t = __fadd_rn(t, __shfl_xor_sync(0xffffffffu, t, o));
+    if ((threadIdx.x & 31) == 0) totals[group][j * kWarps + warp] = t;
+  }
+  row_sync<kBarrier>();
+  float t = totals[group][0];
+#pragma unroll
+  for (int w = 1; w < kVirtualWarps; ++w) t = __fadd_rn(t, totals[group][w]);
+  row_sync<kBarrier>();  // totals may be reused by the next row
+  return t;
 }
 
 // q_v of the invariant above: the fma chain of a pack's squares from 0.
@@ -180,7 +202,7 @@ struct RowEpilogue {
 // the same bits: the order of every operation is the same.
 
 // Where rmsnorm_row gets the row's rounded sums. Each round covers virtual
-// packs v0 + k * kThreadsPerBlock (k < kRowRegs) of the calling thread.
+// packs v0 + k * kRowThreads (k < kRowRegs) of the calling thread.
 // ready(v0) is called once per round after the round's residual and weight
 // loads are issued, so a source that must wait for peers (LL) overlaps that
 // wait with them; it returns false if the sums will never come. sum_at(v, f)
@@ -204,31 +226,43 @@ __device__ __forceinline__ LoadedSums<F> loaded_sums(F f) {
 // threads concerned) if a source's ready() failed; the caller poisons the row.
 // Rows wider than one round keep h in residual_out, or in out when there is
 // none; each thread re-reads only elements it wrote itself, so no barrier is
-// needed between the passes beyond the one inside block_sum. Threads
+// needed between the passes beyond the one inside group_sum. Threads
 // [0, kThreadsPerBlock) call it, synchronising on barrier kBarrier (row_sync).
-template <typename T, typename W, bool kVec, typename Sums, int kBarrier = 0>
+// With kRowThreads < kThreadsPerBlock they work on kThreadsPerBlock /
+// kRowThreads rows at once, a group of kRowThreads threads each (ROW GROUPS,
+// group_sum: the same bits); sums sources that fetch a round then poll with
+// that stride (Sums::kRowStride).
+template <typename T, typename W, bool kVec, typename Sums, int kBarrier = 0, int kRowThreads = kThreadsPerBlock>
 __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& sums) {
+  constexpr int J = kThreadsPerBlock / kRowThreads;  // virtual threads per thread
+  if constexpr (J > 1) static_assert(Sums::kRowStride == kRowThreads, "the sums source polls the group's packs");
+  const uint32_t lane = threadIdx.x % kRowThreads;
   const T* res = static_cast<const T*>(r.residual);
   T* h_row = static_cast<T*>(r.residual_out ? r.residual_out : r.out);
   const W* gamma = static_cast<const W*>(r.weight);
   const size_t nv = ceil_div(r.hidden, static_cast<size_t>(kRowVec));
-  const size_t per_round = static_cast<size_t>(kRowRegs) * kThreadsPerBlock;
+  const size_t per_round = static_cast<size_t>(kRowRegs) * kRowThreads;
   const bool one_round = nv <= per_round;
   float h[kRowRegs][kRowVec];
   Pack<W, kRowVec> g[kRowRegs];  // gamma and the residual stay at their own width until used
-  float ss = 0.f;
+  // Pack v belongs to virtual thread v % kThreadsPerBlock, which this thread
+  // folds in ss[(v / kRowThreads) % J] = ss[u % J] (a round spans whole
+  // multiples of kThreadsPerBlock), packs in increasing order.
+  float ss[J];
+#pragma unroll
+  for (int j = 0; j < J; ++j) ss[j] = 0.f;
   bool ok = true;
-  for (size_t v0 = threadIdx.x; v0 < nv; v0 += per_round) {
+  for (size_t v0 = lane; v0 < nv; v0 += per_round) {
     Pack<T, kRowVec> x[kRowRegs];
     if (res) {
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
-        if (v0 + u * kThreadsPerBlock < nv) x[u] = load_raw8<T, kVec>(res, v0 + u * kThreadsPerBlock, r.hidden);
+        if (v0 + u * kRowThreads < nv) x[u] = load_raw8<T, kVec>(res, v0 + u * kRowThreads, r.hidden);
     }
     if (one_round) {
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
-        if (v0 + u * kThreadsPerBlock < nv) g[u] = load_raw8<W, kVec>(gamma, v0 + u * kThreadsPerBlock, r.hidden);
+        if (v0 + u * kRowThreads < nv) g[u] = load_raw8<W, kVec>(gamma, v0 + u * kRowThreads, r.hidden);
     }
     if constexpr (Sums::kFetchesRound) {
       ok = sums.fetch_round(v0, nv, h) && ok;
@@ -236,7 +270,7 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
       ok = sums.ready(v0) && ok;
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
-        if (v0 + u * kThreadsPerBlock < nv) sums.sum_at(v0 + u * kThreadsPerBlock, h[u]);
+        if (v0 + u * kRowThreads < nv) sums.sum_at(v0 + u * kRowThreads, h[u]);
     }
     if (res) {
 #pragma unroll
@@ -246,19 +280,19 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
     }
 #pragma unroll
     for (int u = 0; u < kRowRegs; ++u) {
-      const size_t v = v0 + u * kThreadsPerBlock;
+      const size_t v = v0 + u * kRowThreads;
       if (v >= nv) continue;
-      ss = __fadd_rn(ss, pack_squares(h[u]));  // lanes past hidden hold 0
+      ss[u % J] = __fadd_rn(ss[u % J], pack_squares(h[u]));  // lanes past hidden hold 0
       if (!one_round || r.residual_out) store_v8<T, kVec>(h_row, v, r.hidden, h[u]);
     }
   }
   // Explicit _rn operations: no contraction into FMAs that could differ
   // between the kernels this function is inlined into.
-  const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum<kBarrier>(ss), static_cast<float>(r.hidden)), r.eps));
+  const float scale = rsqrtf(__fadd_rn(__fdiv_rn(group_sum<kBarrier, kRowThreads>(ss), static_cast<float>(r.hidden)), r.eps));
   if (one_round) {
 #pragma unroll
     for (int u = 0; u < kRowRegs; ++u) {
-      const size_t v = threadIdx.x + u * kThreadsPerBlock;
+      const size_t v = lane + u * kRowThreads;
       if (v >= nv) continue;
 #pragma unroll
       for (int i = 0; i < kRowVec; ++i) h[u][i] = __fmul_rn(__fmul_rn(h[u][i], scale), Num<W>::to_float(g[u].v[i]));
@@ -266,7 +300,7 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
     }
     return ok;
   }
-  for (size_t v = threadIdx.x; v < nv; v += kThreadsPerBlock) {
+  for (size_t v = lane; v < nv; v += kRowThreads) {
     float y[kRowVec], gv[kRowVec];
     load_v8<T, kVec>(h_row, v, r.hidden, y);
     load_v8<W, kVec>(gamma, v, r.hidden, gv);
@@ -278,10 +312,11 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
 }
 
 // A row of NaN in out and residual_out: what a call that lost a peer leaves.
-template <typename T>
+// (kRowThreads: as rmsnorm_row.)
+template <typename T, int kRowThreads = kThreadsPerBlock>
 __device__ __forceinline__ void poison_row(const RowEpilogue& r) {
   const T nan = Num<T>::from_float(__int_as_float(0x7fc00000));
-  for (size_t i = threadIdx.x; i < r.hidden; i += kThreadsPerBlock) {
+  for (size_t i = threadIdx.x % kRowThreads; i < r.hidden; i += kRowThreads) {
     static_cast<T*>(r.out)[i] = nan;
     if (r.residual_out) static_cast<T*>(r.residual_out)[i] = nan;
   }

@@ -169,6 +169,27 @@ TEST(Plan, CeilingOfTwoToThe32OverDIsExact) {
     EXPECT_EQ(((uint64_t{1} << 32) + d - 1) / d, ceil_pow32_div(static_cast<uint32_t>(d))) << d;
 }
 
+// The epilogue takes rows in pairs only where a row fits one round of half
+// its threads and a step's rows pair up, so a pair never spans two steps.
+TEST(Plan, FusedEpilogueTakesPairsOfRowsUpTo4096Wide) {
+  EXPECT_EQ(2, fused_epilogue_groups(4096, 2));
+  EXPECT_EQ(2, fused_epilogue_groups(4096, 4)) << "fp32: two 16 KiB rows a step";
+  EXPECT_EQ(1, fused_epilogue_groups(4097, 2));
+  EXPECT_EQ(1, fused_epilogue_groups(7168, 2));
+  EXPECT_EQ(1, fused_epilogue_groups(8192, 2));
+  for (size_t h = 1; h <= 33000; h += 37) {
+    for (size_t es : {2, 4}) {
+      const int g = fused_epilogue_groups(h, es);
+      if (g == 2) {
+        EXPECT_EQ(0u, fused_rows_per_step(h, es) % 2) << h << " " << es;
+        EXPECT_LE(ceil_div(h, size_t{8}), static_cast<size_t>(kRowRegs) * kThreadsPerBlock / 2) << h;
+      } else {
+        EXPECT_EQ(1, g);
+      }
+    }
+  }
+}
+
 TEST(WorkspaceLayout, RejectsImpossibleRequests) {
   WorkspaceLayout l;
   EXPECT_FALSE(compute_workspace_layout(0, 64, 1u << 20, &l));

@@ -168,7 +168,7 @@ std::vector<RingCase> planned_cases() {
       for (int ahead : {1, 2}) {
         for (size_t G : {size_t{1}, size_t{2}, size_t{4}}) {
           for (int groups : {1, 2}) {
-            // An epilogue taking two rows at once (branch next/epilogue-pairs)
+            // An epilogue taking two rows at once (ROW GROUPS)
             // does so only where a step's rows pair up.
             if (groups == 2 && G % 2 != 0) continue;
             for (size_t rows : {size_t{1}, size_t{5}, size_t{17}, size_t{40}}) {
