@@ -41,7 +41,7 @@ extern "C" {
 #endif
 
 #define ARNORM_VERSION_MAJOR 0
-#define ARNORM_VERSION_MINOR 7
+#define ARNORM_VERSION_MINOR 8
 #define ARNORM_VERSION_PATCH 0
 
 #if defined(__GNUC__)
