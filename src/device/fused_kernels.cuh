@@ -600,29 +600,29 @@ struct SntRowSums {
   PollWait wait;
 
   // Fills h[k] with the 8 sums of virtual pack v0 + k * kStride (< nv;
-  // zeros past the row) once all their units have arrived.
-  __device__ __forceinline__ bool fetch_round(size_t v0, size_t nv, float (&h)[kRowRegs][kRowVec]) const {
+  // zeros past the row), as they arrived, once all their units have.
+  __device__ __forceinline__ bool fetch_round(size_t v0, size_t nv, Pack<T, kRowVec> (&h)[kRowRegs]) const {
     constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
     constexpr int kUnits = kRowVec / K;  // units per virtual pack
     constexpr int B = kRowRegs * kUnits;
-    const uint4* at[B];
+    // Unit j is at a constant offset from the round's first (no address
+    // array); its writer, the shard's owner, is worked out only for a report.
+    uint4* const base = row + v0 * kUnits;
+    auto offset = [](int j) { return (j / kUnits) * kStride * kUnits + j % kUnits; };
     bool live[B];
-    int peer[B];
     uint4 raw[B];
 #pragma unroll
     for (int j = 0; j < B; ++j) {
-      const size_t v = v0 + (j / kUnits) * kStride, u = v * kUnits + j % kUnits;
-      live[j] = v < nv && u < units;
-      at[j] = live[j] ? row + u : nullptr;
-      peer[j] = static_cast<int>(u / shard_units);
+      const size_t v = v0 + (j / kUnits) * kStride;
+      live[j] = v < nv && v * kUnits + j % kUnits < units;
     }
-    const bool ok = snt_poll<T>(at, live, peer, wait, raw);
+    const bool ok = poll_batch_of(
+        live, [&](int j) { return static_cast<int>((v0 * kUnits + offset(j)) / shard_units); }, wait, raw,
+        [&](int j) { return snt_fetch(base + offset(j)); }, [](const uint4& d) { return snt_ready<T>(d); });
 #pragma unroll
     for (int j = 0; j < B; ++j) {
-      const T* t = reinterpret_cast<const T*>(&raw[j]);
-#pragma unroll
-      for (int i = 0; i < K; ++i) h[j / kUnits][(j % kUnits) * K + i] = live[j] ? Num<T>::to_float(t[i]) : 0.f;
-      if (ok && live[j]) snt_clear(const_cast<uint4*>(at[j]));
+      reinterpret_cast<uint4*>(h[j / kUnits].v)[j % kUnits] = live[j] ? raw[j] : make_uint4(0u, 0u, 0u, 0u);
+      if (ok && live[j]) snt_clear(base + offset(j));
     }
     return ok;
   }

@@ -89,6 +89,20 @@ __device__ __forceinline__ void store_v8(T* row, size_t v, size_t hidden, const 
   }
 }
 
+// A pack of T to fp32 and back (exact both ways for values of T).
+template <typename T>
+__device__ __forceinline__ void to_floats(const Pack<T, kRowVec>& p, float* f) {
+#pragma unroll
+  for (int i = 0; i < kRowVec; ++i) f[i] = Num<T>::to_float(p.v[i]);
+}
+template <typename T>
+__device__ __forceinline__ Pack<T, kRowVec> to_pack(const float* f) {
+  Pack<T, kRowVec> p;
+#pragma unroll
+  for (int i = 0; i < kRowVec; ++i) p.v[i] = Num<T>::from_float(f[i]);
+  return p;
+}
+
 template <typename T>
 __device__ __forceinline__ float round_to(float x) {
   return Num<T>::to_float(Num<T>::from_float(x));
@@ -243,8 +257,12 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
   const size_t nv = ceil_div(r.hidden, static_cast<size_t>(kRowVec));
   const size_t per_round = static_cast<size_t>(kRowRegs) * kRowThreads;
   const bool one_round = nv <= per_round;
-  float h[kRowRegs][kRowVec];
-  Pack<W, kRowVec> g[kRowRegs];  // gamma and the residual stay at their own width until used
+  // h is held as T: every h is a T value (a rounded sum, or the rounded sum
+  // plus residual), so the conversions to fp32 where it is used are exact,
+  // and the row takes half the registers at 16-bit widths. Gamma and the
+  // residual likewise stay at their own width until used.
+  Pack<T, kRowVec> h[kRowRegs];
+  Pack<W, kRowVec> g[kRowRegs];
   // Pack v belongs to virtual thread v % kThreadsPerBlock, which this thread
   // folds in ss[(v / kRowThreads) % J] = ss[u % J] (a round spans whole
   // multiples of kThreadsPerBlock), packs in increasing order.
@@ -269,21 +287,28 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
     } else {
       ok = sums.ready(v0) && ok;
 #pragma unroll
-      for (int u = 0; u < kRowRegs; ++u)
-        if (v0 + u * kRowThreads < nv) sums.sum_at(v0 + u * kRowThreads, h[u]);
+      for (int u = 0; u < kRowRegs; ++u) {
+        if (v0 + u * kRowThreads >= nv) continue;
+        float f[kRowVec];
+        sums.sum_at(v0 + u * kRowThreads, f);
+        h[u] = to_pack<T>(f);
+      }
     }
     if (res) {
 #pragma unroll
       for (int u = 0; u < kRowRegs; ++u)
 #pragma unroll
-        for (int i = 0; i < kRowVec; ++i) h[u][i] = round_to<T>(__fadd_rn(h[u][i], Num<T>::to_float(x[u].v[i])));
+        for (int i = 0; i < kRowVec; ++i)
+          h[u].v[i] = Num<T>::from_float(__fadd_rn(Num<T>::to_float(h[u].v[i]), Num<T>::to_float(x[u].v[i])));
     }
 #pragma unroll
     for (int u = 0; u < kRowRegs; ++u) {
       const size_t v = v0 + u * kRowThreads;
       if (v >= nv) continue;
-      ss[u % J] = __fadd_rn(ss[u % J], pack_squares(h[u]));  // lanes past hidden hold 0
-      if (!one_round || r.residual_out) store_v8<T, kVec>(h_row, v, r.hidden, h[u]);
+      float f[kRowVec];
+      to_floats(h[u], f);
+      ss[u % J] = __fadd_rn(ss[u % J], pack_squares(f));  // lanes past hidden hold 0
+      if (!one_round || r.residual_out) store_v8<T, kVec>(h_row, v, r.hidden, f);
     }
   }
   // Explicit _rn operations: no contraction into FMAs that could differ
@@ -294,9 +319,10 @@ __device__ __forceinline__ bool rmsnorm_row(const RowEpilogue& r, const Sums& su
     for (int u = 0; u < kRowRegs; ++u) {
       const size_t v = lane + u * kRowThreads;
       if (v >= nv) continue;
+      float y[kRowVec];
 #pragma unroll
-      for (int i = 0; i < kRowVec; ++i) h[u][i] = __fmul_rn(__fmul_rn(h[u][i], scale), Num<W>::to_float(g[u].v[i]));
-      store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, h[u]);
+      for (int i = 0; i < kRowVec; ++i) y[i] = __fmul_rn(__fmul_rn(Num<T>::to_float(h[u].v[i]), scale), Num<W>::to_float(g[u].v[i]));
+      store_v8<T, kVec>(static_cast<T*>(r.out), v, r.hidden, y);
     }
     return ok;
   }

@@ -141,14 +141,15 @@ __device__ __forceinline__ PollWait poll_wait_of(const SyncParams& s, uint64_t e
 }
 
 // BOUNDED WAIT on a batch of B units whose data is their own signal (LL
-// words, sentinel units): fetch(j) loads unit j (written by rank peer[j]),
-// done(raw) says whether it is complete; dead entries (live[j] false) are
-// skipped. Every fetch of a round is issued before any is checked, so a
-// batch costs about one round trip once its data is there. True with raw[]
-// complete; false if any unit never arrived (its writer is recorded).
-template <int B, typename Raw, typename Fetch, typename Done>
-__device__ __forceinline__ bool poll_batch(const bool (&live)[B], const int (&peer)[B], const PollWait& w,
-                                           Raw (&raw)[B], Fetch fetch, Done done) {
+// words, sentinel units): fetch(j) loads unit j (written by rank
+// peer_of(j), asked only to name a writer that never came), done(raw) says
+// whether it is complete; dead entries (live[j] false) are skipped. Every
+// fetch of a round is issued before any is checked, so a batch costs about
+// one round trip once its data is there. True with raw[] complete; false if
+// any unit never arrived (its writer is recorded).
+template <int B, typename Raw, typename PeerOf, typename Fetch, typename Done>
+__device__ __forceinline__ bool poll_batch_of(const bool (&live)[B], PeerOf peer_of, const PollWait& w,
+                                              Raw (&raw)[B], Fetch fetch, Done done) {
   bool pending[B];
 #pragma unroll
   for (int j = 0; j < B; ++j)
@@ -170,18 +171,25 @@ __device__ __forceinline__ bool poll_batch(const bool (&live)[B], const int (&pe
 #pragma unroll
     for (int j = 0; j < B; ++j) {
       if (pending[j]) pending[j] = !done(raw[j]);
-      if (pending[j] && missing < 0) missing = peer[j];
+      if (pending[j] && missing < 0) missing = j;
       any = any || pending[j];
     }
     if (!any) return true;
     if (spin % 16 == 0) {
       if (*reinterpret_cast<volatile uint32_t*>(&w.control->abort)) return false;
       if (global_timer_ns() - t0 > w.timeout_ns) {
-        record_timeout(w.control, w.error, w.op, w.rank, missing, w.epoch);
+        record_timeout(w.control, w.error, w.op, w.rank, peer_of(missing), w.epoch);
         return false;
       }
     }
   }
+}
+
+// The same with the writers in an array.
+template <int B, typename Raw, typename Fetch, typename Done>
+__device__ __forceinline__ bool poll_batch(const bool (&live)[B], const int (&peer)[B], const PollWait& w,
+                                           Raw (&raw)[B], Fetch fetch, Done done) {
+  return poll_batch_of(live, [&](int j) { return peer[j]; }, w, raw, fetch, done);
 }
 
 // RING PROGRESS (the fused two-shot's row slots, workspace_layout.h): a
