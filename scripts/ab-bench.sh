@@ -11,7 +11,7 @@
 # libarnorm.so.X.Y.Z, built elsewhere: small enough to carry to a lent
 # machine). The bench runs with -g ${GPUS:-2} and --op fused unless the
 # flags give their own; per variant the table goes to
-# $OUT/NAME[-ENV]-roundK.txt, and for the fused op with its default
+# $OUT/NAME[-ENV]-roundK.txt (ENV with = and , as _), and for the fused op with its default
 # --algos a short line per row to stdout.
 set -uo pipefail
 BUILD=${BUILD:-build}
@@ -58,7 +58,8 @@ for round in $(seq 1 "$ROUNDS"); do
           "$LIBS/$name.xz" "$dir/libarnorm.so.0" || { echo "cannot unpack $LIBS/$name.xz"; exit 2; }
       fi
     fi
-    log="$OUT/${name}${envs:+-${envs//[^A-Za-z0-9_=]/_}}-round$round.txt"
+    # (only letters, digits, _ and - in file names: the device tool returns no others)
+    log="$OUT/${name}${envs:+-${envs//[^A-Za-z0-9_]/_}}-round$round.txt"
     echo "== round $round: $v"
     # shellcheck disable=SC2086
     if ! env ${envs//,/ } LD_LIBRARY_PATH="$dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" timeout "${STEP_TIMEOUT:-300}" \
