@@ -72,13 +72,13 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
     // More rows than the region holds: one kernel cycling through row slots.
     const FusedGeometry g = plan_fused_chunk(algo, comm->layout, a.tokens, a.hidden);
     const size_t G = fused_rows_per_step(a.hidden, es);
-    const size_t slots = plan_fused_ring_slots(a.tokens, g, per_chunk, G, comm->fused_lag);
+    const size_t slots = plan_fused_ring_slots(a.tokens, g, per_chunk, G, comm->fused_lag, comm->fused_ring_slots);
     if (slots > 0) {
       point_at_rows(a, 0, a.tokens, &l.params);
       l.params.rows_per_cta = g.rows_per_cta;
       l.params.ring_slots = slots;
       l.params.ring_total = slots * static_cast<size_t>(g.blocks);
-      l.params.ring_publish = plan_fused_ring_publish(slots, G, comm->fused_lag);
+      l.params.ring_publish = plan_fused_ring_publish(slots, G, comm->fused_lag, comm->fused_ring_publish);
       l.blocks = g.blocks;
       return launch_add_rmsnorm(l, stream);
     }

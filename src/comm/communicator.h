@@ -38,6 +38,11 @@ struct arnormComm {
   int fused_lag = 1;  // fused two-shot: steps between push and reduce (ARNORM_FUSED_LAG, 1..8)
   bool fused_pairs = true;  // fused two-shot: two rows at once in the epilogue where they fit (ARNORM_FUSED_PAIRS=0: one)
   int fused_ahead = 2;  // fused two-shot: steps the movers may run ahead of the epilogue beyond lag (ARNORM_FUSED_AHEAD)
+  // fused two-shot ring, measurement knobs (0: the planner's choice): at most
+  // this many slots per CTA (ARNORM_FUSED_RING_SLOTS, agreed at creation) and
+  // a publication at least every this many rows (ARNORM_FUSED_RING_PUBLISH)
+  size_t fused_ring_slots = 0;
+  size_t fused_ring_publish = 0;
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
 
   // Orders a call on a new stream after the previous call (outside capture).

@@ -34,6 +34,7 @@ struct Hello {
   int32_t forced;
   int32_t forced_protocol;
   int32_t fused_lag;  // ARNORM_FUSED_LAG: decides whether a fused call runs as one ring or in chunks
+  uint64_t fused_ring_slots;  // ARNORM_FUSED_RING_SLOTS: writers and readers compute row slots alike
   int32_t nccl_fallback;
   int32_t have_nccl;
   int32_t pid;
@@ -182,6 +183,8 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   if (const char* lag = std::getenv("ARNORM_FUSED_LAG")) c->fused_lag = std::max(1, std::min(8, std::atoi(lag)));
   if (const char* a = std::getenv("ARNORM_FUSED_AHEAD")) c->fused_ahead = std::max(1, std::min(64, std::atoi(a)));
   if (const char* pairs = std::getenv("ARNORM_FUSED_PAIRS")) c->fused_pairs = std::atoi(pairs) != 0;
+  if (const char* v = std::getenv("ARNORM_FUSED_RING_SLOTS")) c->fused_ring_slots = static_cast<size_t>(std::max(0LL, std::atoll(v)));
+  if (const char* v = std::getenv("ARNORM_FUSED_RING_PUBLISH")) c->fused_ring_publish = static_cast<size_t>(std::max(0LL, std::atoll(v)));
   const char* pdl = std::getenv("ARNORM_PDL");
   c->pdl = pdl == nullptr || std::strcmp(pdl, "0") != 0;
   hello->sm_count = prop.multiProcessorCount;
@@ -213,6 +216,7 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     if (h.forced != a.forced) return differ("ARNORM_ALGO");
     if (h.forced_protocol != a.forced_protocol) return differ("ARNORM_PROTOCOL");
     if (h.fused_lag != a.fused_lag) return differ("ARNORM_FUSED_LAG");
+    if (h.fused_ring_slots != a.fused_ring_slots) return differ("ARNORM_FUSED_RING_SLOTS");
     if (h.nccl_fallback != a.nccl_fallback) return differ("nccl_fallback");
     if (h.have_nccl != a.have_nccl) return differ("whether an NCCL comm was given");
     for (int q = 0; q < r; ++q) {
@@ -369,6 +373,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   mine.forced = c->forced;
   mine.forced_protocol = static_cast<int32_t>(c->forced_protocol);
   mine.fused_lag = c->fused_lag;
+  mine.fused_ring_slots = c->fused_ring_slots;
   mine.nccl_fallback = cfg.nccl_fallback ? 1 : 0;
   mine.have_nccl = c->nccl ? 1 : 0;
   mine.pid = static_cast<int32_t>(getpid());

@@ -67,18 +67,21 @@ size_t plan_fused_rows_per_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& 
   return layout.data_bytes_per_parity / fused_region_bytes(algo, 1, hidden, layout.world_size, elem_size, false);
 }
 
-size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag) {
+size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag,
+                             size_t max_slots) {
   if (g.blocks <= 0 || g.rows_per_cta == 0) return 0;
   if (rows <= region_rows) return g.rows_per_cta;
-  const size_t slots = region_rows / static_cast<size_t>(g.blocks);
+  const size_t fit = region_rows / static_cast<size_t>(g.blocks);
+  const size_t slots = max_slots > 0 ? std::min(fit, max_slots) : fit;
   const bool deep = slots >= (static_cast<size_t>(std::max(lag, 0)) + 2) * rows_per_step;
   const bool countable = g.rows_per_cta < (size_t{1} << kProgressRowBits);
   return deep && countable ? slots : 0;
 }
 
-size_t plan_fused_ring_publish(size_t slots, size_t rows_per_step, int lag) {
+size_t plan_fused_ring_publish(size_t slots, size_t rows_per_step, int lag, size_t max_rows) {
   const size_t G = std::max<size_t>(rows_per_step, 1), depth = slots / G, l = static_cast<size_t>(std::max(lag, 0));
-  return depth > l ? (depth - l) * G : G;
+  const size_t q = depth > l ? (depth - l) * G : G;
+  return max_rows > 0 ? std::min(q, std::max(G, max_rows / G * G)) : q;
 }
 
 FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden) {

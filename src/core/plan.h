@@ -172,8 +172,12 @@ FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const Wo
 // for a slot only ever waits on steps its waiter finished earlier. 0: the
 // call is cut into chunks instead. Every world size takes the ring (run on
 // GPUs at 2 and 4 ranks; the host model, tests/host/ring_model_test.cpp,
-// covers 2 to 8).
-size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag);
+// covers 2 to 8). max_slots > 0 caps the ring's slots per CTA below what
+// the region holds (ARNORM_FUSED_RING_SLOTS, agreed at creation: writers and
+// readers compute slots alike), a measurement knob; a cap below (lag + 2)
+// steps cuts the call into chunks.
+size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_rows, size_t rows_per_step, int lag,
+                             size_t max_slots = 0);
 // Rows between RING PROGRESS publications for a ring of `slots` slots
 // (FusedParams::ring_publish): the largest multiple Q of rows_per_step with
 // slots >= lag * rows_per_step + Q. That bound keeps every wait on work of
@@ -181,7 +185,10 @@ size_t plan_fused_ring_slots(size_t rows, const FusedGeometry& g, size_t region_
 // the largest Q, because each publication's fence waits for the group's
 // pushes in flight (about 2 us): on 2x H200 publishing every step cost 13%
 // at 8192 x 4096 and the largest Q was fastest at every width measured.
-size_t plan_fused_ring_publish(size_t slots, size_t rows_per_step, int lag);
+// max_rows > 0 publishes at least every max_rows rows (rounded down to whole
+// steps, at least one; ARNORM_FUSED_RING_PUBLISH, a measurement knob): a
+// smaller Q only loosens the bound.
+size_t plan_fused_ring_publish(size_t slots, size_t rows_per_step, int lag, size_t max_rows = 0);
 // Geometry for a chunk of `rows` <= rows_per_chunk rows (the region a chunk
 // needs grows with its rows only, so every shorter chunk fits too).
 FusedGeometry plan_fused_chunk(arnormAlgorithm_t algo, const WorkspaceLayout& layout, size_t rows, size_t hidden);

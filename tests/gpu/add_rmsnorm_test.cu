@@ -230,6 +230,29 @@ TEST(AddRmsNorm, RowSlotsReusedWithinOneCall) {
   check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, {2600, 7168});
 }
 
+// The smallest ring the planner allows ((lag + 2) steps of slots per CTA,
+// ARNORM_FUSED_RING_SLOTS=6 with the default lag 1 and two-row steps) and a
+// RING PROGRESS publication every step (ARNORM_FUSED_RING_PUBLISH=1): each
+// slot is reused many times within the call and the writers wait at the
+// bound's edge, yet every row comes out bitwise right.
+TEST(AddRmsNorm, SmallestRingPublishingEveryStep) {
+  setenv("ARNORM_FUSED_RING_SLOTS", "6", 1);
+  setenv("ARNORM_FUSED_RING_PUBLISH", "1", 1);
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  cfg.nccl_comm = env().nccl;
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  arnormComm_t c = nullptr;
+  const arnormStatus_t st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+  unsetenv("ARNORM_FUSED_RING_SLOTS");
+  unsetenv("ARNORM_FUSED_RING_PUBLISH");
+  ARNORM_OK(st);
+  check_case<__nv_bfloat16, __nv_bfloat16>(c, {3000, 4096});
+  check_case<__nv_bfloat16, __nv_bfloat16>(c, {2600, 7168});
+  CUDA_OK(cudaDeviceSynchronize());
+  barrier();  // every rank is done with the workspace before any frees it
+  arnormCommDestroy(c);
+}
+
 // A row's outputs are the same bits alone, inside larger batches at any
 // position, misaligned, and through any algorithm.
 void check_batch_invariance(size_t hidden, std::initializer_list<size_t> token_counts) {

@@ -368,6 +368,12 @@ TEST(Comm, SetupFailureOnOneRankFailsEveryRank) {
   if (rank() == world() - 1) unsetenv("ARNORM_FUSED_LAG");
   EXPECT_EQ(nullptr, c);
   if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_FUSED_LAG"));
+  // ... and on ARNORM_FUSED_RING_SLOTS (where writers put the rows of a ring).
+  if (rank() == world() - 1) setenv("ARNORM_FUSED_RING_SLOTS", "8", 1);
+  EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  if (rank() == world() - 1) unsetenv("ARNORM_FUSED_RING_SLOTS");
+  EXPECT_EQ(nullptr, c);
+  if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_FUSED_RING_SLOTS"));
   // A budget too small for the layout.
   cfg.workspace_bytes = 4096;
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));

@@ -121,6 +121,10 @@ TEST(WorkspaceLayout, TwoShotIndicesStayInTheirRegion) {
 TEST(Plan, FusedRingSlotsOnlyWhenDeepEnough) {
   const FusedGeometry g{132, 63};  // 8192 rows
   EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1)) << "every row fits: a slot each";
+  EXPECT_EQ(8u, plan_fused_ring_slots(8192, g, 2048, 2, 1, 8)) << "capped (ARNORM_FUSED_RING_SLOTS)";
+  EXPECT_EQ(15u, plan_fused_ring_slots(8192, g, 2048, 2, 1, 100)) << "a cap above what fits";
+  EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 2048, 2, 1, 5)) << "a cap below (lag + 2) steps: chunks";
+  EXPECT_EQ(63u, plan_fused_ring_slots(8192, g, 8192, 2, 1, 4)) << "rows that fit take no ring";
   EXPECT_EQ(15u, plan_fused_ring_slots(8192, g, 2048, 2, 1)) << "2048 / 132 slots per CTA";
   EXPECT_EQ(6u, plan_fused_ring_slots(8192, g, 6 * 132, 2, 1)) << "(lag + 2) steps of 2 rows";
   EXPECT_EQ(0u, plan_fused_ring_slots(8192, g, 6 * 132 - 1, 2, 1)) << "shallower: chunks";
@@ -147,6 +151,15 @@ TEST(Plan, FusedRingPublishesAsRarelyAsTheDeadlockBoundAllows) {
         EXPECT_GE(Q, G);
         EXPECT_LE(lag * G + Q, slots) << slots << " " << G << " " << lag;
         EXPECT_GT(lag * G + Q + G, slots) << "the largest: " << slots << " " << G << " " << lag;
+        // A cap (ARNORM_FUSED_RING_PUBLISH) only ever publishes more often,
+        // in whole steps.
+        for (size_t cap : {size_t{1}, G, 2 * G + 1, size_t{100}}) {
+          const size_t q = plan_fused_ring_publish(slots, G, lag, cap);
+          EXPECT_EQ(0u, q % G);
+          EXPECT_GE(q, G);
+          EXPECT_LE(q, Q);
+          EXPECT_LE(q, std::max(G, cap)) << slots << " " << G << " " << lag << " " << cap;
+        }
       }
     }
   }

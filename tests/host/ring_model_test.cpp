@@ -178,8 +178,10 @@ std::vector<RingCase> planned_cases() {
                 const FusedGeometry g{1, rows};
                 const size_t S = plan_fused_ring_slots(rows, g, region, G, lag);
                 if (S == 0) continue;  // the call is cut into chunks instead
-                const size_t Q = plan_fused_ring_publish(S, G, lag);
-                for (int shards : {world, 1}) cases.push_back({world, lag, ahead, G, groups, rows, S, Q, shards});
+                // The planner's Q, and a publication every step (the
+                // ARNORM_FUSED_RING_PUBLISH=1 knob), the other end.
+                for (size_t Q : {plan_fused_ring_publish(S, G, lag), plan_fused_ring_publish(S, G, lag, 1)})
+                  for (int shards : {world, 1}) cases.push_back({world, lag, ahead, G, groups, rows, S, Q, shards});
               }
             }
           }
