@@ -3,8 +3,10 @@
 // bitwise agreement across ranks and algorithms, batch invariance, chunking,
 // graph replay, weights of another type, and bad input.
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <initializer_list>
+#include <string>
 
 #include "harness.h"
 
@@ -230,26 +232,48 @@ TEST(AddRmsNorm, RowSlotsReusedWithinOneCall) {
   check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, {2600, 7168});
 }
 
-// The smallest ring the planner allows ((lag + 2) steps of slots per CTA,
-// ARNORM_FUSED_RING_SLOTS=6 with the default lag 1 and two-row steps) and a
-// RING PROGRESS publication every step (ARNORM_FUSED_RING_PUBLISH=1): each
-// slot is reused many times within the call and the writers wait at the
-// bound's edge, yet every row comes out bitwise right.
+// Sets an environment variable for its lifetime, then puts back what was
+// there (a value set from outside, or none).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_, old_.c_str(), 1);
+    else unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+// A ring of 6 slots per CTA, the fewest the planner allows at lag 1 and
+// two-row steps (ARNORM_FUSED_RING_SLOTS), publishing RING PROGRESS every
+// step (ARNORM_FUSED_RING_PUBLISH=1): each slot is reused many times within
+// the call, with as many publications as a call can make, yet every row
+// comes out bitwise right. (The default rings publish as rarely as the
+// bound allows: RowSlotsReusedWithinOneCall.)
 TEST(AddRmsNorm, SmallestRingPublishingEveryStep) {
-  setenv("ARNORM_FUSED_RING_SLOTS", "6", 1);
-  setenv("ARNORM_FUSED_RING_PUBLISH", "1", 1);
-  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-  cfg.nccl_comm = env().nccl;
-  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
   arnormComm_t c = nullptr;
-  const arnormStatus_t st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
-  unsetenv("ARNORM_FUSED_RING_SLOTS");
-  unsetenv("ARNORM_FUSED_RING_PUBLISH");
+  arnormStatus_t st;
+  {
+    const ScopedEnv lag("ARNORM_FUSED_LAG", "1"), slots("ARNORM_FUSED_RING_SLOTS", "6"),
+        publish("ARNORM_FUSED_RING_PUBLISH", "1");
+    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+    cfg.nccl_comm = env().nccl;
+    arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+    st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+  }
   ARNORM_OK(st);
   check_case<__nv_bfloat16, __nv_bfloat16>(c, {3000, 4096});
   check_case<__nv_bfloat16, __nv_bfloat16>(c, {2600, 7168});
-  CUDA_OK(cudaDeviceSynchronize());
-  barrier();  // every rank is done with the workspace before any frees it
+  // Every rank's work on the workspace is complete before any frees it.
+  cudaDeviceSynchronize();
+  barrier();
   arnormCommDestroy(c);
 }
 
