@@ -232,25 +232,6 @@ TEST(AddRmsNorm, RowSlotsReusedWithinOneCall) {
   check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, {2600, 7168});
 }
 
-// Sets an environment variable for its lifetime, then puts back what was
-// there (a value set from outside, or none).
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_) setenv(name_, old_.c_str(), 1);
-    else unsetenv(name_);
-  }
-
- private:
-  const char* name_;
-  std::string old_;
-  bool had_ = false;
-};
-
 // A ring of 6 slots per CTA, the fewest the planner allows at lag 1 and
 // two-row steps (ARNORM_FUSED_RING_SLOTS), publishing RING PROGRESS every
 // step (ARNORM_FUSED_RING_PUBLISH=1): each slot is reused many times within

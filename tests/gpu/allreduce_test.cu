@@ -361,17 +361,21 @@ TEST(Comm, SetupFailureOnOneRankFailsEveryRank) {
   EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
   EXPECT_EQ(nullptr, c);
   // Ranks disagree on ARNORM_FUSED_LAG (which decides whether a fused call
-  // runs as one ring or in chunks): every rank refuses, naming it.
+  // runs as one ring or in chunks): every rank refuses, naming it. (Every
+  // rank sets the variables it needs, whatever the environment held.)
   cfg = ARNORM_CONFIG_INIT;
-  if (rank() == world() - 1) setenv("ARNORM_FUSED_LAG", "3", 1);
-  EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
-  if (rank() == world() - 1) unsetenv("ARNORM_FUSED_LAG");
+  const bool odd = rank() == world() - 1;
+  {
+    const ScopedEnv lag("ARNORM_FUSED_LAG", odd ? "3" : "1"), slots("ARNORM_FUSED_RING_SLOTS", "0");
+    EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  }
   EXPECT_EQ(nullptr, c);
   if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_FUSED_LAG"));
   // ... and on ARNORM_FUSED_RING_SLOTS (where writers put the rows of a ring).
-  if (rank() == world() - 1) setenv("ARNORM_FUSED_RING_SLOTS", "8", 1);
-  EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
-  if (rank() == world() - 1) unsetenv("ARNORM_FUSED_RING_SLOTS");
+  {
+    const ScopedEnv lag("ARNORM_FUSED_LAG", "1"), slots("ARNORM_FUSED_RING_SLOTS", odd ? "8" : "0");
+    EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  }
   EXPECT_EQ(nullptr, c);
   if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_FUSED_RING_SLOTS"));
   // A budget too small for the layout.

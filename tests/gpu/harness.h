@@ -11,6 +11,7 @@
 #include <nccl.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -132,6 +133,25 @@ bool same_on_all_ranks(uint64_t value);
 uint64_t sum_over_ranks(uint64_t value);
 
 void barrier();
+
+// Sets an environment variable for its lifetime, then puts back what was
+// there (a value set from outside, or none).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_, old_.c_str(), 1);
+    else unsetenv(name_);
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
 
 constexpr unsigned char kPoisonByte = 0xFF;  // NaN in every float type
 
