@@ -745,7 +745,12 @@ constexpr int kMoverBarrier = 2;
 // kGroups: rows the epilogue takes at once (FusedParams::epilogue_groups;
 // its own instance, as one kernel holding both loops spilled 100-230 bytes
 // where either alone spills 30).
-template <typename T, typename W, bool kVec, int R, int kGroups = 1>
+// kRing: the instance serves calls whose rows take the ring (slots fewer
+// than a CTA's rows); without it the ring's waits, publications and slot
+// arithmetic are compiled out (smaller code for the calls that fit the
+// region, which are the latency-bound ones). The launch picks it from
+// FusedParams (fused_select.cuh); every call gives the same bits either way.
+template <typename T, typename W, bool kVec, int R, int kGroups = 1, bool kRing = true>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
   const SyncParams& s = p.sync;
@@ -762,7 +767,9 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
   // least the CTA's rows, slot = row (no slot is reused); otherwise slots
   // are reused once RING PROGRESS says every reader is done with them.
   const size_t S = p.ring_slots, slot0 = blockIdx.x * S;
-  const bool ring = r1 - r0 > S;
+  const bool ring = kRing && r1 - r0 > S;
+  // Local row i's slot offset: i % S, which is i itself without a ring.
+  auto slot_of = [&](size_t i) { return kRing ? i % S : i; };
   const PollWait wait = poll_wait_of(s, e);
   uint4* local = snt_region<R>(s, me, e);
   const size_t G = fused_rows_per_step(H, sizeof(T));
@@ -792,7 +799,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
       const RowEpilogue ep = row_epilogue<T>(p, row);
       bool ok = true;
       if (row < r1) {
-        const SntRowSums<T, kRowThreads> sums{local + ag0 + (slot0 + (row - r0) % S) * stride, ru, su, ag_wait};
+        const SntRowSums<T, kRowThreads> sums{local + ag0 + (slot0 + slot_of(row - r0)) * stride, ru, su, ag_wait};
         ok = rmsnorm_row<T, W, kVec, SntRowSums<T, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
       } else {
         // No row for this group (an odd last one): it still takes part in
@@ -848,8 +855,10 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     // poll with twice it, so each waits longer than what it waits on and the
     // rank that is really missing is the one named.
     __shared__ uint64_t ring_seen[2][kMaxRanks];
-    if (mt < 2 * kMaxRanks) ring_seen[mt / kMaxRanks][mt % kMaxRanks] = 0;
-    mover_sync();
+    if constexpr (kRing) {
+      if (mt < 2 * kMaxRanks) ring_seen[mt / kMaxRanks][mt % kMaxRanks] = 0;
+      mover_sync();
+    }
     auto ring_wait = [&](size_t ia, size_t n, int which, auto who) {
       if (!ring || ia + n <= S) return;
       if (mt == 0) {
@@ -872,7 +881,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
         while (ra + nrows - r0 > atomicOr(&epilogue_done, 0u) + lead) __nanosleep(100);
         // Reduce-scatter slots on every peer with a shard.
         ring_wait(ra - r0, nrows, 0, [&](int r) { return r != me && min(ru, r * su) < ru; });
-        const size_t sa = (ra - r0) % S;
+        const size_t sa = slot_of(ra - r0);
         for (int t = 1; t < world && !movers_failed; ++t) {
           const int r = me + t < world ? me + t : me + t - world;
           const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
@@ -897,7 +906,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
         const size_t ra = first_of(k - lag), nrows = first_of(k - lag + 1) - ra, items = nrows * own_n;
         // All-gather slots on every rank, this one included.
         ring_wait(ra - r0, nrows, 1, [](int) { return true; });
-        const size_t sa = (ra - r0) % S;
+        const size_t sa = slot_of(ra - r0);
         constexpr int kSntReduceBatch = snt_reduce_batch<R>();
         for (size_t i0 = mt; i0 < items; i0 += kSntReduceBatch * kFusedMoverThreads) {
           size_t idx[kSntReduceBatch], ag[kSntReduceBatch];

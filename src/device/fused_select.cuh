@@ -25,10 +25,10 @@ struct TwoShotLL {
   template <bool kVec, int R, int kPacks>
   static FusedKernel get() { return fused_twoshot_ll_kernel<T, W, kVec, R, kPacks>; }
 };
-template <typename T, typename W, int kGroups>
+template <typename T, typename W, int kGroups, bool kRing = true>
 struct TwoShot {
   template <bool kVec, int R, int kPacks>
-  static FusedKernel get() { return fused_twoshot_kernel<T, W, kVec, R, kVec ? kGroups : 1>; }
+  static FusedKernel get() { return fused_twoshot_kernel<T, W, kVec, R, kVec ? kGroups : 1, kVec ? kRing : true>; }
 };
 
 template <typename F>
@@ -60,6 +60,12 @@ FusedKernel for_weight(const AddRmsNormLaunch& l) {
       // Two rows at once in its epilogue: vector path only (the element-wise
       // path is rare and has one instance).
       if (split) return pick<TwoShotLL<T, W>>(l.vectorized, world, packs);
+      // Calls whose rows all fit their slots take the instance without the
+      // ring's code (vector path; the element-wise path has one instance).
+      if (l.vectorized && l.params.ring_slots >= l.params.rows_per_cta) {
+        return l.params.epilogue_groups == 2 ? pick<TwoShot<T, W, 2, false>>(true, world, 1)
+                                             : pick<TwoShot<T, W, 1, false>>(true, world, 1);
+      }
       if (l.vectorized && l.params.epilogue_groups == 2) return pick<TwoShot<T, W, 2>>(true, world, 1);
       return pick<TwoShot<T, W, 1>>(l.vectorized, world, 1);
     case ARNORM_ALGO_NCCL:
