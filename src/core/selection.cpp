@@ -58,7 +58,7 @@ SelectionTable SelectionTable::builtin() {
       {ar, 2, 2ull << 20, ARNORM_ALGO_ONESHOT},
       {ar, 2, 64ull << 20, ARNORM_ALGO_TWOSHOT},
       {ar, 2, kUnbounded, ARNORM_ALGO_NCCL},
-      {ar, 4, 512ull << 10, ARNORM_ALGO_ONESHOT},
+      {ar, 4, 256ull << 10, ARNORM_ALGO_ONESHOT},
       {ar, 4, 32ull << 20, ARNORM_ALGO_TWOSHOT},
       {ar, 4, kUnbounded, ARNORM_ALGO_NCCL},
       {ar, 8, 128ull << 10, ARNORM_ALGO_ONESHOT},

@@ -64,7 +64,12 @@ struct SelectionContext {
   Protocol forced_protocol = Protocol::kAuto;  // from ARNORM_PROTOCOL at creation
 };
 
-constexpr uint64_t kTwoShotLLMaxBytes = 512ull << 10;
+// 4x H200 (0.8, ARNORM_PROTOCOL forced, same run): the two-shot over
+// sentinel units wins from about 256 KB of plain all-reduce (N=4 512 KB
+// 8.38 against 10.21 us) and of fused rows above 256 KB (N=4 32 x 7168 11.20
+// against 12.35; N=2 9.45 against 11.06); LL keeps fused 256 KB (16 x 8192
+// 8.92 against 11.02) and plain 128 KB.
+constexpr uint64_t kTwoShotLLMaxBytes = 256ull << 10;
 // 2x H200 (0.5): the one-shot over sentinel units ties LL at 16 KB and
 // wins from 32 KB on (256 KB: 3.79 against 4.51 us).
 constexpr uint64_t kOneShotLLMaxBytes = 16ull << 10;
