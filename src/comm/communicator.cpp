@@ -11,6 +11,7 @@ arnorm::SyncParams arnormComm::sync_params(int32_t op) const {
   s.timeout_ns = static_cast<uint64_t>(timeout_seconds * 1e9);
   s.error = error_device;
   s.op = op;
+  s.phase_clock = phase_clock;
   return s;
 }
 
@@ -97,6 +98,10 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
     if (comm->peer_workspace[r] != nullptr && r != comm->rank) {
       note(cudaIpcCloseMemHandle(comm->peer_workspace[r]), "cudaIpcCloseMemHandle");
     }
+  }
+  if (comm->phase_clock) {
+    arnorm::report_phase_clock(comm);
+    note(cudaFree(comm->phase_clock), "cudaFree(phase clock)");
   }
   if (comm->workspace) note(cudaFree(comm->workspace), "cudaFree(workspace)");
   if (comm->error_host) note(cudaFreeHost(comm->error_host), "cudaFreeHost(error record)");

@@ -31,6 +31,9 @@ struct arnormComm {
 
   arnorm::ErrorRecord* error_host = nullptr;  // mapped pinned memory
   arnorm::ErrorRecord* error_device = nullptr;
+  // PHASE CLOCK (device/phase_clock.cuh): kPhaseClockWords of device memory
+  // in a build with ARNORM_PHASE_TIMING, else nullptr.
+  unsigned long long* phase_clock = nullptr;
 
   arnorm::SelectionTable table;
   arnormAlgorithm_t forced = ARNORM_ALGO_AUTO;  // ARNORM_ALGO at creation
@@ -78,5 +81,10 @@ class DeviceGuard {
 };
 
 const char* op_code_name(int32_t op);
+
+// PHASE CLOCK report (comm/phase_report.cpp): per operation with recorded
+// calls, one line on stderr with the median cycles between successive marks.
+// Nothing without a phase_clock buffer. Called at arnormCommDestroy.
+void report_phase_clock(const arnormComm* comm);
 
 }  // namespace arnorm

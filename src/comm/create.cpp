@@ -451,6 +451,10 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   void* dev_alias = nullptr;
   ARNORM_CUDA_TRY(cudaHostGetDevicePointer(&dev_alias, mapped_host, 0));
   c->error_device = static_cast<ErrorRecord*>(dev_alias);
+#if ARNORM_PHASE_TIMING
+  ARNORM_CUDA_TRY(cudaMalloc(&c->phase_clock, kPhaseClockWords * sizeof(unsigned long long)));
+  ARNORM_CUDA_TRY(cudaMemset(c->phase_clock, 0, kPhaseClockWords * sizeof(unsigned long long)));
+#endif
   ARNORM_CUDA_TRY(cudaEventCreateWithFlags(&c->order_event, cudaEventDisableTiming));
   return coll.agree("finish", ARNORM_SUCCESS);
 }

@@ -10,6 +10,7 @@
 #include "core/plan.h"
 #include "device/ll.cuh"
 #include "device/pack.cuh"
+#include "device/phase_clock.cuh"
 #include "device/sentinel.cuh"
 #include "device/sync.cuh"
 
@@ -142,6 +143,7 @@ __device__ __forceinline__ bool snt_sum_unit(SlotOf slot_of, size_t i, const uin
 template <typename T, bool kVec, int R, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
   pdl_begin();
+  const long long t0 = PhaseClock::now();
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
@@ -151,6 +153,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   const UnitRange ur = cta_units<T, kVec>(in, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
+  const PhaseClock clock(s, e, t0);
+  clock.mark(1);
   // After an abort every poll gives up at once and the output is NaN.
   const PollWait wait = poll_wait_of(s, e);
   auto sum_and_store = [&](auto sum_unit) {
@@ -164,15 +168,19 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   if constexpr (kLL) {
     const uint64_t* src[R];
     ll_oneshot_begin<T, kVec, R>(s, call, in, n, ur, src);
+    clock.mark(2);
     sum_and_store([&](size_t u, const uint4& own, uint4* sum) { ll_sum_unit<T, R>(src, u, own, me, world, wait, sum); });
   } else {
     const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / K;  // units per slot
     if (!call.aborted) snt_push<T, kVec, R>(s, e, cap, in, n, ur);
+    clock.mark(2);
     uint4* local = snt_region<R>(s, me, e);
     auto slot_of = [&](int r) { return local + r * cap; };
     sum_and_store([&](size_t u, const uint4& own, uint4* sum) { snt_sum_unit<T, R>(slot_of, u, own, me, world, wait, sum); });
   }
+  clock.mark(3);
   op_end(s, e);
+  clock.mark(4);
 }
 
 // TWO-SHOT over LL. The chunk is cut into `world` shards of shard_len

@@ -391,7 +391,7 @@ __device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster
 __device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
 
 template <typename T, typename W, bool kVec, int kPacks, typename SumsOfRow>
-__device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow sums_of_row) {
+__device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow sums_of_row, const PhaseClock& clock) {
   namespace cg = cooperative_groups;
   __shared__ float2 q_smem[kPacks * kThreadsPerBlock];  // {q_v, 1 if the pack's sums never came}
   const size_t H = p.hidden;
@@ -408,8 +408,10 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   const W* gamma = static_cast<const W*>(p.weight);
 
   for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
+    // PHASE CLOCK marks of CTA 0's first row only.
+    const bool first = row < clusters;
     // The previous row's q_smem has been read by every CTA of the cluster.
-    if (row >= clusters) cluster_wait();
+    if (!first) cluster_wait();
     const RowEpilogue ep = row_epilogue<T>(p, row);
     const T* res = static_cast<const T*>(ep.residual);
     const auto sums = sums_of_row(row);
@@ -422,7 +424,9 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
       load_v8<W, kVec>(gamma, v, H, g[k]);
       sums.load_own(v, mine[k]);
     }
+    if (first) clock.mark(3);
     const bool ok = sums.fetch(v0, v_end, mine, h);
+    if (first) clock.mark(4);
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
@@ -434,8 +438,10 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
       if (ep.residual_out) store_v8<T, kVec>(static_cast<T*>(ep.residual_out), v, H, h[k]);
       q_smem[v - v_begin] = make_float2(pack_squares(h[k]), ok ? 0.f : 1.f);
     }
+    if (first) clock.mark(5);
     cluster_arrive();
     cluster_wait();
+    if (first) clock.mark(6);
     // Virtual thread t = threadIdx.x folds q_t, q_{t+256}, ... from their
     // owners; up to kMaxFusedCluster remote loads in flight before any add.
     float ss = 0.f;
@@ -456,7 +462,9 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
       }
     }
     cluster_arrive();  // done reading the other CTAs' q_smem
+    if (first) clock.mark(7);
     const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum_any(ss, &failed), static_cast<float>(H)), ep.eps));
+    if (first) clock.mark(8);
     if (failed) {
       // A row with any missing unit is NaN as a whole, in every CTA's part.
       const T nan = Num<T>::from_float(__int_as_float(0x7fc00000));
@@ -474,6 +482,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
       for (int i = 0; i < kRowVec; ++i) h[k][i] = __fmul_rn(__fmul_rn(h[k][i], scale), g[k][i]);
       store_v8<T, kVec>(static_cast<T*>(ep.out), v, H, h[k]);
     }
+    if (first) clock.mark(9);
   }
   // No CTA leaves while another may still read its q_smem.
   if (blockIdx.x / C < p.rows) cluster_wait();
@@ -493,6 +502,7 @@ template <typename T, typename W, bool kVec, int R, int kPacks, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 1)
     fused_oneshot_split_kernel(FusedParams p) {
   pdl_begin();
+  const long long t0 = PhaseClock::now();
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
   const size_t H = p.hidden;
@@ -501,20 +511,28 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
   const UnitRange ur = cta_units<T, kVec>(in, n);
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
+  const PhaseClock clock(s, e, t0);
+  clock.mark(1);
   const PollWait wait = poll_wait_of(s, e);
   if constexpr (kLL) {
     const uint64_t* src[R];
     ll_oneshot_begin<T, kVec, R>(s, call, in, n, ur, src);
+    clock.mark(2);
     split_epilogue<T, W, kVec, kPacks>(
-        p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * H, row, H, me, world, wait}; });
+        p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * H, row, H, me, world, wait}; },
+        clock);
   } else {
     const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / (kSntUnitBytes / sizeof(T));
     if (!call.aborted) snt_push<T, kVec, R>(s, e, cap, in, n, ur);
+    clock.mark(2);
     uint4* local = snt_region<R>(s, me, e);
     split_epilogue<T, W, kVec, kPacks>(
-        p, [&](size_t row) { return SntPeerRowSums<T, kVec, R, kPacks>{local, cap, in + row * H, row, H, me, world, wait}; });
+        p,
+        [&](size_t row) { return SntPeerRowSums<T, kVec, R, kPacks>{local, cap, in + row * H, row, H, me, world, wait}; },
+        clock);
   }
   op_end(s, e);
+  clock.mark(11);
 }
 
 // TWO-SHOT FUSED over LL (ll.cuh), rows through the split epilogue. The
@@ -533,6 +551,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
 template <typename T, typename W, bool kVec, int R, int kPacks>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(FusedParams p) {
   pdl_begin();
+  const long long t0 = PhaseClock::now();
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
@@ -542,6 +561,8 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   const size_t su = ll_span(units, world);  // whole LL groups, so shards start on one
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
+  const PhaseClock clock(s, e, t0);
+  clock.mark(1);
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
   const PollWait wait = poll_wait_of(s, e);
@@ -556,6 +577,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
     for_packs<kCopyUnroll, uint4>(
         lo + blockDim.x, hi, [&](size_t u) { return load_unit<T, kVec>(in, u, n); }, push);
   }
+  clock.mark(2);
 
   // 2. reduce this rank's shard, push the sums to every all-gather area
   const uint64_t* rs[R];
@@ -578,13 +600,16 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
     }
   }
 
+  clock.mark(10);
+
   // 3. rows from the gathered sums
   const uint64_t* gathered = ll_slot<R>(s, me, world, e, slot_bytes);
   PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot over LL
   ag_wait.timeout_ns *= 2;
   split_epilogue<T, W, kVec, kPacks>(
-      p, [&](size_t row) { return LLGatheredSums<T, kVec, kPacks>{gathered, row, p.hidden, su, ag_wait}; });
+      p, [&](size_t row) { return LLGatheredSums<T, kVec, kPacks>{gathered, row, p.hidden, su, ag_wait}; }, clock);
   op_end(s, e);
+  clock.mark(11);
 }
 
 // The rounded sums of one row gathered in sentinel units (sentinel.cuh):

@@ -39,7 +39,17 @@ struct SyncParams {
   uint64_t timeout_ns;
   ErrorRecord* error;  // device alias of the mapped host record
   int32_t op;          // OpCode of this launch
+  // PHASE CLOCK rows (device/phase_clock.cuh): set only in a build with
+  // ARNORM_PHASE_TIMING; nullptr otherwise.
+  unsigned long long* phase_clock;
 };
+
+// PHASE CLOCK buffer: kPhaseMarks clock64 readings per call, kPhaseCalls
+// calls (by epoch) per OpCode, OpCodes 0..kOpFusedTwoShot.
+constexpr int kPhaseMarks = 12;
+constexpr int kPhaseCalls = 64;
+constexpr int kPhaseOps = kOpFusedTwoShot + 1;
+constexpr size_t kPhaseClockWords = size_t{kPhaseOps} * kPhaseCalls * kPhaseMarks;
 
 struct AllReduceParams {
   SyncParams sync;

@@ -1,0 +1,36 @@
+// PHASE CLOCK report: a measurement build's marks (device/phase_clock.cuh),
+// one line per operation on stderr.
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/phase_summary.h"
+
+namespace arnorm {
+
+void report_phase_clock(const arnormComm* comm) {
+  if (comm->phase_clock == nullptr) return;
+  std::vector<unsigned long long> words(kPhaseClockWords);
+  if (cudaMemcpy(words.data(), comm->phase_clock, words.size() * sizeof(words[0]), cudaMemcpyDeviceToHost) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    std::fprintf(stderr, "arnorm phase clock, rank %d: could not read the marks\n", comm->rank);
+    return;
+  }
+  for (int op = 0; op < kPhaseOps; ++op) {
+    const PhaseSummary sum =
+        summarize_phases(&words[static_cast<size_t>(op) * kPhaseCalls * kPhaseMarks], kPhaseCalls, kPhaseMarks);
+    if (sum.calls == 0) continue;
+    std::string line;
+    for (const PhaseStep& st : sum.steps) {
+      char item[64];
+      std::snprintf(item, sizeof(item), " %d>%d %lld (%zu)", st.from, st.to, st.cycles, st.calls);
+      line += item;
+    }
+    std::fprintf(stderr, "arnorm phase clock, rank %d, %s, last %zu calls, median cycles (calls):%s; total %lld\n",
+                 comm->rank, op_code_name(op), sum.calls, line.c_str(), sum.total);
+  }
+}
+
+}  // namespace arnorm
