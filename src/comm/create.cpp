@@ -452,8 +452,18 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   ARNORM_CUDA_TRY(cudaHostGetDevicePointer(&dev_alias, mapped_host, 0));
   c->error_device = static_cast<ErrorRecord*>(dev_alias);
 #if ARNORM_PHASE_TIMING
-  ARNORM_CUDA_TRY(cudaMalloc(&c->phase_clock, kPhaseClockWords * sizeof(unsigned long long)));
-  ARNORM_CUDA_TRY(cudaMemset(c->phase_clock, 0, kPhaseClockWords * sizeof(unsigned long long)));
+  {
+    // Kept by the communicator only once cleared: destroy reads it.
+    void* marks = nullptr;
+    const size_t bytes = kPhaseClockWords * sizeof(unsigned long long);
+    ARNORM_CUDA_TRY(cudaMalloc(&marks, bytes));
+    if (cudaMemset(marks, 0, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+      cudaFree(marks);
+      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: clearing the phase clock's buffer failed: %s",
+                         cudaGetErrorString(cudaGetLastError()));
+    }
+    c->phase_clock = static_cast<unsigned long long*>(marks);
+  }
 #endif
   ARNORM_CUDA_TRY(cudaEventCreateWithFlags(&c->order_event, cudaEventDisableTiming));
   return coll.agree("finish", ARNORM_SUCCESS);

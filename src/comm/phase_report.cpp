@@ -12,7 +12,9 @@ namespace arnorm {
 void report_phase_clock(const arnormComm* comm) {
   if (comm->phase_clock == nullptr) return;
   std::vector<unsigned long long> words(kPhaseClockWords);
-  if (cudaMemcpy(words.data(), comm->phase_clock, words.size() * sizeof(words[0]), cudaMemcpyDeviceToHost) !=
+  // Calls may still run on the caller's streams (non-blocking ones too).
+  if (cudaDeviceSynchronize() != cudaSuccess ||
+      cudaMemcpy(words.data(), comm->phase_clock, words.size() * sizeof(words[0]), cudaMemcpyDeviceToHost) !=
       cudaSuccess) {
     cudaGetLastError();
     std::fprintf(stderr, "arnorm phase clock, rank %d: could not read the marks\n", comm->rank);
@@ -28,7 +30,9 @@ void report_phase_clock(const arnormComm* comm) {
       std::snprintf(item, sizeof(item), " %d>%d %lld (%zu)", st.from, st.to, st.cycles, st.calls);
       line += item;
     }
-    std::fprintf(stderr, "arnorm phase clock, rank %d, %s, last %zu calls, median cycles (calls):%s; total %lld\n",
+    // Rows are kept per operation by epoch, which every operation shares:
+    // they may be old or of another kernel of the same operation.
+    std::fprintf(stderr, "arnorm phase clock, rank %d, %s, %zu calls recorded, median cycles (calls):%s; total %lld\n",
                  comm->rank, op_code_name(op), sum.calls, line.c_str(), sum.total);
   }
 }
