@@ -778,9 +778,15 @@ constexpr int kMoverBarrier = 2;
 template <typename T, typename W, bool kVec, int R, int kGroups = 1, bool kRing = true>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
+  const long long t0 = PhaseClock::now();
   const SyncParams& s = p.sync;
   const CallStart call = op_begin(s);
   const uint64_t e = call.e;
+  // PHASE CLOCK: epilogue thread 0 and mover thread 0 (marks in phase_clock.cuh).
+  constexpr uint32_t kMoverMarks = 1u << 2 | 1u << 3 | 1u << 5;
+  const PhaseClock clock(s, e, t0, 0, kAllPhaseMarks & ~kMoverMarks);
+  const PhaseClock mover_clock(s, e, t0, kThreadsPerBlock, kMoverMarks);
+  clock.mark(1);
   const int me = s.rank, world = s.world;
   const size_t H = p.hidden;
   const size_t ru = fused_row_units(H, sizeof(T)), su = fused_shard_units(H, sizeof(T), world);
@@ -837,6 +843,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
       // these rows' gathered units is ordered before thread 0's publish.
       // A failed row poisons its pair too: the call fails either way.)
       if (row_any<kEpilogueBarrier>(!ok) && row < r1) poison_row<T, kRowThreads>(ep);
+      if (first == r0) clock.mark(6);
       if (threadIdx.x == 0) {
         const size_t done = min(r1, first + kGroups) - r0;
         atomicExch(&epilogue_done, static_cast<uint32_t>(done));
@@ -846,6 +853,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
           publish_progress<R>(s, 1, blockIdx.x, progress_value(e, done), [](int) { return true; });
       }
     }
+    clock.mark(7);
   } else {
     // Mover warps.
     const uint32_t mt = threadIdx.x - kThreadsPerBlock;
@@ -966,9 +974,13 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
           if (mt == 0) publish_progress<R>(s, 0, blockIdx.x, progress_value(e, done), [&](int r) { return r != me; });
         }
       }
+      if (k == 0) mover_clock.mark(2);
+      if (k == lag) mover_clock.mark(3);
     }
+    mover_clock.mark(5);
   }
   op_end(s, e);  // thread 0 (an epilogue thread); no barrier needed (EPOCH)
+  clock.mark(11);
 }
 
 // The norm after an NCCL all-reduce: the sums are in `in` (rounded by NCCL).

@@ -25,6 +25,14 @@
 //                               pushed, 10 own shard summed and its sums
 //                               pushed, 3-9 as above (polling the gathered
 //                               sums), 11 end
+//   fused_twoshot_kernel        epilogue thread 0: 0 start, 1 epoch read,
+//   (sentinel units)            6 the CTA's first row (or pair) done, 7 all
+//                               its rows done, 11 end; mover thread 0
+//                               (threadIdx kThreadsPerBlock): 2 step 0
+//                               pushed, 3 iteration `lag` done (step 0
+//                               reduced and its sums pushed, and step lag
+//                               pushed where there is one), 5 every step
+//                               done
 // The report orders each call's marks by time, so the pairs it prints
 // follow the kernel's own sequence.
 #pragma once
@@ -33,23 +41,30 @@
 
 namespace arnorm {
 
+// Every thread constructs it; only `writer` of CTA 0 records. A clock owns
+// the marks of `own` (a bit per mark) and clears them first, since a row is
+// reused every kPhaseCalls calls, perhaps by a kernel with other marks; mark
+// 0 (the kernel's start, `start`) belongs to the clock of thread 0. Two
+// clocks of one CTA own disjoint marks, so no mark has two writers.
+constexpr uint32_t kAllPhaseMarks = (1u << kPhaseMarks) - 1;
+
 struct PhaseClock {
 #if ARNORM_PHASE_TIMING
   unsigned long long* row = nullptr;
-  __device__ PhaseClock(const SyncParams& s, uint64_t e, long long start) {
-    if (s.phase_clock == nullptr || blockIdx.x != 0 || threadIdx.x != 0) return;
+  __device__ PhaseClock(const SyncParams& s, uint64_t e, long long start, unsigned writer = 0,
+                        uint32_t own = kAllPhaseMarks) {
+    if (s.phase_clock == nullptr || blockIdx.x != 0 || threadIdx.x != writer) return;
     row = s.phase_clock + (static_cast<size_t>(s.op) * kPhaseCalls + e % kPhaseCalls) * kPhaseMarks;
-    // A row is reused every kPhaseCalls calls, perhaps by a kernel with
-    // other marks: none of an older call may remain.
-    for (int i = 1; i < kPhaseMarks; ++i) row[i] = 0;
-    row[0] = static_cast<unsigned long long>(start);
+    for (int i = 1; i < kPhaseMarks; ++i)
+      if (own >> i & 1u) row[i] = 0;
+    if (own & 1u) row[0] = static_cast<unsigned long long>(start);
   }
   __device__ __forceinline__ void mark(int i) const {
     if (row) row[i] = static_cast<unsigned long long>(clock64());
   }
   __device__ __forceinline__ static long long now() { return clock64(); }
 #else
-  __device__ PhaseClock(const SyncParams&, uint64_t, long long) {}
+  __device__ PhaseClock(const SyncParams&, uint64_t, long long, unsigned = 0, uint32_t = kAllPhaseMarks) {}
   __device__ __forceinline__ void mark(int) const {}
   __device__ __forceinline__ static long long now() { return 0; }
 #endif
