@@ -21,7 +21,8 @@ PhaseSummary summarize_phases(const unsigned long long* rows, int calls, int mar
   for (int call = 0; call < calls; ++call) {
     const unsigned long long* row = rows + static_cast<size_t>(call) * static_cast<size_t>(marks);
     if (row[0] == 0) continue;
-    // A call's marks are all thread 0's, so their time order is the kernel's.
+    // A call's marks all come from threads of CTA 0, on one multiprocessor,
+    // so their clock order is the order they happened in.
     std::vector<std::pair<unsigned long long, int>> set;
     for (int i = 0; i < marks; ++i)
       if (row[i] != 0 && row[i] >= row[0]) set.emplace_back(row[i], i);
