@@ -9,8 +9,26 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2'; then
   nccl_lib=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
   [ -n "$nccl_lib" ] && export LD_LIBRARY_PATH="$nccl_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
-# A build carried without its symlinks (only the versioned library, the
-# benchmark and the test binary copied over): restore the soname link.
-for lib in "$BUILD"/src/libarnorm.so.*.*.*; do
-  [ -e "$lib" ] && [ ! -e "$BUILD/src/libarnorm.so.0" ] && ln -s "$(basename "$lib")" "$BUILD/src/libarnorm.so.0"
-done
+# The library of this checkout's version (the public header's), for builds
+# carried to a lent machine, where files of earlier calls may remain.
+arnorm_version=$(awk '/^#define ARNORM_VERSION_(MAJOR|MINOR|PATCH) / {printf "%s%s", sep, $3; sep = "."}' \
+  "$(dirname "${BASH_SOURCE[0]}")/../include/arnorm/arnorm.h")
+arnorm_lib="$BUILD/src/libarnorm.so.$arnorm_version"
+# Carried compressed ($BUILD/libarnorm.so.xz, scripts/pack-lease.sh): unpacked
+# unless the library there already is that archive's (a stamp holds the
+# archive's digest; pack-lease.sh writes it for the library it packed, so a
+# newer local build is never overwritten by an older archive).
+if [ -e "$BUILD/libarnorm.so.xz" ]; then
+  mkdir -p "$BUILD/src"
+  python3 - "$BUILD/libarnorm.so.xz" "$arnorm_lib" "$BUILD/src/.libarnorm.so.xz.sha256" <<'PY' || echo "cannot unpack $BUILD/libarnorm.so.xz" >&2
+import hashlib, lzma, os, sys
+xz, lib, stamp = sys.argv[1:]
+digest = hashlib.sha256(open(xz, "rb").read()).hexdigest()
+if not (os.path.exists(lib) and os.path.exists(stamp) and open(stamp).read().strip() == digest):
+    open(lib, "wb").write(lzma.open(xz).read())
+    open(stamp, "w").write(digest + "\n")
+PY
+fi
+# Carried without its symlinks: the soname link names this version's
+# library, not one an earlier call left on the machine.
+if [ -e "$arnorm_lib" ]; then ln -sfn "$(basename "$arnorm_lib")" "$BUILD/src/libarnorm.so.0"; fi
