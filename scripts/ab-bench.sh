@@ -54,8 +54,7 @@ for round in $(seq 1 "$ROUNDS"); do
       dir="$scratch/$name"
       if [ ! -e "$dir/libarnorm.so.0" ]; then
         mkdir -p "$dir"
-        python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' \
-          "$LIBS/$name.xz" "$dir/libarnorm.so.0" || { echo "cannot unpack $LIBS/$name.xz"; exit 2; }
+        arnorm_unpack "$LIBS/$name.xz" "$dir/libarnorm.so.0" || { echo "cannot unpack $LIBS/$name.xz"; exit 2; }
       fi
     fi
     # (only letters, digits, _ and - in file names: the device tool returns no others)

@@ -14,20 +14,25 @@ fi
 arnorm_version=$(awk '/^#define ARNORM_VERSION_(MAJOR|MINOR|PATCH) / {printf "%s%s", sep, $3; sep = "."}' \
   "$(dirname "${BASH_SOURCE[0]}")/../include/arnorm/arnorm.h")
 arnorm_lib="$BUILD/src/libarnorm.so.$arnorm_version"
+# Unpacks an xz-compressed library ($1) to $2 (ab-bench.sh's variants too).
+arnorm_unpack() {
+  python3 -c 'import lzma, sys; open(sys.argv[2], "wb").write(lzma.open(sys.argv[1]).read())' "$1" "$2"
+}
 # Carried compressed ($BUILD/libarnorm.so.xz, scripts/pack-lease.sh): unpacked
 # unless the library there already is that archive's (a stamp holds the
 # archive's digest; pack-lease.sh writes it for the library it packed, so a
 # newer local build is never overwritten by an older archive).
 if [ -e "$BUILD/libarnorm.so.xz" ]; then
-  mkdir -p "$BUILD/src"
-  python3 - "$BUILD/libarnorm.so.xz" "$arnorm_lib" "$BUILD/src/.libarnorm.so.xz.sha256" <<'PY' || echo "cannot unpack $BUILD/libarnorm.so.xz" >&2
-import hashlib, lzma, os, sys
-xz, lib, stamp = sys.argv[1:]
-digest = hashlib.sha256(open(xz, "rb").read()).hexdigest()
-if not (os.path.exists(lib) and os.path.exists(stamp) and open(stamp).read().strip() == digest):
-    open(lib, "wb").write(lzma.open(xz).read())
-    open(stamp, "w").write(digest + "\n")
-PY
+  arnorm_stamp="$BUILD/src/.libarnorm.so.xz.sha256"
+  arnorm_digest=$(sha256sum "$BUILD/libarnorm.so.xz" | cut -d' ' -f1)
+  if [ ! -e "$arnorm_lib" ] || [ "$(cat "$arnorm_stamp" 2>/dev/null)" != "$arnorm_digest" ]; then
+    mkdir -p "$BUILD/src"
+    if arnorm_unpack "$BUILD/libarnorm.so.xz" "$arnorm_lib"; then
+      echo "$arnorm_digest" > "$arnorm_stamp"
+    else
+      echo "cannot unpack $BUILD/libarnorm.so.xz" >&2
+    fi
+  fi
 fi
 # Carried without its symlinks: the soname link names this version's
 # library, not one an earlier call left on the machine.

@@ -6,11 +6,12 @@
 # machine: scripts/gpu-check.sh [tests|bench|...] or scripts/ab-bench.sh.
 set -euo pipefail
 BUILD=${BUILD:-build}
-here=$(dirname "$0")
-version=$(awk '/^#define ARNORM_VERSION_(MAJOR|MINOR|PATCH) / {printf "%s%s", sep, $3; sep = "."}' \
-  "$here/../include/arnorm/arnorm.h")
-lib="$BUILD/src/libarnorm.so.$version"
-[ -e "$lib" ] || { echo "no $lib: build first (scripts/build.sh)" >&2; exit 2; }
+# The library the build's soname link names (CMake keeps it on the current version).
+lib=$(readlink -f "$BUILD/src/libarnorm.so.0" || true)
+if [ -z "$lib" ] || [ ! -e "$lib" ]; then
+  echo "no $BUILD/src/libarnorm.so.0: build first (scripts/build.sh)" >&2
+  exit 2
+fi
 xz -T0 -6 < "$lib" > "$BUILD/libarnorm.so.xz"
 # The library here is the archive's: gpu-env.sh must not unpack it over a
 # later build of this machine.
