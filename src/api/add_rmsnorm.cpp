@@ -65,7 +65,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   AddRmsNormLaunch l = base_launch(comm, a, algo);
   l.ll = route.ll;
   l.params.cluster = route.cluster;
-  l.wide = comm->fused_wide && algo == ARNORM_ALGO_ONESHOT && fused_wide(route.cluster, a.hidden, l.vectorized);
+  l.wide = comm->fused_wide && algo == ARNORM_ALGO_ONESHOT && fused_wide(route.cluster, a.hidden, l.vectorized, comm->world_size);
   l.params.lag = comm->fused_lag;
   l.params.ahead = comm->fused_ahead;
   l.params.epilogue_groups = comm->fused_pairs ? fused_epilogue_groups(a.hidden, es) : 1;

@@ -142,10 +142,11 @@ ARNORM_HD inline int split_packs(size_t hidden, int cluster) {
 
 // Whether a split one-shot runs as WIDE CTAs instead: rows that a cluster of
 // two takes with one virtual pack a thread (kWideThreads then hold the row,
-// one pack each) on the vector path. Local to a rank: neither the data
-// moved nor a result bit depends on it.
-ARNORM_HD inline bool fused_wide(int cluster, size_t hidden, bool vectorized) {
-  return vectorized && cluster == 2 && split_packs(hidden, cluster) == 1;
+// one pack each) on the vector path, at most 4 ranks (the 8-rank instances
+// would spill at the 128 registers of a 512-thread CTA; ptxas). Local to a
+// rank: neither the data moved nor a result bit depends on it.
+ARNORM_HD inline bool fused_wide(int cluster, size_t hidden, bool vectorized, int world_size) {
+  return vectorized && world_size <= 4 && cluster == 2 && split_packs(hidden, cluster) == 1;
 }
 
 // CTAs carrying data for a split one-shot chunk of `rows` rows: enough to

@@ -544,9 +544,10 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
 // does; both halves compute the same sum, so every thread gets the scale one
 // CTA of the split would, with no cluster barrier and no remote
 // shared-memory read. Rows blockIdx.x, blockIdx.x + gridDim.x, ...
-// Reuse: a row writes q_smem only after its fetch, and warp_total only after
-// its first barrier, which every thread passes only once done reading both
-// for the row before.
+// Reuse across rows: every read of a row's q_smem comes before that row's
+// second barrier and every write of the next row's after it; every read of
+// a row's warp_total / warp_flag comes before the next row's first barrier
+// and every write of the next row's after it.
 template <typename T, typename W, typename SumsOfRow>
 __device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow sums_of_row, const PhaseClock& clock) {
   __shared__ float2 q_smem[kWideThreads];  // {q_v, 1 if the pack's sums never came}

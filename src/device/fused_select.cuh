@@ -20,13 +20,10 @@ struct OneShotSplit {
   template <bool kVec, int R, int kPacks>
   static FusedKernel get() { return fused_oneshot_split_kernel<T, W, kVec, R, kPacks, kLL>; }
 };
+// (fused_wide: at most 4 ranks.)
 template <typename T, typename W, bool kLL>
 FusedKernel wide_for(int world) {
-  switch (rank_capacity(world)) {
-    case 2: return fused_oneshot_wide_kernel<T, W, 2, kLL>;
-    case 4: return fused_oneshot_wide_kernel<T, W, 4, kLL>;
-    default: return fused_oneshot_wide_kernel<T, W, kMaxRanks, kLL>;
-  }
+  return rank_capacity(world) == 2 ? fused_oneshot_wide_kernel<T, W, 2, kLL> : fused_oneshot_wide_kernel<T, W, 4, kLL>;
 }
 template <typename T, typename W>
 struct TwoShotLL {

@@ -44,17 +44,15 @@ int max_active_clusters(FusedKernel kernel, int cluster, int grid) {
 int max_active_wide(FusedKernel kernel) {
   static std::mutex mu;
   static std::map<std::pair<int, void*>, int> cache;
-  int device = -1, sms = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 0;
-  }
+  int device = -1;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
   std::lock_guard<std::mutex> lock(mu);
   const auto key = std::make_pair(device, reinterpret_cast<void*>(kernel));
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  int per_sm = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWideThreads, 0) != cudaSuccess) {
+  int per_sm = 0, sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWideThreads, 0) != cudaSuccess) {
     (void)cudaGetLastError();
     per_sm = 0;
   }
