@@ -65,6 +65,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   AddRmsNormLaunch l = base_launch(comm, a, algo);
   l.ll = route.ll;
   l.params.cluster = route.cluster;
+  l.wide = comm->fused_wide && algo == ARNORM_ALGO_ONESHOT && fused_wide(route.cluster, a.hidden, l.vectorized, comm->world_size);
   l.params.lag = comm->fused_lag;
   l.params.ahead = comm->fused_ahead;
   l.params.epilogue_groups = comm->fused_pairs ? fused_epilogue_groups(a.hidden, es) : 1;
@@ -87,7 +88,8 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
     const size_t rows = std::min(per_chunk, a.tokens - first);
     point_at_rows(a, first, rows, &l.params);
     if (l.params.cluster > 0) {
-      l.blocks = plan_fused_split_blocks(rows, a.hidden, l.params.cluster, comm->max_blocks);
+      // A WIDE CTA holds a whole row, as a cluster does.
+      l.blocks = plan_fused_split_blocks(rows, a.hidden, l.wide ? 1 : l.params.cluster, comm->max_blocks);
     } else {
       const FusedGeometry g = plan_fused_chunk(algo, comm->layout, rows, a.hidden);
       l.params.rows_per_cta = g.rows_per_cta;

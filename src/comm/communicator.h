@@ -46,6 +46,7 @@ struct arnormComm {
   // a publication at least every this many rows (ARNORM_FUSED_RING_PUBLISH)
   size_t fused_ring_slots = 0;
   size_t fused_ring_publish = 0;
+  bool fused_wide = true;  // split one-shot rows of a cluster of two in one CTA (ARNORM_FUSED_WIDE=0: clusters)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
 
   // Orders a call on a new stream after the previous call (outside capture).

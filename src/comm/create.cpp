@@ -183,6 +183,7 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   if (const char* lag = std::getenv("ARNORM_FUSED_LAG")) c->fused_lag = std::max(1, std::min(8, std::atoi(lag)));
   if (const char* a = std::getenv("ARNORM_FUSED_AHEAD")) c->fused_ahead = std::max(1, std::min(64, std::atoi(a)));
   if (const char* pairs = std::getenv("ARNORM_FUSED_PAIRS")) c->fused_pairs = std::atoi(pairs) != 0;
+  if (const char* wide = std::getenv("ARNORM_FUSED_WIDE")) c->fused_wide = std::atoi(wide) != 0;
   if (const char* v = std::getenv("ARNORM_FUSED_RING_SLOTS")) c->fused_ring_slots = static_cast<size_t>(std::max(0LL, std::atoll(v)));
   if (const char* v = std::getenv("ARNORM_FUSED_RING_PUBLISH")) c->fused_ring_publish = static_cast<size_t>(std::max(0LL, std::atoll(v)));
   const char* pdl = std::getenv("ARNORM_PDL");

@@ -27,6 +27,9 @@ constexpr int kOneShotUnitsPerCta = 128;
 constexpr int kRowRegs = 4;
 // Largest thread-block cluster the split fused epilogue uses (portable size).
 constexpr int kMaxFusedCluster = 8;
+// Threads of a WIDE one-shot CTA (fused_oneshot_wide_kernel): a row of up to
+// two CTAs' virtual packs, one a thread, in one CTA instead of a cluster.
+constexpr int kWideThreads = 2 * kThreadsPerBlock;
 constexpr size_t kVectorBytes = 16;
 
 // Rank capacity of the kernel instance that serves a world size: kernels are
@@ -135,6 +138,15 @@ int plan_fused_cluster(size_t hidden, int max_blocks);
 // instance runs, never a result bit.
 ARNORM_HD inline int split_packs(size_t hidden, int cluster) {
   return ceil_div(hidden, size_t{8}) <= static_cast<size_t>(cluster) * kThreadsPerBlock ? 1 : kRowRegs;
+}
+
+// Whether a split one-shot runs as WIDE CTAs instead: rows that a cluster of
+// two takes with one virtual pack a thread (kWideThreads then hold the row,
+// one pack each) on the vector path, at most 4 ranks (the 8-rank instances
+// would spill at the 128 registers of a 512-thread CTA; ptxas). Local to a
+// rank: neither the data moved nor a result bit depends on it.
+ARNORM_HD inline bool fused_wide(int cluster, size_t hidden, bool vectorized, int world_size) {
+  return vectorized && world_size <= 4 && cluster == 2 && split_packs(hidden, cluster) == 1;
 }
 
 // CTAs carrying data for a split one-shot chunk of `rows` rows: enough to

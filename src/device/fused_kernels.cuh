@@ -535,6 +535,135 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
   clock.mark(11);
 }
 
+// WIDE EPILOGUE: a row of nv <= kWideThreads virtual packs in one CTA of
+// kWideThreads threads, thread v holding pack v - the split epilogue's work
+// for a cluster of two without the cluster. The q_v go to shared memory;
+// after one CTA barrier each half of the CTA folds them as the invariant's
+// virtual threads t = threadIdx.x % kThreadsPerBlock do (q_t, then
+// q_{t+256}) and adds its eight warp totals in warp order, as block_sum_any
+// does; both halves compute the same sum, so every thread gets the scale one
+// CTA of the split would, with no cluster barrier and no remote
+// shared-memory read. Rows blockIdx.x, blockIdx.x + gridDim.x, ...
+// Reuse across rows: every read of a row's q_smem comes before that row's
+// second barrier and every write of the next row's after it; every read of
+// a row's warp_total / warp_flag comes before the next row's first barrier
+// and every write of the next row's after it.
+template <typename T, typename W, typename SumsOfRow>
+__device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow sums_of_row, const PhaseClock& clock) {
+  __shared__ float2 q_smem[kWideThreads];  // {q_v, 1 if the pack's sums never came}
+  __shared__ float warp_total[2][kThreadsPerBlock / 32];
+  __shared__ int warp_flag[2][kThreadsPerBlock / 32];
+  const size_t H = p.hidden;
+  const uint32_t nv = static_cast<uint32_t>(ceil_div(H, size_t{kRowVec}));
+  const uint32_t v = threadIdx.x, half = threadIdx.x / kThreadsPerBlock, t = threadIdx.x % kThreadsPerBlock;
+  const W* gamma = static_cast<const W*>(p.weight);
+  for (size_t row = blockIdx.x; row < p.rows; row += gridDim.x) {
+    const bool first = row == blockIdx.x;  // PHASE CLOCK marks of the first row only
+    const RowEpilogue ep = row_epilogue<T>(p, row);
+    const T* res = static_cast<const T*>(ep.residual);
+    const auto sums = sums_of_row(row);
+    float h[1][kRowVec], g[1][kRowVec], x[1][kRowVec], mine[1][kRowVec];
+    if (v < nv) {
+      if (res) load_v8<T, true>(res, v, H, x[0]);
+      load_v8<W, true>(gamma, v, H, g[0]);
+      sums.load_own(v, mine[0]);
+    }
+    if (first) clock.mark(3);
+    const bool ok = sums.fetch(v, nv, mine, h);
+    if (first) clock.mark(4);
+    if (v < nv) {
+      if (res) {
+#pragma unroll
+        for (int i = 0; i < kRowVec; ++i) h[0][i] = round_to<T>(__fadd_rn(h[0][i], x[0][i]));
+      }
+      if (ep.residual_out) store_v8<T, true>(static_cast<T*>(ep.residual_out), v, H, h[0]);
+      q_smem[v] = make_float2(pack_squares(h[0]), ok ? 0.f : 1.f);
+    }
+    if (first) clock.mark(5);
+    __syncthreads();
+    if (first) clock.mark(6);
+    float ss = 0.f;
+    bool failed = false;
+    for (uint32_t u = t; u < nv; u += kThreadsPerBlock) {
+      ss = __fadd_rn(ss, q_smem[u].x);
+      failed = failed || q_smem[u].y != 0.f;
+    }
+    if (first) clock.mark(7);
+    const int f = __any_sync(0xffffffffu, failed);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss = __fadd_rn(ss, __shfl_xor_sync(0xffffffffu, ss, o));
+    if ((t & 31) == 0) {
+      warp_total[half][t >> 5] = ss;
+      warp_flag[half][t >> 5] = f;
+    }
+    __syncthreads();
+    float total = warp_total[half][0];
+    int any = warp_flag[half][0];
+#pragma unroll
+    for (int w = 1; w < kThreadsPerBlock / 32; ++w) {
+      total = __fadd_rn(total, warp_total[half][w]);
+      any |= warp_flag[half][w];
+    }
+    const float scale = rsqrtf(__fadd_rn(__fdiv_rn(total, static_cast<float>(H)), ep.eps));
+    if (first) clock.mark(8);
+    if (any) {
+      // A row with any missing unit is NaN as a whole.
+      const T nan = Num<T>::from_float(__int_as_float(0x7fc00000));
+      for (size_t i = threadIdx.x; i < H; i += kWideThreads) {
+        static_cast<T*>(ep.out)[i] = nan;
+        if (ep.residual_out) static_cast<T*>(ep.residual_out)[i] = nan;
+      }
+      continue;
+    }
+    if (v < nv) {
+#pragma unroll
+      for (int i = 0; i < kRowVec; ++i) h[0][i] = __fmul_rn(__fmul_rn(h[0][i], scale), g[0][i]);
+      store_v8<T, true>(static_cast<T*>(ep.out), v, H, h[0]);
+    }
+    if (first) clock.mark(9);
+  }
+}
+
+// ONE-SHOT FUSED in WIDE CTAs (fused_wide, core/plan.h): the push of the
+// split one-shot (the chunk's flat range of 16-byte units cut over all
+// CTAs), then each CTA takes whole rows through the wide epilogue. The
+// vector path only; over LL or sentinel units as the split one-shot. Every
+// CTA must be resident (launch_fused.cu): a CTA may wait for units the
+// peers' CTAs push, whose own waits may be on this rank's pushes.
+template <typename T, typename W, int R, bool kLL>
+__global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(FusedParams p) {
+  pdl_begin();
+  const long long t0 = PhaseClock::now();
+  const SyncParams& s = p.sync;
+  const int me = s.rank, world = s.world;
+  const size_t H = p.hidden;
+  const T* in = static_cast<const T*>(p.in);
+  const size_t n = p.rows * H;
+  const UnitRange ur = cta_units<T, true>(in, n);
+  const CallStart call = op_begin(s);
+  const uint64_t e = call.e;
+  const PhaseClock clock(s, e, t0);
+  clock.mark(1);
+  const PollWait wait = poll_wait_of(s, e);
+  if constexpr (kLL) {
+    const uint64_t* src[R];
+    ll_oneshot_begin<T, true, R>(s, call, in, n, ur, src);
+    clock.mark(2);
+    wide_epilogue<T, W>(
+        p, [&](size_t row) { return LLRowSums<T, true, R, 1>{src, in + row * H, row, H, me, world, wait}; }, clock);
+  } else {
+    const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / (kSntUnitBytes / sizeof(T));
+    if (!call.aborted) snt_push<T, true, R>(s, e, cap, in, n, ur);
+    clock.mark(2);
+    uint4* local = snt_region<R>(s, me, e);
+    wide_epilogue<T, W>(
+        p, [&](size_t row) { return SntPeerRowSums<T, true, R, 1>{local, cap, in + row * H, row, H, me, world, wait}; },
+        clock);
+  }
+  op_end(s, e);
+  clock.mark(11);
+}
+
 // TWO-SHOT FUSED over LL (ll.cuh), rows through the split epilogue. The
 // chunk's rows form one flat range of 16-byte units, cut into `world` shards
 // of su units; rank j owns shard j. Rank q's LL region holds RS[src] (slots

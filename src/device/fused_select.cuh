@@ -20,6 +20,11 @@ struct OneShotSplit {
   template <bool kVec, int R, int kPacks>
   static FusedKernel get() { return fused_oneshot_split_kernel<T, W, kVec, R, kPacks, kLL>; }
 };
+// (fused_wide: at most 4 ranks.)
+template <typename T, typename W, bool kLL>
+FusedKernel wide_for(int world) {
+  return rank_capacity(world) == 2 ? fused_oneshot_wide_kernel<T, W, 2, kLL> : fused_oneshot_wide_kernel<T, W, 4, kLL>;
+}
 template <typename T, typename W>
 struct TwoShotLL {
   template <bool kVec, int R, int kPacks>
@@ -49,6 +54,8 @@ FusedKernel for_weight(const AddRmsNormLaunch& l) {
   const int packs = split ? split_packs(l.params.hidden, l.params.cluster) : kRowRegs;
   switch (l.algo) {
     case ARNORM_ALGO_ONESHOT:
+      // WIDE CTAs: the vector path, one pack a thread (fused_wide).
+      if (l.wide) return l.ll ? wide_for<T, W, true>(world) : wide_for<T, W, false>(world);
       if (split) {
         return l.ll ? pick<OneShotSplit<T, W, true>>(l.vectorized, world, packs)
                     : pick<OneShotSplit<T, W, false>>(l.vectorized, world, packs);

@@ -30,6 +30,7 @@ struct AddRmsNormLaunch {
   arnormDataType_t dtype;
   arnormDataType_t weight_dtype;
   bool vectorized;  // hidden % 8 == 0 and every caller pointer 16-byte aligned
+  bool wide;        // split one-shot as WIDE CTAs of kWideThreads (fused_wide, core/plan.h)
   int blocks;
 };
 

@@ -39,6 +39,27 @@ int max_active_clusters(FusedKernel kernel, int cluster, int grid) {
   return n;
 }
 
+// CTAs of kWideThreads threads of `kernel` resident at once on the current
+// device (cached as above).
+int max_active_wide(FusedKernel kernel) {
+  static std::mutex mu;
+  static std::map<std::pair<int, void*>, int> cache;
+  int device = -1;
+  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto key = std::make_pair(device, reinterpret_cast<void*>(kernel));
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  int per_sm = 0, sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWideThreads, 0) != cudaSuccess) {
+    (void)cudaGetLastError();
+    per_sm = 0;
+  }
+  cache[key] = per_sm * sms;
+  return per_sm * sms;
+}
+
 }  // namespace
 
 arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream) {
@@ -60,6 +81,12 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
   // keeps the call counters); the norm after NCCL has no epoch and runs one
   // CTA per row.
   const FusedParams& params = l.params;
+  if (l.wide) {
+    // Every CTA resident at once, as for the clusters below.
+    const int resident = max_active_wide(kernel);
+    if (resident < 1) return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: no CTA of %d threads fits this GPU", kWideThreads);
+    return launch_peer_kernel(kernel, std::min(l.blocks, resident), params, l.pdl, stream, 0, kWideThreads);
+  }
   if (l.algo != ARNORM_ALGO_NCCL && l.params.cluster > 0) {
     // Every CTA must be resident at once (a resident CTA may wait for a unit
     // another CTA of this rank pushes). The split kernels pair no CTAs

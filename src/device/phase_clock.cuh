@@ -21,6 +21,8 @@
 //                               passed, 7 q folded over the cluster,
 //                               8 row reduction (scale known), 9 y stored;
 //                               11 end
+//   fused_oneshot_wide_kernel   as the split one-shot (6: the CTA barrier
+//                               after the q_v, 7: q folded from shared memory)
 //   fused_twoshot_ll_kernel     0 start, 1 epoch read, 2 reduce-scatter
 //                               pushed, 10 own shard summed and its sums
 //                               pushed, 3-9 as above (polling the gathered

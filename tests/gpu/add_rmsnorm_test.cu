@@ -179,7 +179,8 @@ void check_case(arnormComm_t comm, const Case& c) {
   }
 }
 
-const size_t kHiddens[] = {1, 7, 64, 127, 1000, 2880, 4096, 5120, 7168, 8192, 12288, 16384, 32768};
+// 2056: one pack past a CTA's 256 (a cluster of two, or a wide CTA).
+const size_t kHiddens[] = {1, 7, 64, 127, 1000, 2056, 2880, 4096, 5120, 7168, 8192, 12288, 16384, 32768};
 
 TEST(AddRmsNorm, Bf16EveryHiddenSize) {
   for (size_t hidden : kHiddens)
@@ -253,6 +254,29 @@ TEST(AddRmsNorm, SmallestRingPublishingEveryStep) {
   check_case<__nv_bfloat16, __nv_bfloat16>(c, {3000, 4096});
   check_case<__nv_bfloat16, __nv_bfloat16>(c, {2600, 7168});
   // Every rank's work on the workspace is complete before any frees it.
+  cudaDeviceSynchronize();
+  barrier();
+  arnormCommDestroy(c);
+}
+
+// Rows 2049-4096 wide: the last rank takes them through clusters of two
+// (ARNORM_FUSED_WIDE=0), the others through WIDE CTAs (fused_wide): a
+// local choice, so every rank still gets the definition's bits, the same
+// on every rank and through every algorithm.
+TEST(AddRmsNorm, WideAndClusterRanksMix) {
+  arnormComm_t c = nullptr;
+  arnormStatus_t st;
+  {
+    const ScopedEnv wide("ARNORM_FUSED_WIDE", rank() == world() - 1 ? "0" : "1");
+    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+    cfg.nccl_comm = env().nccl;
+    arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+    st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+  }
+  ARNORM_OK(st);
+  for (size_t hidden : {2056, 2880, 4096})
+    for (size_t tokens : {1, 5, 130}) check_case<__nv_bfloat16, __nv_bfloat16>(c, {tokens, hidden});
+  check_case<__half, float>(c, {7, 4096});
   cudaDeviceSynchronize();
   barrier();
   arnormCommDestroy(c);

@@ -70,46 +70,49 @@ TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
   arnormCommDestroy(c);
 }
 
-// Last too: the fused op's LL paths (one-shot split over clusters, two-shot
-// over LL) on rank 0 alone, each on a fresh communicator. Every row must
-// come back NaN in out and residual_out, and the error must name the op.
+// Last too: the fused op (one-shot over sentinel units split over clusters
+// of four at 7168 wide or in a WIDE CTA at 4096; two-shot over LL) on rank
+// 0 alone, each on a fresh communicator. Every row must come back NaN in out and residual_out, and
+// the error must name the op.
 TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
   ARNORM_SKIP_WITHOUT_PEERS();
-  const size_t tokens = 3, hidden = 7168, n = tokens * hidden;
-  for (arnormAlgorithm_t algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
-    arnormComm_t c = nullptr;
-    ASSERT_NO_FATAL_FAILURE(create_private_comm(&c));
-    DeviceBuffer in(n * 2), res(n * 2), out(n * 2), w(hidden * 2);
-    cudaMemset(in.ptr, 0, n * 2);
-    cudaMemset(res.ptr, 0, n * 2);
-    cudaMemset(w.ptr, 0, hidden * 2);
-    cudaDeviceSynchronize();
-    if (rank() == 0) {
-      arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
-      a.input = in.ptr;
-      a.residual = res.ptr;
-      a.residual_out = res.ptr;
-      a.weight = w.ptr;
-      a.out = out.ptr;
-      a.tokens = tokens;
-      a.hidden = hidden;
-      a.algo = algo;
-      EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &a, env().stream));
-      EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
-      EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << arnormAlgorithmName(algo);
-      const std::string msg = arnormGetLastErrorString();
-      EXPECT_NE(std::string::npos, msg.find("arnormAllReduceAddRmsNorm")) << msg;
-      for (const DeviceBuffer* b : {&out, &res}) {
-        std::vector<__nv_bfloat16> got(n);
-        cudaMemcpy(got.data(), b->ptr, n * 2, cudaMemcpyDeviceToHost);
-        size_t nan = 0;
-        for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
-        EXPECT_EQ(n, nan) << arnormAlgorithmName(algo) << (b == &out ? ": out" : ": residual_out");
+  for (const size_t hidden : {size_t{7168}, size_t{4096}}) {
+    for (arnormAlgorithm_t algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+      const size_t tokens = 3, n = tokens * hidden;
+      arnormComm_t c = nullptr;
+      ASSERT_NO_FATAL_FAILURE(create_private_comm(&c));
+      DeviceBuffer in(n * 2), res(n * 2), out(n * 2), w(hidden * 2);
+      cudaMemset(in.ptr, 0, n * 2);
+      cudaMemset(res.ptr, 0, n * 2);
+      cudaMemset(w.ptr, 0, hidden * 2);
+      cudaDeviceSynchronize();
+      if (rank() == 0) {
+        arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+        a.input = in.ptr;
+        a.residual = res.ptr;
+        a.residual_out = res.ptr;
+        a.weight = w.ptr;
+        a.out = out.ptr;
+        a.tokens = tokens;
+        a.hidden = hidden;
+        a.algo = algo;
+        EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &a, env().stream));
+        EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+        EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << arnormAlgorithmName(algo) << " hidden " << hidden;
+        const std::string msg = arnormGetLastErrorString();
+        EXPECT_NE(std::string::npos, msg.find("arnormAllReduceAddRmsNorm")) << msg;
+        for (const DeviceBuffer* b : {&out, &res}) {
+          std::vector<__nv_bfloat16> got(n);
+          cudaMemcpy(got.data(), b->ptr, n * 2, cudaMemcpyDeviceToHost);
+          size_t nan = 0;
+          for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
+          EXPECT_EQ(n, nan) << arnormAlgorithmName(algo) << " hidden " << hidden << (b == &out ? ": out" : ": residual_out");
+        }
       }
+      cudaDeviceSynchronize();
+      barrier();
+      arnormCommDestroy(c);
     }
-    cudaDeviceSynchronize();
-    barrier();
-    arnormCommDestroy(c);
   }
 }
 

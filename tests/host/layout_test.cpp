@@ -424,6 +424,26 @@ TEST(Plan, KernelInstanceFollowsWorldAndRowWidth) {
   }
 }
 
+TEST(Plan, WideOneShotTakesTheRowsOfAClusterOfTwo) {
+  // Rows a cluster of two holds with a pack a thread: 2049..4096 wide at 264 blocks.
+  EXPECT_TRUE(fused_wide(plan_fused_cluster(4096, 264), 4096, true, 4));
+  EXPECT_TRUE(fused_wide(plan_fused_cluster(2056, 264), 2056, true, 2));
+  EXPECT_FALSE(fused_wide(plan_fused_cluster(2048, 264), 2048, true, 4)) << "a cluster of one";
+  EXPECT_FALSE(fused_wide(plan_fused_cluster(4104, 264), 4104, true, 4)) << "a cluster of four";
+  EXPECT_FALSE(fused_wide(plan_fused_cluster(4096, 264), 4096, false, 4)) << "the element-wise path";
+  // A GPU that caps the cluster at two (max_blocks 4) holds wider rows in
+  // kRowRegs packs: not a wide CTA's one pack a thread.
+  EXPECT_EQ(2, plan_fused_cluster(8192, 4));
+  EXPECT_FALSE(fused_wide(2, 8192, true, 4));
+  for (int w = 5; w <= kMaxRanks; ++w) EXPECT_FALSE(fused_wide(2, 4096, true, w)) << "8-rank instances would spill";
+  // Every row a wide CTA takes fits its threads, a pack each.
+  for (size_t hidden = 8; hidden <= 16384; hidden += 8) {
+    if (fused_wide(plan_fused_cluster(hidden, 264), hidden, true, 4)) {
+      EXPECT_LE(ceil_div(hidden, size_t{8}), static_cast<size_t>(kWideThreads)) << hidden;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace arnorm
 
