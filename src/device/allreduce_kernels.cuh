@@ -143,6 +143,7 @@ __device__ __forceinline__ bool snt_sum_unit(SlotOf slot_of, size_t i, const uin
 template <typename T, bool kVec, int R, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   const long long t0 = PhaseClock::now();
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   const SyncParams& s = p.sync;
@@ -151,7 +152,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   T* out = static_cast<T*>(p.out);
   const size_t n = p.count;
   const UnitRange ur = cta_units<T, kVec>(in, n);
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const PhaseClock clock(s, e, t0);
   clock.mark(1);
@@ -197,6 +198,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
 template <typename T, bool kVec, int R>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kernel(AllReduceParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
@@ -210,7 +212,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   // This rank's view of shard j: elements [j * shard_len, n).
   auto shard_in = [&](int j) { return in + j * shard_len; };
   auto shard_n = [&](int j) { return n > j * shard_len ? n - j * shard_len : size_t{0}; };
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
@@ -301,6 +303,7 @@ struct PeerUnits {
 template <typename T, bool kVec, int R>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(AllReduceParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
@@ -313,7 +316,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   const size_t lo = min(su, blockIdx.x * per_cta), hi = min(su, lo + per_cta);
   auto shard_in = [&](int j) { return in + j * shard_len; };
   auto shard_n = [&](int j) { return n > j * shard_len ? n - j * shard_len : size_t{0}; };
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const size_t cap = s.layout.twoshot_shard_capacity(sizeof(T)) / K;  // units per slot
   const PollWait wait = poll_wait_of(s, e);

@@ -345,6 +345,7 @@ struct SntPeerRowSums {
 template <typename T, typename W, bool kVec, int R>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(FusedParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
   const size_t H = p.hidden;
@@ -353,7 +354,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   // 16-byte aligned on the vector path (rows of a multiple of 8 elements).
   const size_t n = p.rows * H;
   const UnitRange ur = cta_units<T, kVec>(in, n);
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const size_t r0 = min(p.rows, blockIdx.x * p.rows_per_cta), r1 = min(p.rows, r0 + p.rows_per_cta);
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
@@ -502,6 +503,7 @@ template <typename T, typename W, bool kVec, int R, int kPacks, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 1)
     fused_oneshot_split_kernel(FusedParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   const long long t0 = PhaseClock::now();
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
@@ -509,7 +511,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
   const T* in = static_cast<const T*>(p.in);
   const size_t n = p.rows * H;
   const UnitRange ur = cta_units<T, kVec>(in, n);
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const PhaseClock clock(s, e, t0);
   clock.mark(1);
@@ -633,6 +635,7 @@ __device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow su
 template <typename T, typename W, int R, bool kLL>
 __global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(FusedParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   const long long t0 = PhaseClock::now();
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
@@ -640,7 +643,7 @@ __global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(Fus
   const T* in = static_cast<const T*>(p.in);
   const size_t n = p.rows * H;
   const UnitRange ur = cta_units<T, true>(in, n);
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const PhaseClock clock(s, e, t0);
   clock.mark(1);
@@ -680,6 +683,7 @@ __global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(Fus
 template <typename T, typename W, bool kVec, int R, int kPacks>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(FusedParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   const long long t0 = PhaseClock::now();
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
@@ -688,7 +692,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   const UnitRange ur = cta_units<T, kVec>(in, n);
   const size_t units = ur.units, lo = ur.lo, hi = ur.hi;
   const size_t su = ll_span(units, world);  // whole LL groups, so shards start on one
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const PhaseClock clock(s, e, t0);
   clock.mark(1);
@@ -907,9 +911,10 @@ constexpr int kMoverBarrier = 2;
 template <typename T, typename W, bool kVec, int R, int kGroups = 1, bool kRing = true>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
+  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
   const long long t0 = PhaseClock::now();
   const SyncParams& s = p.sync;
-  const CallStart call = op_begin(s);
+  const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   // PHASE CLOCK: epilogue thread 0 and mover thread 0 (marks in phase_clock.cuh).
   constexpr uint32_t kMoverMarks = 1u << 2 | 1u << 3 | 1u << 5;

@@ -32,6 +32,10 @@ struct ErrorRecord {
 // What every synchronising kernel needs: where each rank's workspace is
 // mapped in this process, and how long to wait.
 struct SyncParams {
+  // This rank's call counters and control block (in ws[rank]), first: a
+  // call's first load needs only these, no select over ws by rank.
+  uint64_t* epochs;
+  ControlBlock* control;
   char* ws[kMaxRanks];  // workspace base of rank r as mapped here (ws[rank] is local)
   WorkspaceLayout layout;
   int rank;

@@ -62,13 +62,6 @@ __device__ __forceinline__ char* workspace_of(const SyncParams& s, int r) {
   return base;
 }
 
-__device__ __forceinline__ ControlBlock* control_block(const SyncParams& s) {
-  return reinterpret_cast<ControlBlock*>(workspace_of(s, s.rank) + s.layout.control_offset);
-}
-
-__device__ __forceinline__ uint64_t* epoch_slot(const SyncParams& s) {
-  return reinterpret_cast<uint64_t*>(workspace_of(s, s.rank) + s.layout.epochs_offset) + blockIdx.x;
-}
 
 __device__ __forceinline__ void pdl_begin() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -80,19 +73,38 @@ struct CallStart {
   bool aborted;  // an earlier wait on this rank timed out
 };
 
-// EPOCH: start of a call. The slot was written by another kernel, perhaps on
-// another stream and multiprocessor: read it past L1.
+// EPOCH: start of a call, in two steps. op_read, the kernel's first step
+// after pdl_begin (the slot was written by the kernel before, perhaps on
+// another stream and multiprocessor, and griddepcontrol.wait is what makes
+// its stores visible under PDL), has thread 0 issue the loads of the CTA's
+// counter and of the abort flag, past L1; their latency (one L2 round
+// trip, arnorm-probe) then overlaps the kernel's prologue. op_begin hands
+// the values to the CTA through shared memory and a CTA barrier.
 // Once this rank has given up on a peer, its kernels push nothing: a rank
 // that ran ahead through queued calls or graph replays would otherwise
 // overwrite data a healthy peer is still reading and satisfy that peer's
 // polls with data of later calls. Its peers then time out too and
 // report it, instead of returning mixed data.
-__device__ __forceinline__ CallStart op_begin(const SyncParams& s) {
+struct CallRead {
+  uint64_t counter;  // thread 0 only
+  uint32_t aborted;  // thread 0 only
+};
+
+__device__ __forceinline__ CallRead op_read(const SyncParams& s) {
+  CallRead r{0, 0};
+  if (threadIdx.x == 0) {
+    r.counter = *reinterpret_cast<volatile uint64_t*>(s.epochs + blockIdx.x);
+    r.aborted = *reinterpret_cast<volatile uint32_t*>(&s.control->abort);
+  }
+  return r;
+}
+
+__device__ __forceinline__ CallStart op_begin(const CallRead& r) {
   __shared__ uint64_t epoch;
   __shared__ uint32_t aborted;
   if (threadIdx.x == 0) {
-    epoch = *reinterpret_cast<volatile uint64_t*>(epoch_slot(s)) + 1;
-    aborted = *reinterpret_cast<volatile uint32_t*>(&control_block(s)->abort);
+    epoch = r.counter + 1;
+    aborted = r.aborted;
   }
   __syncthreads();
   return CallStart{epoch, aborted != 0};
@@ -104,7 +116,7 @@ __device__ __forceinline__ CallStart op_begin(const SyncParams& s) {
 // stands for are read by no CTA of this call.
 __device__ __forceinline__ void op_end(const SyncParams& s, uint64_t e) {
   if (threadIdx.x >= 32) return;
-  uint64_t* epochs = reinterpret_cast<uint64_t*>(workspace_of(s, s.rank) + s.layout.epochs_offset);
+  uint64_t* epochs = s.epochs;
   const unsigned stride = 32u * gridDim.x, n = static_cast<unsigned>(s.layout.max_blocks);
   for (unsigned c = blockIdx.x + threadIdx.x * gridDim.x; c < n; c += stride) epochs[c] = e;
 }
@@ -137,7 +149,7 @@ struct PollWait {
 };
 
 __device__ __forceinline__ PollWait poll_wait_of(const SyncParams& s, uint64_t e) {
-  return PollWait{control_block(s), s.error, s.timeout_ns, e, s.op, s.rank};
+  return PollWait{s.control, s.error, s.timeout_ns, e, s.op, s.rank};
 }
 
 // BOUNDED WAIT on a batch of B units whose data is their own signal (LL
