@@ -5,8 +5,12 @@
 arnorm::SyncParams arnormComm::sync_params(int32_t op) const {
   arnorm::SyncParams s{};
   for (int r = 0; r < arnorm::kMaxRanks; ++r) s.ws[r] = peer_workspace[r];
-  s.epochs = reinterpret_cast<uint64_t*>(peer_workspace[rank] + layout.epochs_offset);
-  s.control = reinterpret_cast<arnorm::ControlBlock*>(peer_workspace[rank] + layout.control_offset);
+  // Only a communicator with peer memory has a workspace; the norm kernel run
+  // after NCCL reads neither pointer.
+  if (peer_access && rank < arnorm::kMaxRanks && peer_workspace[rank] != nullptr) {
+    s.epochs = reinterpret_cast<uint64_t*>(peer_workspace[rank] + layout.epochs_offset);
+    s.control = reinterpret_cast<arnorm::ControlBlock*>(peer_workspace[rank] + layout.control_offset);
+  }
   s.layout = layout;
   s.rank = rank;
   s.world = world_size;

@@ -143,8 +143,8 @@ __device__ __forceinline__ bool snt_sum_unit(SlotOf slot_of, size_t i, const uin
 template <typename T, bool kVec, int R, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(AllReduceParams p) {
   pdl_begin();
-  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
-  const long long t0 = PhaseClock::now();
+  const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
+  const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
   constexpr int K = static_cast<int>(kLLUnitBytes / sizeof(T));
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;

@@ -503,8 +503,8 @@ template <typename T, typename W, bool kVec, int R, int kPacks, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 1)
     fused_oneshot_split_kernel(FusedParams p) {
   pdl_begin();
-  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
-  const long long t0 = PhaseClock::now();
+  const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
+  const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
   const size_t H = p.hidden;
@@ -635,8 +635,8 @@ __device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow su
 template <typename T, typename W, int R, bool kLL>
 __global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(FusedParams p) {
   pdl_begin();
-  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
-  const long long t0 = PhaseClock::now();
+  const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
+  const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
   const size_t H = p.hidden;
@@ -683,8 +683,8 @@ __global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(Fus
 template <typename T, typename W, bool kVec, int R, int kPacks>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(FusedParams p) {
   pdl_begin();
-  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
-  const long long t0 = PhaseClock::now();
+  const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
+  const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
   const SyncParams& s = p.sync;
   const int me = s.rank, world = s.world;
   const T* in = static_cast<const T*>(p.in);
@@ -911,8 +911,8 @@ constexpr int kMoverBarrier = 2;
 template <typename T, typename W, bool kVec, int R, int kGroups = 1, bool kRing = true>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
-  const CallRead read = op_read(p.sync);  // EPOCH: issued first, completed by op_begin
-  const long long t0 = PhaseClock::now();
+  const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
+  const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
   const SyncParams& s = p.sync;
   const CallStart call = op_begin(read);
   const uint64_t e = call.e;

@@ -32,8 +32,9 @@ struct ErrorRecord {
 // What every synchronising kernel needs: where each rank's workspace is
 // mapped in this process, and how long to wait.
 struct SyncParams {
-  // This rank's call counters and control block (in ws[rank]), first: a
-  // call's first load needs only these, no select over ws by rank.
+  // This rank's call counters and control block (in ws[rank]), computed by
+  // the host, so that a call's first loads need no select over ws by rank;
+  // nullptr on a communicator without peer memory.
   uint64_t* epochs;
   ControlBlock* control;
   char* ws[kMaxRanks];  // workspace base of rank r as mapped here (ws[rank] is local)

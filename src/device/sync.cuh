@@ -62,7 +62,6 @@ __device__ __forceinline__ char* workspace_of(const SyncParams& s, int r) {
   return base;
 }
 
-
 __device__ __forceinline__ void pdl_begin() {
   asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
   asm volatile("griddepcontrol.wait;" ::: "memory");

@@ -2,7 +2,7 @@
 // on one GPU with clock64 in thread 0 of one CTA (docs/perf-notes.md cites
 // them). Not a test: it asserts nothing, it prints medians in cycles.
 //
-//   flag read    what op_begin pays for the call counter: a load of a word
+//   flag read    what op_read / op_begin pay for the call counter: a load of a word
 //                the previous kernel stored, then a CTA barrier, by scope
 //                and cache operator (volatile = the library's choice).
 //   cold code    a straight run of kCodeFmas independent FMAs (16 bytes of
@@ -35,7 +35,7 @@ namespace {
 enum class Read { kVolatile, kRelaxedGpu, kAcquireGpu, kCg, kWeak };
 const char* name_of(Read r) {
   switch (r) {
-    case Read::kVolatile: return "ld.volatile (sys, the library's op_begin)";
+    case Read::kVolatile: return "ld.volatile (sys, the library's op_read)";
     case Read::kRelaxedGpu: return "ld.relaxed.gpu";
     case Read::kAcquireGpu: return "ld.acquire.gpu";
     case Read::kCg: return "ld.global.cg (L2, weak)";
@@ -55,7 +55,7 @@ __device__ __forceinline__ uint64_t read_word(const uint64_t* p) {
   return v;
 }
 
-// As op_begin: thread 0 reads the word the previous launch stored, the CTA
+// As op_read / op_begin: thread 0 reads the word the previous launch stored, the CTA
 // waits for it; the launch ends by storing word + 1 (as op_end does).
 template <Read kRead>
 __global__ void flag_read_kernel(uint64_t* word, long long* cycles, int launch) {
