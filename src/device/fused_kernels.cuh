@@ -489,19 +489,16 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
   if (blockIdx.x / C < p.rows) cluster_wait();
 }
 
-// ONE-SHOT FUSED, rows split over a thread-block cluster. The push is that
-// of fused_oneshot_kernel (the chunk's flat range of 16-byte units cut over
-// all CTAs); the rows go through the split epilogue, each CTA polling its
-// packs of every peer and summing them with its own input in rank order.
-// kLL: LL words in the LL region; else sentinel units in the data region
-// (rows of whole 8-element packs only: plan_fused_route), slot [r] of each
-// rank `cap` units long, which carry half the bytes of LL words.
-// Instances with one pack per thread and at most 4 ranks fit 128 registers
-// without spilling (ptxas), so two CTAs share a multiprocessor: twice the
-// clusters resident at once, so rows up to twice as many go in one round.
-template <typename T, typename W, bool kVec, int R, int kPacks, bool kLL>
-__global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 1)
-    fused_oneshot_split_kernel(FusedParams p) {
+// ONE-SHOT FUSED BODY, shared by the split and the wide one-shot: the call's
+// start, the push of the chunk's flat range of 16-byte units (cut over all
+// CTAs) into slot [me] of every peer, epilogue(sums_of_row, clock) over the
+// rows, the call's end. kLL: LL words in the LL region; else sentinel units
+// in the data region (rows of whole 8-element packs only: plan_fused_route),
+// slot [r] of each rank `cap` units long, which carry half the bytes of LL
+// words. sums_of_row(row) gives the rank-order sums of `row` with kPacks
+// packs a thread.
+template <typename T, bool kVec, int R, int kPacks, bool kLL, typename Epilogue>
+__device__ __forceinline__ void fused_oneshot_body(const FusedParams& p, Epilogue epilogue) {
   pdl_begin();
   const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
   const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
@@ -520,21 +517,34 @@ __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 
     const uint64_t* src[R];
     ll_oneshot_begin<T, kVec, R>(s, call, in, n, ur, src);
     clock.mark(2);
-    split_epilogue<T, W, kVec, kPacks>(
-        p, [&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * H, row, H, me, world, wait}; },
-        clock);
+    epilogue([&](size_t row) { return LLRowSums<T, kVec, R, kPacks>{src, in + row * H, row, H, me, world, wait}; },
+             clock);
   } else {
     const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / (kSntUnitBytes / sizeof(T));
     if (!call.aborted) snt_push<T, kVec, R>(s, e, cap, in, n, ur);
     clock.mark(2);
     uint4* local = snt_region<R>(s, me, e);
-    split_epilogue<T, W, kVec, kPacks>(
-        p,
+    epilogue(
         [&](size_t row) { return SntPeerRowSums<T, kVec, R, kPacks>{local, cap, in + row * H, row, H, me, world, wait}; },
         clock);
   }
   op_end(s, e);
   clock.mark(11);
+}
+
+// ONE-SHOT FUSED, rows split over a thread-block cluster: the push of
+// fused_oneshot_body (as fused_oneshot_kernel's), then the split epilogue,
+// each CTA polling its packs of every peer and summing them with its own
+// input in rank order. Instances with one pack per thread and at most 4
+// ranks fit 128 registers without spilling (ptxas), so two CTAs share a
+// multiprocessor: twice the clusters resident at once, so rows up to twice
+// as many go in one round.
+template <typename T, typename W, bool kVec, int R, int kPacks, bool kLL>
+__global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 1)
+    fused_oneshot_split_kernel(FusedParams p) {
+  fused_oneshot_body<T, kVec, R, kPacks, kLL>(p, [&](auto sums_of_row, const PhaseClock& clock) {
+    split_epilogue<T, W, kVec, kPacks>(p, sums_of_row, clock);
+  });
 }
 
 // WIDE EPILOGUE: a row of nv <= kWideThreads virtual packs in one CTA of
@@ -634,37 +644,8 @@ __device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow su
 // peers' CTAs push, whose own waits may be on this rank's pushes.
 template <typename T, typename W, int R, bool kLL>
 __global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(FusedParams p) {
-  pdl_begin();
-  const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
-  const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
-  const SyncParams& s = p.sync;
-  const int me = s.rank, world = s.world;
-  const size_t H = p.hidden;
-  const T* in = static_cast<const T*>(p.in);
-  const size_t n = p.rows * H;
-  const UnitRange ur = cta_units<T, true>(in, n);
-  const CallStart call = op_begin(read);
-  const uint64_t e = call.e;
-  const PhaseClock clock(s, e, t0);
-  clock.mark(1);
-  const PollWait wait = poll_wait_of(s, e);
-  if constexpr (kLL) {
-    const uint64_t* src[R];
-    ll_oneshot_begin<T, true, R>(s, call, in, n, ur, src);
-    clock.mark(2);
-    wide_epilogue<T, W>(
-        p, [&](size_t row) { return LLRowSums<T, true, R, 1>{src, in + row * H, row, H, me, world, wait}; }, clock);
-  } else {
-    const size_t cap = s.layout.oneshot_snt_chunk_elems(sizeof(T)) / (kSntUnitBytes / sizeof(T));
-    if (!call.aborted) snt_push<T, true, R>(s, e, cap, in, n, ur);
-    clock.mark(2);
-    uint4* local = snt_region<R>(s, me, e);
-    wide_epilogue<T, W>(
-        p, [&](size_t row) { return SntPeerRowSums<T, true, R, 1>{local, cap, in + row * H, row, H, me, world, wait}; },
-        clock);
-  }
-  op_end(s, e);
-  clock.mark(11);
+  fused_oneshot_body<T, true, R, 1, kLL>(
+      p, [&](auto sums_of_row, const PhaseClock& clock) { wide_epilogue<T, W>(p, sums_of_row, clock); });
 }
 
 // TWO-SHOT FUSED over LL (ll.cuh), rows through the split epilogue. The
