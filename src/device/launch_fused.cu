@@ -10,28 +10,21 @@
 namespace arnorm {
 namespace {
 
-// Clusters of `cluster` CTAs of `kernel` that can be resident at once on the
-// current device (cached per device, kernel and size: a property of the GPU
-// and the binary).
-int max_active_clusters(FusedKernel kernel, int cluster, int grid) {
+// An occupancy figure of `kernel` on the current device, cached per device,
+// kernel and size (a property of the GPU and the binary): compute(device),
+// 0 where CUDA cannot say. One cache per kind of figure (Compute).
+template <typename Compute>
+int cached_occupancy(FusedKernel kernel, int size, Compute compute) {
   static std::mutex mu;
   static std::map<std::tuple<int, void*, int>, int> cache;
   int device = -1;
   if (cudaGetDevice(&device) != cudaSuccess) return 0;
   std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_tuple(device, reinterpret_cast<void*>(kernel), cluster);
+  const auto key = std::make_tuple(device, reinterpret_cast<void*>(kernel), size);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  cudaLaunchAttribute attr[1] = {};
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim = {static_cast<unsigned>(cluster), 1, 1};
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(grid);
-  cfg.blockDim = dim3(kThreadsPerBlock);
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) {
+  int n = compute(device);
+  if (n < 0) {
     (void)cudaGetLastError();
     n = 0;
   }
@@ -39,25 +32,32 @@ int max_active_clusters(FusedKernel kernel, int cluster, int grid) {
   return n;
 }
 
-// CTAs of kWideThreads threads of `kernel` resident at once on the current
-// device (cached as above).
+// Clusters of `cluster` CTAs of `kernel` that can be resident at once.
+int max_active_clusters(FusedKernel kernel, int cluster, int grid) {
+  return cached_occupancy(kernel, cluster, [&](int) {
+    cudaLaunchAttribute attr[1] = {};
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim = {static_cast<unsigned>(cluster), 1, 1};
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(grid);
+    cfg.blockDim = dim3(kThreadsPerBlock);
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int n = 0;
+    return cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) == cudaSuccess ? n : -1;
+  });
+}
+
+// CTAs of kWideThreads threads of `kernel` resident at once.
 int max_active_wide(FusedKernel kernel) {
-  static std::mutex mu;
-  static std::map<std::pair<int, void*>, int> cache;
-  int device = -1;
-  if (cudaGetDevice(&device) != cudaSuccess) return 0;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto key = std::make_pair(device, reinterpret_cast<void*>(kernel));
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  int per_sm = 0, sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWideThreads, 0) != cudaSuccess) {
-    (void)cudaGetLastError();
-    per_sm = 0;
-  }
-  cache[key] = per_sm * sms;
-  return per_sm * sms;
+  return cached_occupancy(kernel, kWideThreads, [&](int device) {
+    int per_sm = 0, sms = 0;
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWideThreads, 0) != cudaSuccess) {
+      return -1;
+    }
+    return per_sm * sms;
+  });
 }
 
 }  // namespace
