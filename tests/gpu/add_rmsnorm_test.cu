@@ -347,13 +347,7 @@ TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
   upload(w, make_input<__nv_bfloat16>(2000, 1, hidden));
   cudaMemset(res.ptr, 0, n * 2);
   cudaDeviceSynchronize();
-  arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
-  a.input = in.ptr;
-  a.residual = res.ptr;
-  a.weight = w.ptr;
-  a.out = out.ptr;
-  a.tokens = 0;
-  a.hidden = hidden;
+  arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, nullptr, w.ptr, out.ptr, 0, hidden);
   EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream)) << "tokens == 0 is a no-op";
   a.tokens = tokens;
   for (arnormAlgorithm_t algo : kPeer) {
@@ -396,14 +390,7 @@ TEST(AddRmsNorm, BadInputIsRejectedBeforeLaunch) {
   const size_t tokens = 4, hidden = 4096, n = tokens * hidden;
   Buf in(n * 2), res(n * 2), out(n * 2), w(hidden * 2), small_w(100 * 2);
   cudaMemset(out.ptr, kPoisonByte, out.bytes);
-  arnormAddRmsNormArgs_t good = ARNORM_ADD_RMSNORM_ARGS_INIT;
-  good.input = in.ptr;
-  good.residual = res.ptr;
-  good.residual_out = res.ptr;
-  good.weight = w.ptr;
-  good.out = out.ptr;
-  good.tokens = tokens;
-  good.hidden = hidden;
+  const arnormAddRmsNormArgs_t good = fused_args(in.ptr, res.ptr, res.ptr, w.ptr, out.ptr, tokens, hidden);
   arnormAddRmsNormArgs_t a = good;
   a.weight = small_w.ptr;
   expect_bad(a, "weight", out);  // a weight shorter than hidden

@@ -155,4 +155,20 @@ class ScopedEnv {
 
 constexpr unsigned char kPoisonByte = 0xFF;  // NaN in every float type
 
+// Arguments of a fused call with the header's defaults (bf16 activations and
+// weight, default epsilon and algorithm) on the given buffers; residual and
+// residual_out may be nullptr.
+inline arnormAddRmsNormArgs_t fused_args(const void* input, const void* residual, void* residual_out,
+                                         const void* weight, void* out, size_t tokens, size_t hidden) {
+  arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+  a.input = input;
+  a.residual = residual;
+  a.residual_out = residual_out;
+  a.weight = weight;
+  a.out = out;
+  a.tokens = tokens;
+  a.hidden = hidden;
+  return a;
+}
+
 }  // namespace arnorm_test

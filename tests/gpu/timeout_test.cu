@@ -87,14 +87,7 @@ TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
       cudaMemset(w.ptr, 0, hidden * 2);
       cudaDeviceSynchronize();
       if (rank() == 0) {
-        arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
-        a.input = in.ptr;
-        a.residual = res.ptr;
-        a.residual_out = res.ptr;
-        a.weight = w.ptr;
-        a.out = out.ptr;
-        a.tokens = tokens;
-        a.hidden = hidden;
+        arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, res.ptr, w.ptr, out.ptr, tokens, hidden);
         a.algo = algo;
         EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &a, env().stream));
         EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
