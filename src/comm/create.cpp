@@ -38,6 +38,7 @@ struct Hello {
   int32_t nccl_fallback;
   int32_t have_nccl;
   int32_t pid;
+  int32_t allow_shared_gpu;  // ARNORM_ALLOW_SHARED_GPU: tests may put several ranks on one GPU
   uint64_t host_hash;
   uint64_t table_hash;
   uint64_t workspace_bytes;
@@ -186,6 +187,7 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   if (const char* wide = std::getenv("ARNORM_FUSED_WIDE")) c->fused_wide = std::atoi(wide) != 0;
   if (const char* v = std::getenv("ARNORM_FUSED_RING_SLOTS")) c->fused_ring_slots = static_cast<size_t>(std::max(0LL, std::atoll(v)));
   if (const char* v = std::getenv("ARNORM_FUSED_RING_PUBLISH")) c->fused_ring_publish = static_cast<size_t>(std::max(0LL, std::atoll(v)));
+  if (const char* v = std::getenv("ARNORM_ALLOW_SHARED_GPU")) hello->allow_shared_gpu = std::atoi(v) != 0;
   const char* pdl = std::getenv("ARNORM_PDL");
   c->pdl = pdl == nullptr || std::strcmp(pdl, "0") != 0;
   hello->sm_count = prop.multiProcessorCount;
@@ -220,10 +222,22 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     if (h.fused_ring_slots != a.fused_ring_slots) return differ("ARNORM_FUSED_RING_SLOTS");
     if (h.nccl_fallback != a.nccl_fallback) return differ("nccl_fallback");
     if (h.have_nccl != a.have_nccl) return differ("whether an NCCL comm was given");
+    if (h.allow_shared_gpu != a.allow_shared_gpu) return differ("ARNORM_ALLOW_SHARED_GPU");
     for (int q = 0; q < r; ++q) {
-      if (all[q].host_hash == h.host_hash && std::memcmp(all[q].uuid, h.uuid, sizeof(h.uuid)) == 0) {
+      if (all[q].host_hash != h.host_hash || std::memcmp(all[q].uuid, h.uuid, sizeof(h.uuid)) != 0) continue;
+      // Ranks on one GPU are a test set-up only: in separate processes their
+      // kernels take turns (time slices), so every wait is eventually served;
+      // in one process they would run at once and could hold every
+      // multiprocessor while waiting for each other.
+      if (!a.allow_shared_gpu) {
         return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                            "arnormCommCreate: ranks %d and %d use the same GPU; give each rank its own", q, r);
+      }
+      if (all[q].pid == h.pid) {
+        return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                           "arnormCommCreate: ranks %d and %d share a GPU within one process; "
+                           "ARNORM_ALLOW_SHARED_GPU needs a process per rank",
+                           q, r);
       }
     }
   }

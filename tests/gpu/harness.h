@@ -50,6 +50,13 @@ inline int world() { return env().ctx.world_size; }
     if (::arnorm_test::world() < 2) GTEST_SKIP() << "needs 2 or more ranks (world 1)"; \
   } while (0)
 
+// A test that compares with NCCL skips when ranks share a GPU (`--share-gpus`:
+// NCCL takes one GPU per rank).
+#define ARNORM_SKIP_WITHOUT_NCCL()                                                                     \
+  do {                                                                                                 \
+    if (::arnorm_test::env().nccl == nullptr) GTEST_SKIP() << "needs NCCL (ranks share a GPU: no NCCL)"; \
+  } while (0)
+
 // Host-side element conversions with the same rounding as the device.
 template <typename T>
 float to_float(T x);

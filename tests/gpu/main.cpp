@@ -1,10 +1,13 @@
-// Multi-GPU test launcher: `arnorm-gpu-tests [--world N] [gtest flags]`
+// Multi-GPU test launcher: `arnorm-gpu-tests [--world N] [--share-gpus] [gtest flags]`
 // starts one process per GPU (N, default every visible GPU) and runs the
 // GoogleTest suite in each. With fewer GPUs than it needs (2 unless --world
 // says otherwise) it says SKIPPED and exits 0. `--world 1` runs the suite on
 // one GPU: every kernel and every result check, nothing crossing NVLink and
-// no rank waiting for another (tests that need a peer skip, saying so). Only
-// rank 0 prints the test log; other ranks print failures.
+// no rank waiting for another (tests that need a peer skip, saying so).
+// `--world N --share-gpus` runs N ranks on however many GPUs there are (rank
+// r on GPU r % GPUs): ranks on one GPU take turns, so every protocol and
+// result check runs at world N, slowly, without NCCL (tests that need it
+// skip). Only rank 0 prints the test log; other ranks print failures.
 #include <execinfo.h>
 #include <unistd.h>
 
@@ -76,25 +79,40 @@ void barrier() { env().host->barrier(); }
 int main(int argc, char** argv) {
   using namespace arnorm_test;
   int world_size = 0;
-  for (int i = 1; i + 1 < argc; ++i) {
-    if (std::strcmp(argv[i], "--world") == 0) world_size = std::atoi(argv[i + 1]);
+  bool share_gpus = false;
+  for (int i = 1; i < argc; ++i) {
+    if (i + 1 < argc && std::strcmp(argv[i], "--world") == 0) world_size = std::atoi(argv[i + 1]);
+    if (std::strcmp(argv[i], "--share-gpus") == 0) share_gpus = true;
   }
   if (std::getenv("ARNORM_LAUNCH_RANK") == nullptr) {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
-    const int need = world_size > 0 ? world_size : 2;
+    if (share_gpus && world_size < 2) {
+      std::fprintf(stderr, "arnorm-gpu-tests: --share-gpus needs --world N with N >= 2\n");
+      return 2;
+    }
+    const int need = share_gpus ? 1 : world_size > 0 ? world_size : 2;
     if (count < need) {
       std::printf("arnorm-gpu-tests: SKIPPED: needs %d GPUs, %d visible (run on a machine with 2 or more "
                   "NVLink-connected NVIDIA GPUs)\n",
                   need, count);
       return 0;
     }
-    std::printf("arnorm-gpu-tests: world size %d%s\n", world_size > 0 ? world_size : count,
-                world_size == 1 ? " (one GPU: kernels and results only, no peer traffic)" : "");
+    const int world = world_size > 0 ? world_size : count;
+    std::printf("arnorm-gpu-tests: world size %d%s\n", world,
+                world == 1                    ? " (one GPU: kernels and results only, no peer traffic)"
+                : share_gpus && world > count ? " on fewer GPUs (ranks share GPUs in turns: protocols and "
+                                                "results only, peer traffic through one GPU's memory, no NCCL)"
+                                              : "");
     std::fflush(stdout);
   }
   Env& e = env();
-  const int rc = arnorm_tools::launch_ranks(argc, argv, world_size, &e.ctx, 0, 1800.0, world_size == 1 ? 1 : 2);
+  arnorm_tools::LaunchOptions launch;
+  launch.no_gpu_exit_code = 0;
+  launch.timeout_seconds = 1800.0;
+  launch.min_world_size = world_size == 1 ? 1 : 2;
+  launch.share_gpus = share_gpus;
+  const int rc = arnorm_tools::launch_ranks(argc, argv, world_size, &e.ctx, launch);
   if (rc != -1) return rc;
 
   signal(SIGSEGV, print_backtrace_and_die);
@@ -105,22 +123,28 @@ int main(int argc, char** argv) {
     delete listeners.Release(listeners.default_result_printer());
     listeners.Append(new FailurePrinter);
   }
+  // Ranks that share a GPU have no NCCL (it takes one GPU per rank): both
+  // communicators then bootstrap through the host all-gather, and the tests
+  // that compare with NCCL skip.
   if (cudaSetDevice(e.ctx.device) != cudaSuccess || cudaStreamCreateWithFlags(&e.stream, cudaStreamNonBlocking) != cudaSuccess ||
-      ncclCommInitRank(&e.nccl, e.ctx.world_size, e.ctx.nccl_id, e.ctx.rank) != ncclSuccess) {
+      (!e.ctx.shared_gpus && ncclCommInitRank(&e.nccl, e.ctx.world_size, e.ctx.nccl_id, e.ctx.rank) != ncclSuccess)) {
     std::fprintf(stderr, "[rank %d] setup of CUDA/NCCL failed\n", e.ctx.rank);
     return 1;
   }
-  e.host = new arnorm_tools::HostCollectives(e.nccl, e.stream);
+  e.host = new arnorm_tools::HostCollectives(e.ctx);
+  if (!e.host->ok()) return 1;
   // The default communicator bootstraps from the NCCL comm; the small one
   // through a caller-supplied all-gather callback.
-  if (arnormCommCreateFromNccl(&e.comm, e.nccl, nullptr) != ARNORM_SUCCESS) {
-    std::fprintf(stderr, "[rank %d] arnormCommCreateFromNccl: %s\n", e.ctx.rank, arnormGetLastErrorString());
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, e.host};
+  const arnormStatus_t created = e.nccl ? arnormCommCreateFromNccl(&e.comm, e.nccl, nullptr)
+                                        : arnormCommCreate(&e.comm, e.ctx.rank, e.ctx.world_size, e.ctx.device, bs, nullptr);
+  if (created != ARNORM_SUCCESS) {
+    std::fprintf(stderr, "[rank %d] creating the default communicator: %s\n", e.ctx.rank, arnormGetLastErrorString());
     return 1;
   }
   arnormConfig_t small = ARNORM_CONFIG_INIT;
   small.workspace_bytes = 512 << 10;
   small.nccl_comm = e.nccl;
-  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, e.host};
   if (arnormCommCreate(&e.small_comm, e.ctx.rank, e.ctx.world_size, e.ctx.device, bs, &small) != ARNORM_SUCCESS) {
     std::fprintf(stderr, "[rank %d] arnormCommCreate (small workspace): %s\n", e.ctx.rank, arnormGetLastErrorString());
     return 1;
@@ -132,6 +156,6 @@ int main(int argc, char** argv) {
   arnormCommDestroy(e.small_comm);
   arnormCommDestroy(e.comm);
   delete e.host;
-  ncclCommDestroy(e.nccl);
+  if (e.nccl) ncclCommDestroy(e.nccl);
   return result;
 }

@@ -235,7 +235,8 @@ int finish_root(const Options& opt, const RunInfo& info, const std::vector<SizeO
 // The rank's whole run; the return value is its exit status.
 int run_rank_body(const Options& opt, const arnorm_tools::RankContext& ctx, RankResources& res) {
   if (open_rank(opt, ctx, res) != 0) return kExitError;
-  arnorm_tools::HostCollectives host(res.nccl, res.stream);
+  arnorm_tools::HostCollectives host(ctx);
+  if (!host.ok()) return kExitError;
   const Rank rank{ctx, res.nccl, res.comm, res.stream, &host};
   RunInfo info;
   if (gather_run_info(rank, &info) != 0) return kExitError;
@@ -288,9 +289,11 @@ int main(int argc, char** argv) {
   opt.argv.assign(argv, argv + argc);
 
   arnorm_tools::RankContext ctx;
-  const int min_world = opt.ngpus > 0 ? opt.ngpus : 2;
-  const int launched = arnorm_tools::launch_ranks(argc, argv, opt.ngpus, &ctx, kNoGpuExitCode,
-                                                  opt.timeout_seconds, min_world);
+  arnorm_tools::LaunchOptions launch;
+  launch.no_gpu_exit_code = kNoGpuExitCode;
+  launch.timeout_seconds = opt.timeout_seconds;
+  launch.min_world_size = opt.ngpus > 0 ? opt.ngpus : 2;
+  const int launched = arnorm_tools::launch_ranks(argc, argv, opt.ngpus, &ctx, launch);
   if (launched != -1) return launched;
   return run_rank(opt, ctx);
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -26,6 +27,8 @@ constexpr const char* kEnvRank = "ARNORM_LAUNCH_RANK";
 constexpr const char* kEnvWorld = "ARNORM_LAUNCH_WORLD";
 constexpr const char* kEnvNcclId = "ARNORM_LAUNCH_NCCL_ID";
 constexpr const char* kEnvParent = "ARNORM_LAUNCH_PARENT";
+constexpr const char* kEnvShmFd = "ARNORM_LAUNCH_SHM_FD";
+constexpr const char* kEnvGpus = "ARNORM_LAUNCH_GPUS";  // GPUs the ranks cycle over
 // Time the surviving ranks get, after one failed, to notice on their own
 // (peer timeouts) and report why, before they are killed.
 constexpr double kGraceSeconds = 3.0;
@@ -76,13 +79,14 @@ bool parse_long(const char* text, long* value) {
 
 // The rank side: the environment written by the parent, below.
 int rank_context(RankContext* ctx) {
-  long rank = -1, world = -1, parent = -1;
+  long rank = -1, world = -1, parent = -1, shm_fd = -1, gpus = -1;
   const char* id_hex = getenv(kEnvNcclId);
   if (!parse_long(getenv(kEnvRank), &rank) || !parse_long(getenv(kEnvWorld), &world) ||
-      !parse_long(getenv(kEnvParent), &parent) || world < 1 || rank < 0 || rank >= world ||
-      id_hex == nullptr || !from_hex(id_hex, &ctx->nccl_id, sizeof(ctx->nccl_id))) {
-    fprintf(stderr, "%s: malformed %s/%s/%s/%s in the environment; unset them to launch normally\n",
-            program_invocation_short_name, kEnvRank, kEnvWorld, kEnvNcclId, kEnvParent);
+      !parse_long(getenv(kEnvParent), &parent) || !parse_long(getenv(kEnvShmFd), &shm_fd) ||
+      !parse_long(getenv(kEnvGpus), &gpus) || world < 1 || rank < 0 || rank >= world || shm_fd < 0 ||
+      gpus < 1 || gpus > world || id_hex == nullptr || !from_hex(id_hex, &ctx->nccl_id, sizeof(ctx->nccl_id))) {
+    fprintf(stderr, "%s: malformed ARNORM_LAUNCH_* variables in the environment; unset them to launch normally\n",
+            program_invocation_short_name);
     return 1;
   }
   // Die with the launcher. If it is already gone, the NCCL bootstrap root
@@ -95,12 +99,14 @@ int rank_context(RankContext* ctx) {
   set_log_rank(static_cast<int>(rank));
   ctx->rank = static_cast<int>(rank);
   ctx->world_size = static_cast<int>(world);
-  ctx->device = static_cast<int>(rank);
+  ctx->device = static_cast<int>(rank % gpus);
+  ctx->shared_gpus = gpus < world;
+  ctx->shm_fd = static_cast<int>(shm_fd);
   return -1;
 }
 
 // The parent's environment minus stale launch variables, plus this rank's.
-std::vector<std::string> rank_environment(int rank, int world, const std::string& id_hex) {
+std::vector<std::string> rank_environment(int rank, int world, int gpus, int shm_fd, const std::string& id_hex) {
   std::vector<std::string> env;
   bool has_nvls = false;
   for (char** e = environ; *e != nullptr; ++e) {
@@ -114,6 +120,10 @@ std::vector<std::string> rank_environment(int rank, int world, const std::string
   env.push_back(std::string(kEnvWorld) + "=" + std::to_string(world));
   env.push_back(std::string(kEnvNcclId) + "=" + id_hex);
   env.push_back(std::string(kEnvParent) + "=" + std::to_string(getpid()));
+  env.push_back(std::string(kEnvShmFd) + "=" + std::to_string(shm_fd));
+  env.push_back(std::string(kEnvGpus) + "=" + std::to_string(gpus));
+  // One arnorm communicator refuses ranks on one GPU unless told it is a test.
+  if (gpus < world) env.emplace_back("ARNORM_ALLOW_SHARED_GPU=1");
   return env;
 }
 
@@ -209,12 +219,12 @@ std::string gpu_advice(int needed) {
 
 }  // namespace
 
-int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, int no_gpu_exit_code,
-                 double timeout_seconds, int min_world_size) {
+int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, const LaunchOptions& options) {
   (void)argc;  // argv is null-terminated; the ranks get it unchanged
   if (getenv(kEnvRank) != nullptr) return rank_context(ctx);
 
-  const int needed = std::max({world_size, min_world_size, 1});
+  const int no_gpu_exit_code = options.no_gpu_exit_code;
+  const int needed = options.share_gpus ? 1 : std::max({world_size, options.min_world_size, 1});
   int visible = 0;
   cudaError_t err = cudaGetDeviceCount(&visible);
   if (err != cudaSuccess || visible == 0) {
@@ -230,6 +240,16 @@ int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, int no
     return no_gpu_exit_code;
   }
   const int world = world_size > 0 ? world_size : visible;
+  const int gpus = std::min(world, visible);
+
+  // The ranks' shared host memory (HostCollectives): an anonymous file the
+  // children inherit (no close-on-exec), freed when the last one closes it.
+  const int shm_fd = memfd_create("arnorm-launch", 0);
+  if (shm_fd < 0 || ftruncate(shm_fd, static_cast<off_t>(host_collectives_bytes(world))) != 0) {
+    TOOLS_ERROR("shared memory for %d ranks: %s", world, strerror(errno));
+    if (shm_fd >= 0) close(shm_fd);
+    return 1;
+  }
 
   // The bootstrap root that this starts serves the ranks' ncclCommInitRank;
   // it lives in this process, which waits for every rank below.
@@ -242,14 +262,17 @@ int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, int no
   std::vector<Child> children;
   for (int r = 0; r < world; ++r) {
     pid_t pid = -1;
-    if (spawn_rank(argv, rank_environment(r, world, id_hex), &pid) != 0) {
+    if (spawn_rank(argv, rank_environment(r, world, gpus, shm_fd, id_hex), &pid) != 0) {
       kill_running(children);
       wait_ranks(children, 0.0);
+      close(shm_fd);
       return 1;
     }
     children.push_back(Child{pid, true});
   }
-  return wait_ranks(children, timeout_seconds);
+  const int rc = wait_ranks(children, options.timeout_seconds);
+  close(shm_fd);
+  return rc;
 }
 
 }  // namespace arnorm_tools
