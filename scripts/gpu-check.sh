@@ -56,17 +56,26 @@ run_tests() {
 
 run_sanitizer() {
   [ "$ngpu" -ge 1 ] || { note "sanitize: skipped (no GPU)"; return; }
-  local w=$(( ngpu >= 2 ? 2 : 1 ))
+  # World 2: on two GPUs, or on one GPU with the ranks taking turns.
+  local w=2 share=""
+  [ "$ngpu" -ge 2 ] || share=--share-gpus
   local filter='AllReduce.InPlace:AllReduce.MisalignedPointers:AllReduce.GraphCaptureAndReplay:AllReduce.ChunkedBeyondWorkspace:AddRmsNorm.NoResidual*:AddRmsNorm.ChunkedBeyondWorkspace:AddRmsNorm.GraphReplay*:AddRmsNorm.BatchInvarianceWideRows:AddRmsNorm.RowSlotsReusedWithinOneCall'
-  # API errors are NCCL's own probing (cudaFuncGetAttributes on kernels built
-  # for other GPUs); memory and race errors are what this run looks for.
+  # The sanitizer runs around each rank (ARNORM_LAUNCH_WRAPPER): around the
+  # launcher alone it instruments nothing but the launcher. Each rank prints
+  # its own summary, so a run with fewer summaries than ranks checked less
+  # than it claims and fails. API errors are NCCL's own probing
+  # (cudaFuncGetAttributes on kernels built for other GPUs); memory and race
+  # errors are what this run looks for.
   for tool in memcheck racecheck; do
     log="$OUT/sanitize-$tool.log"
-    echo "== compute-sanitizer $tool, world $w (log: $log)"
-    if timeout "${STEP_TIMEOUT:-600}" compute-sanitizer --tool "$tool" --target-processes all --report-api-errors no --error-exitcode 9 \
-        "$BUILD/tests/arnorm-gpu-tests" --world "$w" --gtest_filter="$filter" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    echo "== compute-sanitizer $tool, world $w${share:+ on one GPU} (log: $log)"
+    if ARNORM_LAUNCH_WRAPPER="compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 9" \
+        timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" $share --gtest_filter="$filter" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    local summaries
+    summaries=$(grep -cE '(ERROR|RACECHECK) SUMMARY' "$log")
+    if [ "$summaries" -ne "$w" ]; then r="FAIL ($summaries sanitizer summaries for $w ranks)"; status=1; fi
     grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|PASSED|FAILED' "$log" | sort | uniq -c | head -6
-    note "sanitize $tool, world $w: $r ($(grep -Eo '(ERROR|RACECHECK) SUMMARY: [0-9]+ [a-z]+' "$log" | sort | uniq -c | xargs))"
+    note "sanitize $tool, world $w${share:+ on one GPU}: $r ($(grep -Eo '(ERROR|RACECHECK) SUMMARY: [0-9]+ [a-z]+' "$log" | sort | uniq -c | xargs))"
   done
 }
 

@@ -92,7 +92,9 @@ int rank_context(RankContext* ctx) {
   // Die with the launcher. If it is already gone, the NCCL bootstrap root
   // (which lives in it) is gone too: stop now rather than hang in init.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (getppid() != static_cast<pid_t>(parent)) {
+  // (Under ARNORM_LAUNCH_WRAPPER the direct parent is the wrapper: then the
+  // launcher only has to be alive.)
+  if (getppid() != static_cast<pid_t>(parent) && kill(static_cast<pid_t>(parent), 0) != 0) {
     fprintf(stderr, "[rank %ld] the launching process %ld has exited; giving up\n", rank, parent);
     return 1;
   }
@@ -127,20 +129,57 @@ std::vector<std::string> rank_environment(int rank, int world, int gpus, int shm
   return env;
 }
 
+// The command that starts a rank: this program with the same arguments, or,
+// with ARNORM_LAUNCH_WRAPPER set in the parent, that command line (split at
+// spaces) in front of it. A tool such as compute-sanitizer has to run each
+// rank itself: started around the parent only, it never instruments the
+// ranks (measured: a memcheck run of the parent left the ranks' kernels at
+// their uninstrumented speed and printed one summary, the parent's).
+std::vector<std::string> rank_command(char** argv) {
+  std::vector<std::string> cmd;
+  if (const char* wrapper = getenv("ARNORM_LAUNCH_WRAPPER")) {
+    std::string word;
+    for (const char* c = wrapper;; ++c) {
+      if (*c == ' ' || *c == '\0') {
+        if (!word.empty()) cmd.push_back(word);
+        word.clear();
+        if (*c == '\0') break;
+      } else {
+        word += *c;
+      }
+    }
+  }
+  if (cmd.empty()) {
+    cmd.emplace_back("/proc/self/exe");
+  } else {
+    char self[4096];
+    const ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    cmd.emplace_back(n > 0 ? std::string(self, static_cast<size_t>(n)) : std::string(argv[0]));
+  }
+  for (char** a = argv + 1; *a != nullptr; ++a) cmd.emplace_back(*a);
+  return cmd;
+}
+
 int spawn_rank(char** argv, std::vector<std::string> env, pid_t* pid) {
   std::vector<char*> envp;
   for (std::string& s : env) envp.push_back(&s[0]);
   envp.push_back(nullptr);
+  std::vector<std::string> cmd = rank_command(argv);
+  std::vector<char*> args;
+  for (std::string& s : cmd) args.push_back(&s[0]);
+  args.push_back(nullptr);
+  // Without a wrapper the rank's argv[0] stays the caller's.
+  if (cmd[0] == "/proc/self/exe") args[0] = argv[0];
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  int err = posix_spawn(pid, "/proc/self/exe", nullptr, &attr, argv, envp.data());
+  int err = posix_spawnp(pid, cmd[0].c_str(), nullptr, &attr, args.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   if (err != 0) {
-    TOOLS_ERROR("posix_spawn(/proc/self/exe): %s", strerror(err));
+    TOOLS_ERROR("posix_spawnp(%s): %s", cmd[0].c_str(), strerror(err));
     return 1;
   }
   return 0;
