@@ -9,6 +9,10 @@
 # logs and the benchmark JSON; STEP_TIMEOUT (default 600 s) bounds each step;
 # WORLDS (default: 2, 4 and 8 where the machine has them) picks the world
 # sizes of the tests and the benchmark, e.g. WORLDS=4 on a 4-GPU machine.
+# SHARED_WORLDS (default 2 4 8) are the world sizes larger than the machine
+# that the tests still run, with ranks taking turns on the GPUs
+# (--share-gpus: protocols and results, no timing, no NCCL); SHARED_WORLDS=
+# turns that off. On one GPU the three take about 6 minutes.
 # NVLink multicast stays off throughout.
 set -uo pipefail
 mode=${1:-all}
@@ -51,6 +55,14 @@ run_tests() {
         --gtest_filter='AllReduce.*:AddRmsNorm.*:ZZ_Timeout.*' > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
     grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
     note "tests   world $w, sentinel everywhere: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1))"
+  done
+  for w in ${SHARED_WORLDS-2 4 8}; do
+    [ "$w" -gt "$ngpu" ] || continue
+    log="$OUT/gpu-tests-w$w-shared.log"
+    echo "== GPU tests, world $w on $ngpu GPU(s), ranks taking turns (log: $log)"
+    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" --share-gpus > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
+    note "tests   world $w on $ngpu GPU(s), shared: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1)$(grep -Eo 'SKIPPED \] [0-9]+ tests?' "$log" | head -1 | sed 's/SKIPPED \]/; skipped/'))"
   done
 }
 
