@@ -257,12 +257,28 @@ arnormStatus_t allocate_local(arnormComm* c, uint64_t nonce, cudaIpcMemHandle_t*
                        "workspace_bytes or free device memory",
                        c->layout.total_bytes, cudaGetErrorString(e));
   }
-  ARNORM_CUDA_TRY(cudaMemset(c->workspace, 0, c->layout.total_bytes));
-  // The data regions start clean: all-ones, the sentinel (device/sentinel.cuh).
-  ARNORM_CUDA_TRY(cudaMemset(c->workspace + c->layout.data_offset, kSentinelByte, 2 * c->layout.data_bytes_per_parity));
+  // Every byte is in place before this rank reports success, since peers
+  // read and write the workspace as soon as the next step: cudaMemset is
+  // asynchronous, and a cudaMemcpy from pageable memory may return before
+  // its copy lands (measured: two ranks sharing one GPU, whose probe then
+  // read an identity of 0 in 3 of 8 runs). So the writes go on a stream of
+  // their own, which is synchronised.
+  cudaStream_t stream = nullptr;
+  ARNORM_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const uint64_t identity = identity_of(nonce, c->rank);
-  ARNORM_CUDA_TRY(cudaMemcpy(c->workspace + c->layout.control_offset + offsetof(ControlBlock, identity),
-                             &identity, sizeof(identity), cudaMemcpyHostToDevice));
+  cudaError_t w = cudaMemsetAsync(c->workspace, 0, c->layout.total_bytes, stream);
+  // The data regions start clean: all-ones, the sentinel (device/sentinel.cuh).
+  if (w == cudaSuccess)
+    w = cudaMemsetAsync(c->workspace + c->layout.data_offset, kSentinelByte, 2 * c->layout.data_bytes_per_parity, stream);
+  if (w == cudaSuccess)
+    w = cudaMemcpyAsync(c->workspace + c->layout.control_offset + offsetof(ControlBlock, identity), &identity,
+                        sizeof(identity), cudaMemcpyHostToDevice, stream);
+  if (w == cudaSuccess) w = cudaStreamSynchronize(stream);
+  cudaStreamDestroy(stream);
+  if (w != cudaSuccess) {
+    return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: initialising the workspace failed: %s (%s)",
+                       cudaGetErrorString(w), cudaGetErrorName(w));
+  }
   ARNORM_CUDA_TRY(cudaIpcGetMemHandle(handle, c->workspace));
   c->peer_workspace[c->rank] = c->workspace;
   return ARNORM_SUCCESS;
@@ -343,11 +359,17 @@ arnormStatus_t verify_probe(arnormComm* c, uint64_t nonce, const uint64_t* ident
   for (int q = 0; q < c->world_size; ++q) {
     if (probe.token[q] != probe_token(nonce, q)) {
       return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
-                         "stores from rank %d did not reach rank %d's memory (probe)", q, c->rank);
+                         "stores from rank %d did not reach rank %d's memory (probe: 0x%016llx, expected "
+                         "0x%016llx)",
+                         q, c->rank, static_cast<unsigned long long>(probe.token[q]),
+                         static_cast<unsigned long long>(probe_token(nonce, q)));
     }
     if (identities[q] != identity_of(nonce, q)) {
-      return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED, "loads from rank %d's memory on rank %d returned wrong data (probe)",
-                         q, c->rank);
+      return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                         "loads from rank %d's memory on rank %d returned wrong data (probe: 0x%016llx, "
+                         "expected 0x%016llx)",
+                         q, c->rank, static_cast<unsigned long long>(identities[q]),
+                         static_cast<unsigned long long>(identity_of(nonce, q)));
     }
   }
   return ARNORM_SUCCESS;
