@@ -136,8 +136,11 @@ int main(int argc, char** argv) {
   // The default communicator bootstraps from the NCCL comm; the small one
   // through a caller-supplied all-gather callback.
   arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, e.host};
+  // Without NCCL a fallback to it cannot work: fail with the reason instead.
+  arnormConfig_t no_nccl = ARNORM_CONFIG_INIT;
+  no_nccl.nccl_fallback = 0;
   const arnormStatus_t created = e.nccl ? arnormCommCreateFromNccl(&e.comm, e.nccl, nullptr)
-                                        : arnormCommCreate(&e.comm, e.ctx.rank, e.ctx.world_size, e.ctx.device, bs, nullptr);
+                                        : arnormCommCreate(&e.comm, e.ctx.rank, e.ctx.world_size, e.ctx.device, bs, &no_nccl);
   if (created != ARNORM_SUCCESS) {
     std::fprintf(stderr, "[rank %d] creating the default communicator: %s\n", e.ctx.rank, arnormGetLastErrorString());
     return 1;
@@ -145,6 +148,7 @@ int main(int argc, char** argv) {
   arnormConfig_t small = ARNORM_CONFIG_INIT;
   small.workspace_bytes = 512 << 10;
   small.nccl_comm = e.nccl;
+  small.nccl_fallback = e.nccl != nullptr;
   if (arnormCommCreate(&e.small_comm, e.ctx.rank, e.ctx.world_size, e.ctx.device, bs, &small) != ARNORM_SUCCESS) {
     std::fprintf(stderr, "[rank %d] arnormCommCreate (small workspace): %s\n", e.ctx.rank, arnormGetLastErrorString());
     return 1;
