@@ -124,7 +124,9 @@ typedef struct {
 /* ---- communicator ------------------------------------------------------ */
 
 /* Collective over all ranks. Allocates one workspace per GPU inside the
- * configured budget, exchanges CUDA IPC handles through `bootstrap`, and
+ * configured budget, exchanges CUDA IPC handles through `bootstrap` (ranks in
+ * one process, one thread each, use each other's addresses and enable peer
+ * access between their GPUs instead; each rank needs a GPU of its own), and
  * checks that every pair of GPUs can reach each other with loads and stores.
  * All ranks reach the same decisions: if any rank fails a step, every rank
  * returns an error (ARNORM_ERROR_REMOTE naming the failing rank on the

@@ -101,7 +101,8 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
                        "allocated (freeing it would wait forever); the process should not reuse this GPU");
   }
   for (int r = 0; r < arnorm::kMaxRanks; ++r) {
-    if (comm->peer_workspace[r] != nullptr && r != comm->rank) {
+    // A rank of this process lent its address, not an IPC mapping: its owner frees it.
+    if (comm->peer_workspace[r] != nullptr && r != comm->rank && !comm->peer_in_process[r]) {
       note(cudaIpcCloseMemHandle(comm->peer_workspace[r]), "cudaIpcCloseMemHandle");
     }
   }

@@ -25,6 +25,7 @@ struct arnormComm {
   bool probe_stuck = false;  // the setup probe never finished: teardown must not free (it would wait forever)
   char* workspace = nullptr;                     // local, cudaMalloc'd
   char* peer_workspace[arnorm::kMaxRanks] = {};  // mapped peers; [rank] = workspace
+  bool peer_in_process[arnorm::kMaxRanks] = {};  // a rank of this process: its address, no IPC mapping
 
   ncclComm_t nccl = nullptr;
   bool owns_nccl = false;

@@ -284,11 +284,46 @@ arnormStatus_t allocate_local(arnormComm* c, uint64_t nonce, cudaIpcMemHandle_t*
   return ARNORM_SUCCESS;
 }
 
-arnormStatus_t map_peers(arnormComm* c, const std::vector<cudaIpcMemHandle_t>& handles) {
+// What a rank tells its peers about its workspace: the IPC handle for ranks
+// in other processes, the address for ranks in its own (a process cannot
+// open its own IPC handles, and needs none: one address space).
+struct WorkspaceExport {
+  cudaIpcMemHandle_t handle;
+  uint64_t address;
+};
+
+bool in_my_process(const Hello& me, const Hello& peer) { return peer.host_hash == me.host_hash && peer.pid == me.pid; }
+
+arnormStatus_t map_peers(arnormComm* c, const std::vector<WorkspaceExport>& exports, const std::vector<Hello>& all) {
+  const Hello& me = all[c->rank];
   for (int q = 0; q < c->world_size; ++q) {
     if (q == c->rank) continue;
+    if (in_my_process(me, all[q])) {
+      // Ranks on one GPU in one process were refused by check_consistent.
+      int can = 0;
+      ARNORM_CUDA_TRY(cudaDeviceCanAccessPeer(&can, c->device, all[q].device));
+      if (!can) {
+        return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                           "device %d (rank %d) cannot access device %d (rank %d) directly (no P2P path "
+                           "between the GPUs?)",
+                           c->device, c->rank, all[q].device, q);
+      }
+      // Process-wide and left on at teardown: other code of the process may
+      // rely on it, and enabling it twice is harmless.
+      const cudaError_t e = cudaDeviceEnablePeerAccess(all[q].device, 0);
+      if (e == cudaErrorPeerAccessAlreadyEnabled) {
+        cudaGetLastError();
+      } else if (e != cudaSuccess) {
+        return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                           "cudaDeviceEnablePeerAccess from device %d (rank %d) to device %d (rank %d) failed: %s",
+                           c->device, c->rank, all[q].device, q, cudaGetErrorString(e));
+      }
+      c->peer_workspace[q] = reinterpret_cast<char*>(exports[q].address);
+      c->peer_in_process[q] = true;
+      continue;
+    }
     void* p = nullptr;
-    cudaError_t e = cudaIpcOpenMemHandle(&p, handles[q], cudaIpcMemLazyEnablePeerAccess);
+    cudaError_t e = cudaIpcOpenMemHandle(&p, exports[q].handle, cudaIpcMemLazyEnablePeerAccess);
     if (e != cudaSuccess) {
       return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
                          "cudaIpcOpenMemHandle of rank %d's workspace failed on rank %d: %s (no P2P path "
@@ -302,8 +337,9 @@ arnormStatus_t map_peers(arnormComm* c, const std::vector<cudaIpcMemHandle_t>& h
 
 void unmap_peers(arnormComm* c) {
   for (int q = 0; q < kMaxRanks; ++q) {
-    if (q != c->rank && c->peer_workspace[q]) cudaIpcCloseMemHandle(c->peer_workspace[q]);
+    if (q != c->rank && c->peer_workspace[q] && !c->peer_in_process[q]) cudaIpcCloseMemHandle(c->peer_workspace[q]);
     c->peer_workspace[q] = nullptr;
+    c->peer_in_process[q] = false;
   }
   if (c->workspace) cudaFree(c->workspace);
   c->workspace = nullptr;
@@ -445,15 +481,16 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
                        "%zu bytes)",
                        budget, c->world_size, min_workspace_bytes(c->world_size, c->max_blocks));
     }
-    cudaIpcMemHandle_t handle{};
-    if (st == ARNORM_SUCCESS) st = allocate_local(c, nonce, &handle);
+    WorkspaceExport mine_export{};
+    if (st == ARNORM_SUCCESS) st = allocate_local(c, nonce, &mine_export.handle);
+    mine_export.address = reinterpret_cast<uint64_t>(c->workspace);
     ARNORM_TRY(coll.agree("allocate workspace", st));
-    std::vector<cudaIpcMemHandle_t> handles;
-    ARNORM_TRY(coll.allgather(handle, &handles, "exchange IPC handles"));
+    std::vector<WorkspaceExport> exports;
+    ARNORM_TRY(coll.allgather(mine_export, &exports, "exchange workspace handles"));
     // A missing peer path (UNSUPPORTED on the first failing rank, a value all
     // ranks share) sends every rank to NCCL together; other failures are errors.
     arnormStatus_t first_failure = ARNORM_SUCCESS;
-    arnormStatus_t mapped = coll.agree("map peer workspaces", map_peers(c, handles), &first_failure);
+    arnormStatus_t mapped = coll.agree("map peer workspaces", map_peers(c, exports, all), &first_failure);
     uint64_t identities[kMaxRanks] = {};
     if (mapped == ARNORM_SUCCESS) {
       ARNORM_TRY(coll.agree("peer-access probe", run_probe(c, nonce, identities)));
