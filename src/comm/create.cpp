@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -38,6 +39,7 @@ struct Hello {
   int32_t nccl_fallback;
   int32_t have_nccl;
   int32_t pid;
+  uint64_t process_token;  // random, one per process: pids repeat across containers of one host
   int32_t allow_shared_gpu;  // ARNORM_ALLOW_SHARED_GPU: tests may put several ranks on one GPU
   uint64_t host_hash;
   uint64_t table_hash;
@@ -233,7 +235,7 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
         return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                            "arnormCommCreate: ranks %d and %d use the same GPU; give each rank its own", q, r);
       }
-      if (all[q].pid == h.pid) {
+      if (all[q].process_token == h.process_token) {
         return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                            "arnormCommCreate: ranks %d and %d share a GPU within one process; "
                            "ARNORM_ALLOW_SHARED_GPU needs a process per rank",
@@ -292,7 +294,19 @@ struct WorkspaceExport {
   uint64_t address;
 };
 
-bool in_my_process(const Hello& me, const Hello& peer) { return peer.host_hash == me.host_hash && peer.pid == me.pid; }
+bool in_my_process(const Hello& me, const Hello& peer) {
+  return peer.host_hash == me.host_hash && peer.process_token == me.process_token;
+}
+
+// Drawn once per process: ranks of one process share it, ranks of other
+// processes (even with the same pid in another container) do not.
+uint64_t process_token() {
+  static const uint64_t token = [] {
+    std::random_device rd;
+    return (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(getpid());
+  }();
+  return token;
+}
 
 arnormStatus_t map_peers(arnormComm* c, const std::vector<WorkspaceExport>& exports, const std::vector<Hello>& all) {
   const Hello& me = all[c->rank];
@@ -450,6 +464,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   mine.nccl_fallback = cfg.nccl_fallback ? 1 : 0;
   mine.have_nccl = c->nccl ? 1 : 0;
   mine.pid = static_cast<int32_t>(getpid());
+  mine.process_token = process_token();
   mine.host_hash = host_hash();
   mine.table_hash = c->table.hash();
   mine.workspace_bytes = budget;

@@ -3,8 +3,9 @@
 // workspace addresses (a process cannot open its own IPC handles). Rank 0's
 // process runs these with threads of its own; the other ranks only wait at
 // the closing barrier, so no peer kernel of theirs waits on rank 0 meanwhile.
-#include <condition_variable>
-#include <mutex>
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <string>
 #include <thread>
 
@@ -13,79 +14,38 @@
 namespace arnorm_test {
 namespace {
 
-// An all-gather among the threads of this process, for arnormBootstrap_t.
-class ThreadAllGather {
- public:
-  explicit ThreadAllGather(int world) : world_(world), slots_(world) {}
-
-  struct Member {
-    ThreadAllGather* group;
-    int rank;
-  };
-
-  static int callback(const void* send, void* recv, size_t bytes, void* user) {
-    auto* m = static_cast<Member*>(user);
-    return m->group->allgather(m->rank, send, recv, bytes);
-  }
-
-  void barrier() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    const uint64_t gen = generation_;
-    if (++arrived_ == world_) {
-      arrived_ = 0;
-      ++generation_;
-      cv_.notify_all();
-    } else {
-      cv_.wait(lock, [&] { return generation_ != gen; });
-    }
-  }
-
- private:
-  int allgather(int rank, const void* send, void* recv, size_t bytes) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      slots_[rank].assign(static_cast<const char*>(send), static_cast<const char*>(send) + bytes);
-    }
-    barrier();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      for (int r = 0; r < world_; ++r) std::memcpy(static_cast<char*>(recv) + r * bytes, slots_[r].data(), bytes);
-    }
-    barrier();  // nobody overwrites a slot before every rank has read it
-    return 0;
-  }
-
-  int world_;
-  std::vector<std::vector<char>> slots_;
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  int arrived_ = 0;
-  uint64_t generation_ = 0;
-};
-
 // Creates a world-2 communicator from two threads on `devices`; returns each
-// rank's status and last error message, and runs `use` on each success.
+// rank's status and last error message, and runs `use` on each success. The
+// threads bootstrap through HostCollectives over a shared memory of their
+// own, as the launcher's rank processes do.
 template <typename Use>
 void two_threads(const int (&devices)[2], arnormStatus_t (&status)[2], std::string (&message)[2], Use use) {
-  ThreadAllGather group(2);
-  ThreadAllGather::Member members[2] = {{&group, 0}, {&group, 1}};
+  const int fd = memfd_create("arnorm-in-process-test", 0);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(0, ftruncate(fd, static_cast<off_t>(arnorm_tools::host_collectives_bytes(2))));
   std::thread threads[2];
   for (int r = 0; r < 2; ++r) {
     threads[r] = std::thread([&, r] {
+      arnorm_tools::RankContext ctx{};
+      ctx.rank = r;
+      ctx.world_size = 2;
+      ctx.shm_fd = fd;
+      arnorm_tools::HostCollectives group(ctx);
       cudaSetDevice(devices[r]);
       arnormConfig_t cfg = ARNORM_CONFIG_INIT;
       cfg.nccl_fallback = 0;  // a silent NCCL fallback would pass the data checks
       arnormComm_t c = nullptr;
-      status[r] = arnormCommCreate(&c, r, 2, devices[r], {&ThreadAllGather::callback, &members[r]}, &cfg);
+      status[r] = arnormCommCreate(&c, r, 2, devices[r], {&arnorm_tools::host_allgather_callback, &group}, &cfg);
       message[r] = arnormGetLastErrorString();
       if (status[r] == ARNORM_SUCCESS) {
         use(r, c);
         group.barrier();  // both ranks' work is complete before either frees its workspace
-        arnormCommDestroy(c);
+        EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
       }
     });
   }
   for (auto& t : threads) t.join();
+  close(fd);
 }
 
 // Two ranks in one process on one GPU are refused with a reason, whether or

@@ -29,6 +29,8 @@ constexpr const char* kEnvNcclId = "ARNORM_LAUNCH_NCCL_ID";
 constexpr const char* kEnvParent = "ARNORM_LAUNCH_PARENT";
 constexpr const char* kEnvShmFd = "ARNORM_LAUNCH_SHM_FD";
 constexpr const char* kEnvGpus = "ARNORM_LAUNCH_GPUS";  // GPUs the ranks cycle over
+constexpr const char* kEnvWrapper = "ARNORM_LAUNCH_WRAPPER";  // in the parent: a command in front of each rank
+constexpr const char* kEnvWrapped = "ARNORM_LAUNCH_WRAPPED";  // in a rank: its parent is that command
 // Time the surviving ranks get, after one failed, to notice on their own
 // (peer timeouts) and report why, before they are killed.
 constexpr double kGraceSeconds = 3.0;
@@ -92,9 +94,10 @@ int rank_context(RankContext* ctx) {
   // Die with the launcher. If it is already gone, the NCCL bootstrap root
   // (which lives in it) is gone too: stop now rather than hang in init.
   prctl(PR_SET_PDEATHSIG, SIGKILL);
-  // (Under ARNORM_LAUNCH_WRAPPER the direct parent is the wrapper: then the
-  // launcher only has to be alive.)
-  if (getppid() != static_cast<pid_t>(parent) && kill(static_cast<pid_t>(parent), 0) != 0) {
+  // (Under a wrapper the direct parent is the wrapper, which dies with the
+  // launcher: then the launcher only has to be alive.)
+  const bool wrapped = getenv(kEnvWrapped) != nullptr;
+  if (getppid() != static_cast<pid_t>(parent) && !(wrapped && kill(static_cast<pid_t>(parent), 0) == 0)) {
     fprintf(stderr, "[rank %ld] the launching process %ld has exited; giving up\n", rank, parent);
     return 1;
   }
@@ -108,11 +111,13 @@ int rank_context(RankContext* ctx) {
 }
 
 // The parent's environment minus stale launch variables, plus this rank's.
-std::vector<std::string> rank_environment(int rank, int world, int gpus, int shm_fd, const std::string& id_hex) {
+std::vector<std::string> rank_environment(int rank, int world, int gpus, int shm_fd, bool wrapped,
+                                          const std::string& id_hex) {
   std::vector<std::string> env;
   bool has_nvls = false;
   for (char** e = environ; *e != nullptr; ++e) {
     if (strncmp(*e, "ARNORM_LAUNCH_", 14) == 0) continue;
+    if (gpus < world && strncmp(*e, "ARNORM_ALLOW_SHARED_GPU=", 24) == 0) continue;  // set below
     if (strncmp(*e, "NCCL_NVLS_ENABLE=", 17) == 0) has_nvls = true;
     env.emplace_back(*e);
   }
@@ -126,18 +131,20 @@ std::vector<std::string> rank_environment(int rank, int world, int gpus, int shm
   env.push_back(std::string(kEnvGpus) + "=" + std::to_string(gpus));
   // One arnorm communicator refuses ranks on one GPU unless told it is a test.
   if (gpus < world) env.emplace_back("ARNORM_ALLOW_SHARED_GPU=1");
+  if (wrapped) env.push_back(std::string(kEnvWrapped) + "=1");
   return env;
 }
 
 // The command that starts a rank: this program with the same arguments, or,
-// with ARNORM_LAUNCH_WRAPPER set in the parent, that command line (split at
-// spaces) in front of it. A tool such as compute-sanitizer has to run each
-// rank itself: started around the parent only, it never instruments the
-// ranks (measured: a memcheck run of the parent left the ranks' kernels at
-// their uninstrumented speed and printed one summary, the parent's).
+// with ARNORM_LAUNCH_WRAPPER set in the parent, that command line in front of
+// it (split at spaces, no quoting). A tool such as compute-sanitizer has to
+// run each rank itself: started around the parent only, it never instruments
+// the ranks (measured: a memcheck run of the parent left the ranks' kernels
+// at their uninstrumented speed and printed one summary, the parent's). A
+// rank killed by a signal then shows as the wrapper's exit status.
 std::vector<std::string> rank_command(char** argv) {
   std::vector<std::string> cmd;
-  if (const char* wrapper = getenv("ARNORM_LAUNCH_WRAPPER")) {
+  if (const char* wrapper = getenv(kEnvWrapper)) {
     std::string word;
     for (const char* c = wrapper;; ++c) {
       if (*c == ' ' || *c == '\0') {
@@ -160,6 +167,11 @@ std::vector<std::string> rank_command(char** argv) {
   return cmd;
 }
 
+bool wrapper_requested() {
+  const char* w = getenv(kEnvWrapper);
+  return w != nullptr && strspn(w, " ") != strlen(w);
+}
+
 int spawn_rank(char** argv, std::vector<std::string> env, pid_t* pid) {
   std::vector<char*> envp;
   for (std::string& s : env) envp.push_back(&s[0]);
@@ -168,18 +180,39 @@ int spawn_rank(char** argv, std::vector<std::string> env, pid_t* pid) {
   std::vector<char*> args;
   for (std::string& s : cmd) args.push_back(&s[0]);
   args.push_back(nullptr);
-  // Without a wrapper the rank's argv[0] stays the caller's.
-  if (cmd[0] == "/proc/self/exe") args[0] = argv[0];
+  if (wrapper_requested()) {
+    // fork + exec rather than posix_spawn, so that the wrapper dies with the
+    // launcher (PR_SET_PDEATHSIG survives exec) and takes its rank along.
+    // Between fork and exec only async-signal-safe calls.
+    const pid_t launcher = getpid();
+    sigset_t none;
+    sigemptyset(&none);
+    const pid_t child = fork();
+    if (child < 0) {
+      TOOLS_ERROR("fork: %s", strerror(errno));
+      return 1;
+    }
+    if (child == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != launcher) _exit(127);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      execvpe(args[0], args.data(), envp.data());
+      _exit(127);
+    }
+    *pid = child;
+    return 0;
+  }
+  args[0] = argv[0];  // the rank's argv[0] stays the caller's
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   sigset_t none;
   sigemptyset(&none);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-  int err = posix_spawnp(pid, cmd[0].c_str(), nullptr, &attr, args.data(), envp.data());
+  int err = posix_spawn(pid, "/proc/self/exe", nullptr, &attr, args.data(), envp.data());
   posix_spawnattr_destroy(&attr);
   if (err != 0) {
-    TOOLS_ERROR("posix_spawnp(%s): %s", cmd[0].c_str(), strerror(err));
+    TOOLS_ERROR("posix_spawn(/proc/self/exe): %s", strerror(err));
     return 1;
   }
   return 0;
@@ -281,6 +314,12 @@ int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, const 
   const int world = world_size > 0 ? world_size : visible;
   const int gpus = std::min(world, visible);
 
+  // The bootstrap root that this starts serves the ranks' ncclCommInitRank;
+  // it lives in this process, which waits for every rank below.
+  ncclUniqueId id;
+  if (!TOOLS_NCCL_OK(ncclGetUniqueId(&id))) return 1;
+  const std::string id_hex = to_hex(&id, sizeof(id));
+
   // The ranks' shared host memory (HostCollectives): an anonymous file the
   // children inherit (no close-on-exec), freed when the last one closes it.
   const int shm_fd = memfd_create("arnorm-launch", 0);
@@ -290,18 +329,12 @@ int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, const 
     return 1;
   }
 
-  // The bootstrap root that this starts serves the ranks' ncclCommInitRank;
-  // it lives in this process, which waits for every rank below.
-  ncclUniqueId id;
-  if (!TOOLS_NCCL_OK(ncclGetUniqueId(&id))) return 1;
-  const std::string id_hex = to_hex(&id, sizeof(id));
-
   fflush(stdout);
   fflush(stderr);
   std::vector<Child> children;
   for (int r = 0; r < world; ++r) {
     pid_t pid = -1;
-    if (spawn_rank(argv, rank_environment(r, world, gpus, shm_fd, id_hex), &pid) != 0) {
+    if (spawn_rank(argv, rank_environment(r, world, gpus, shm_fd, wrapper_requested(), id_hex), &pid) != 0) {
       kill_running(children);
       wait_ranks(children, 0.0);
       close(shm_fd);

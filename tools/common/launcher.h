@@ -5,7 +5,10 @@
 // Usage (the same binary is both parent and ranks):
 //
 //   arnorm_tools::RankContext ctx;
-//   int rc = arnorm_tools::launch_ranks(argc, argv, 0, &ctx, 77, 600.0);
+//   arnorm_tools::LaunchOptions opt;
+//   opt.no_gpu_exit_code = 77;
+//   opt.timeout_seconds = 600.0;
+//   int rc = arnorm_tools::launch_ranks(argc, argv, 0, &ctx, opt);
 //   if (rc != -1) return rc;   // parent: every rank has finished (or none could start)
 //   ... this process is rank ctx.rank, on device ctx.device ...
 //
@@ -58,8 +61,11 @@ constexpr int kLaunchTimeoutExitCode = 124;
 //    process, which stays alive until every rank has exited) and the shared
 //    host memory of HostCollectives, and spawns world_size copies of
 //    /proc/self/exe with the same argv. Ranks inherit the environment plus
-//    ARNORM_LAUNCH_{RANK,WORLD,NCCL_ID,PARENT,SHM_FD,SHARED}, and
+//    ARNORM_LAUNCH_{RANK,WORLD,NCCL_ID,PARENT,SHM_FD,GPUS}, and
 //    NCCL_NVLS_ENABLE=0 unless it is set. The parent runs no kernel.
+//  - with ARNORM_LAUNCH_WRAPPER set (e.g. "compute-sanitizer --tool
+//    memcheck"), each rank runs under that command (split at spaces, no
+//    quoting); a rank killed by a signal then shows as the wrapper's status.
 //  - returns 0 when every rank exits 0. When one fails (non-zero exit or a
 //    signal), the others get a short grace period, are then killed, and the
 //    first failure's status is returned (128+signal for a signal). When
@@ -75,7 +81,8 @@ int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, const 
 // Collective: every rank calls the same functions in the same order with the
 // same sizes. All return 0 on success, non-zero after reporting the failure.
 // A rank that never arrives leaves the others waiting in a barrier until the
-// launcher's grace period or watchdog kills them.
+// launcher's grace period or watchdog kills them. None of them waits for GPU
+// work: synchronise first where results on the device must be complete.
 class HostCollectives {
  public:
   explicit HostCollectives(const RankContext& ctx);
