@@ -237,13 +237,16 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
   return ARNORM_SUCCESS;
 }
 
-// The most ranks that share one GPU (1 when every rank has its own).
+// The most ranks of one process on one GPU (1 when every rank has its own
+// GPU or process). Ranks of different processes on one GPU take turns and
+// need no share of it.
 int ranks_per_gpu(const std::vector<Hello>& all) {
   int most = 1;
   for (size_t r = 0; r < all.size(); ++r) {
     int same = 0;
     for (const Hello& h : all)
-      same += h.host_hash == all[r].host_hash && std::memcmp(h.uuid, all[r].uuid, sizeof(h.uuid)) == 0;
+      same += h.host_hash == all[r].host_hash && h.process_token == all[r].process_token &&
+              std::memcmp(h.uuid, all[r].uuid, sizeof(h.uuid)) == 0;
     most = std::max(most, same);
   }
   return most;
@@ -492,12 +495,18 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   // SHARED GPU (tests only, ARNORM_ALLOW_SHARED_GPU): ranks of one process on
   // one GPU run at the same instant, and a rank's CTAs may wait for a peer's
   // kernel that can only start on multiprocessors they leave free. So with k
-  // ranks on a GPU every kernel runs at most min_sms / k CTAs (each fits one
-  // multiprocessor; the fused two-shot takes a whole one), and all ranks'
-  // CTAs are resident together. (Ranks in separate processes take turns
-  // instead, and would not need it.) Same value on every rank.
+  // such ranks on a GPU every kernel runs at most min_sms / k CTAs (each fits
+  // one multiprocessor; the fused two-shot takes a whole one), the cluster
+  // and wide launches take 1/k of what fits (launch_fused.cu), and PDL is off
+  // (a next kernel's waiting CTAs would hold multiprocessors beyond the
+  // share). Ranks in separate processes take turns instead: k counts only
+  // ranks of one process. Same values on every rank.
   const int sharing = ranks_per_gpu(all);
-  if (sharing > 1) c->max_blocks = std::max(1, min_sms / sharing);
+  if (sharing > 1) {
+    c->max_blocks = std::max(1, min_sms / sharing);
+    c->gpu_share = sharing;
+    c->pdl = false;
+  }
   c->peer_access = same_host && c->world_size <= kMaxRanks;
 
   if (c->peer_access) {
