@@ -172,34 +172,31 @@ int main(int argc, char** argv) {
   const int widths[] = {128, 256, 512};
   const size_t units = bytes / sizeof(int4);
 
-  // Local: the same stores into the GPU's own memory (the HBM reference).
-  for (int ctas : grids)
-    for (int threads : widths) {
-      Targets t{};
-      t.dst[0] = gpus[0].recv;
-      t.n = 1;
-      row("local (HBM)", ctas, threads, bytes, time_steps(gpus, {0}, iters, reps, [&](int g) {
-            push_kernel<true><<<ctas, threads, 0, gpus[g].stream>>>(gpus[g].src, t, units);
-          }));
-    }
+  // One row per grid shape: launch(g, ctas, threads) on every GPU in `active`.
+  auto sweep = [&](const char* what, size_t bytes_out, const std::vector<int>& active, auto launch) {
+    for (int ctas : grids)
+      for (int threads : widths)
+        row(what, ctas, threads, bytes_out,
+            time_steps(gpus, active, iters, reps, [&](int g) { launch(g, ctas, threads); }));
+  };
+  // GPU 0's stores into one buffer, local (the HBM reference) or GPU 1's.
+  auto store_into = [&](int4* dst) {
+    Targets t{};
+    t.dst[0] = dst;
+    t.n = 1;
+    return [=](int g, int ctas, int threads) {
+      push_kernel<true><<<ctas, threads, 0, gpus[g].stream>>>(gpus[g].src, t, units);
+    };
+  };
+  sweep("local (HBM)", bytes, {0}, store_into(gpus[0].recv));
   if (n < 2) {
     std::printf("# one GPU: the peer rows need two or more\n");
     return 0;
   }
-  for (int ctas : grids)
-    for (int threads : widths) {
-      Targets t{};
-      t.dst[0] = gpus[1].recv;
-      t.n = 1;
-      row("push 1->1", ctas, threads, bytes, time_steps(gpus, {0}, iters, reps, [&](int g) {
-            push_kernel<true><<<ctas, threads, 0, gpus[g].stream>>>(gpus[g].src, t, units);
-          }));
-    }
-  for (int ctas : grids)
-    for (int threads : widths)
-      row("pull 1<-1", ctas, threads, bytes, time_steps(gpus, {0}, iters, reps, [&](int g) {
-            pull_kernel<<<ctas, threads, 0, gpus[g].stream>>>(gpus[1].src, gpus[g].recv, units);
-          }));
+  sweep("push 1->1", bytes, {0}, store_into(gpus[1].recv));
+  sweep("pull 1<-1", bytes, {0}, [&](int g, int ctas, int threads) {
+    pull_kernel<<<ctas, threads, 0, gpus[g].stream>>>(gpus[1].src, gpus[g].recv, units);
+  });
   row("copy engine 1->1", 0, 0, bytes, time_steps(gpus, {0}, iters, reps, [&](int g) {
         PROBE_CHECK(cudaMemcpyPeerAsync(gpus[1].recv, 1, gpus[g].src, g, bytes, gpus[g].stream));
       }));
@@ -219,14 +216,12 @@ int main(int argc, char** argv) {
       targets[g].dst[targets[g].n++] = gpus[p].recv + slot * part_units;
     }
   }
-  for (bool interleaved : {true, false})
-    for (int ctas : grids)
-      for (int threads : widths)
-        row(interleaved ? "push all, interleaved" : "push all, blocked", ctas, threads, out_bytes,
-            time_steps(gpus, all, iters, reps, [&](int g) {
-              if (interleaved) push_kernel<true><<<ctas, threads, 0, gpus[g].stream>>>(gpus[g].src, targets[g], part_units);
-              else push_kernel<false><<<ctas, threads, 0, gpus[g].stream>>>(gpus[g].src, targets[g], part_units);
-            }));
+  sweep("push all, interleaved", out_bytes, all, [&](int g, int ctas, int threads) {
+    push_kernel<true><<<ctas, threads, 0, gpus[g].stream>>>(gpus[g].src, targets[g], part_units);
+  });
+  sweep("push all, blocked", out_bytes, all, [&](int g, int ctas, int threads) {
+    push_kernel<false><<<ctas, threads, 0, gpus[g].stream>>>(gpus[g].src, targets[g], part_units);
+  });
   row("copy engine, all", 0, 0, out_bytes, time_steps(gpus, all, iters, reps, [&](int g) {
         for (int d = 0, p = 0; p < n; ++p) {
           if (p == g) continue;
