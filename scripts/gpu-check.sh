@@ -12,7 +12,9 @@
 # SHARED_WORLDS (default 2 4 8) are the world sizes larger than the machine
 # that the tests still run, with ranks taking turns on the GPUs
 # (--share-gpus: protocols and results, no timing, no NCCL); SHARED_WORLDS=
-# turns that off. On one GPU the three take about 6 minutes.
+# turns that off. On one H200 the three take about 6 minutes and `tests` as
+# a whole about 8; where one call is limited to 10 minutes, run `tests` and
+# then `sanitize` and `bench` in separate calls.
 # NVLink multicast stays off throughout.
 set -uo pipefail
 mode=${1:-all}

@@ -268,9 +268,9 @@ arnormStatus_t allocate_local(arnormComm* c, uint64_t nonce, cudaIpcMemHandle_t*
   // Every byte is in place before this rank reports success, since peers
   // read and write the workspace as soon as the next step: cudaMemset is
   // asynchronous, and a cudaMemcpy from pageable memory may return before
-  // its copy lands (measured: two ranks sharing one GPU, whose probe then
-  // read an identity of 0 in 3 of 8 runs). So the writes go on a stream of
-  // their own, which is synchronised.
+  // its copy lands (seen: ranks sharing one GPU, whose probe then read a
+  // wrong identity in 3 of 8 full test runs). So the writes go on a stream
+  // of their own, which is synchronised.
   cudaStream_t stream = nullptr;
   ARNORM_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const uint64_t identity = identity_of(nonce, c->rank);
