@@ -27,6 +27,20 @@ arnorm::SelectionContext arnormComm::selection_context() const {
 
 namespace arnorm {
 
+cudaError_t close_peer_mappings(arnormComm* comm) {
+  cudaError_t first = cudaSuccess;
+  for (int r = 0; r < kMaxRanks; ++r) {
+    // A rank of this process lent its address, not an IPC mapping: its owner frees it.
+    if (r != comm->rank && comm->peer_workspace[r] != nullptr && !comm->peer_in_process[r]) {
+      const cudaError_t e = cudaIpcCloseMemHandle(comm->peer_workspace[r]);
+      if (first == cudaSuccess) first = e;
+    }
+    if (r != comm->rank) comm->peer_workspace[r] = nullptr;
+    comm->peer_in_process[r] = false;
+  }
+  return first;
+}
+
 const char* op_code_name(int32_t op) {
   switch (op) {
     case kOpAllReduceOneShot: return "arnormAllReduce (one-shot)";
@@ -100,12 +114,7 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
                        "arnormCommDestroy: the setup probe never finished, so the workspace was left "
                        "allocated (freeing it would wait forever); the process should not reuse this GPU");
   }
-  for (int r = 0; r < arnorm::kMaxRanks; ++r) {
-    // A rank of this process lent its address, not an IPC mapping: its owner frees it.
-    if (comm->peer_workspace[r] != nullptr && r != comm->rank && !comm->peer_in_process[r]) {
-      note(cudaIpcCloseMemHandle(comm->peer_workspace[r]), "cudaIpcCloseMemHandle");
-    }
-  }
+  note(arnorm::close_peer_mappings(comm), "cudaIpcCloseMemHandle");
   if (comm->phase_clock) {
     arnorm::report_phase_clock(comm);
     note(cudaFree(comm->phase_clock), "cudaFree(phase clock)");

@@ -83,6 +83,11 @@ class DeviceGuard {
   bool ok_ = false;
 };
 
+// Closes the IPC mappings of the peers' workspaces (not the addresses that
+// ranks of this process lent) and forgets every peer's; returns the first
+// CUDA error, after trying them all.
+cudaError_t close_peer_mappings(arnormComm* comm);
+
 const char* op_code_name(int32_t op);
 
 // PHASE CLOCK report (comm/phase_report.cpp): per operation with recorded

@@ -356,11 +356,8 @@ arnormStatus_t map_peers(arnormComm* c, const std::vector<WorkspaceExport>& expo
 }
 
 void unmap_peers(arnormComm* c) {
-  for (int q = 0; q < kMaxRanks; ++q) {
-    if (q != c->rank && c->peer_workspace[q] && !c->peer_in_process[q]) cudaIpcCloseMemHandle(c->peer_workspace[q]);
-    c->peer_workspace[q] = nullptr;
-    c->peer_in_process[q] = false;
-  }
+  close_peer_mappings(c);
+  c->peer_workspace[c->rank] = nullptr;
   if (c->workspace) cudaFree(c->workspace);
   c->workspace = nullptr;
   cudaGetLastError();
