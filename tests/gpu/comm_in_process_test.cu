@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 #include <utility>
@@ -17,6 +19,10 @@
 
 namespace arnorm_test {
 namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // Creates a world-N communicator from N threads, thread r on devices[r];
 // returns each rank's status and last error message, and runs use(r, comm)
@@ -93,6 +99,13 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
     const std::pair<size_t, size_t> shapes[] = {{1, 7168}, {16, 7168}, {5, 4096}, {130, 4096}, {3, 16384}, {64, 8192}};
     const size_t max_n = std::max<size_t>(size_t{1} << 20, 130 * 4096);
     const arnormAlgorithm_t algos[] = {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT};
+    // The origin of the call times a failure prints (one GPU, so the
+    // ranks' events compare).
+    cudaEvent_t origin_gpu = nullptr;
+    cudaEventCreate(&origin_gpu);
+    cudaEventRecord(origin_gpu, nullptr);
+    cudaEventSynchronize(origin_gpu);
+    const auto origin_host = std::chrono::steady_clock::now();
     for (int world : {2, 4, 8}) {
       const uint64_t base = base0 + 1000 * static_cast<uint64_t>(world);
       std::vector<arnormStatus_t> st;
@@ -103,15 +116,27 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
         // kernel may be waiting for this rank's next call.
         cudaStream_t s = nullptr;
         cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+        cudaEvent_t ev_before = nullptr, ev_after = nullptr;
+        cudaEventCreate(&ev_before);
+        cudaEventCreate(&ev_after);
         DeviceBuffer d_in(max_n * 2), d_out(max_n * 2), d_res(max_n * 2), d_w(16384 * 2), d_h(max_n * 2);
+        // Copies go through pinned memory: a copy to or from pageable memory
+        // is not ordered by its stream alone. Seen: a rank's host thread held
+        // 5 s in a pageable copy until its peers' kernels, waiting for that
+        // rank's next call, timed out.
+        void* pinned = nullptr;
+        cudaMallocHost(&pinned, max_n * 2);
         group.barrier();  // every rank's buffers exist before any rank calls
         auto to_device = [&](const DeviceBuffer& d, const std::vector<__nv_bfloat16>& v) {
-          cudaMemcpyAsync(d.ptr, v.data(), v.size() * 2, cudaMemcpyHostToDevice, s);
+          std::memcpy(pinned, v.data(), v.size() * 2);
+          cudaMemcpyAsync(d.ptr, pinned, v.size() * 2, cudaMemcpyHostToDevice, s);
+          cudaStreamSynchronize(s);  // the staging buffer is free again
         };
         auto to_host = [&](const DeviceBuffer& d, size_t n) {
           std::vector<__nv_bfloat16> v(n);
-          cudaMemcpyAsync(v.data(), d.ptr, n * 2, cudaMemcpyDeviceToHost, s);
+          cudaMemcpyAsync(pinned, d.ptr, n * 2, cudaMemcpyDeviceToHost, s);
           cudaStreamSynchronize(s);
+          std::memcpy(v.data(), pinned, n * 2);
           return v;
         };
         for (int round = 0; round < 3; ++round) {
@@ -122,11 +147,24 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
             to_device(d_in, in);
             for (arnormAlgorithm_t algo : algos) {
               cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
+              // When each rank's call was made (host) and when its stream
+              // reached and left the kernel (GPU), against one origin: a
+              // failure says whether a late rank was late on the host, in
+              // its stream, or inside its kernel.
+              cudaEventRecord(ev_before, s);
+              const double host_at = seconds_since(origin_host);
               EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, d_in.ptr, d_out.ptr, n, ARNORM_BFLOAT16, algo, s))
                   << arnormGetLastErrorString();
+              const double host_done = seconds_since(origin_host);
+              cudaEventRecord(ev_after, s);
               const auto got = to_host(d_out, n);
+              float gpu_before = -1, gpu_after = -1;
+              cudaEventElapsedTime(&gpu_before, origin_gpu, ev_before);
+              cudaEventElapsedTime(&gpu_after, origin_gpu, ev_after);
               EXPECT_EQ(0u, count_bit_mismatches(got, ref))
-                  << "world " << world << " rank " << r << " " << arnormAlgorithmName(algo) << " n=" << n;
+                  << "world " << world << " rank " << r << " " << arnormAlgorithmName(algo) << " n=" << n
+                  << ": call made at " << host_at << " s, returned at " << host_done << " s (host); kernel from "
+                  << gpu_before / 1e3 << " s to " << gpu_after / 1e3 << " s (GPU)";
             }
           }
           for (const auto& shape : shapes) {
@@ -155,10 +193,14 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
         }
         EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(s));
         group.barrier();  // no rank frees its buffers while a peer may still read them
+        cudaEventDestroy(ev_before);
+        cudaEventDestroy(ev_after);
+        cudaFreeHost(pinned);
         cudaStreamDestroy(s);
       });
       for (int r = 0; r < world; ++r) EXPECT_EQ(ARNORM_SUCCESS, st[r]) << "world " << world << ": " << msg[r];
     }
+    cudaEventDestroy(origin_gpu);
   }
   barrier();
 }
