@@ -27,6 +27,7 @@ AddRmsNormLaunch base_launch(const arnormComm* comm, const arnormAddRmsNormArgs_
   l.params.weight = a.weight;
   l.algo = algo;
   l.pdl = comm->pdl;
+  l.gpu_share = comm->gpu_share;
   l.dtype = a.dtype;
   l.weight_dtype = a.weight_dtype;
   // The vector path needs whole 8-element groups per row and aligned rows;

@@ -49,6 +49,7 @@ struct arnormComm {
   size_t fused_ring_publish = 0;
   bool fused_wide = true;  // split one-shot rows of a cluster of two in one CTA (ARNORM_FUSED_WIDE=0: clusters)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
+  int gpu_share = 1;  // SHARED GPU (create.cpp): ranks of this process on this GPU, running at once
 
   // Orders a call on a new stream after the previous call (outside capture).
   // last_stream is only compared, never dereferenced (it may be destroyed).

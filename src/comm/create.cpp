@@ -227,23 +227,29 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     if (h.allow_shared_gpu != a.allow_shared_gpu) return differ("ARNORM_ALLOW_SHARED_GPU");
     for (int q = 0; q < r; ++q) {
       if (all[q].host_hash != h.host_hash || std::memcmp(all[q].uuid, h.uuid, sizeof(h.uuid)) != 0) continue;
-      // Ranks on one GPU are a test set-up only: in separate processes their
-      // kernels take turns (time slices), so every wait is eventually served;
-      // in one process they would run at once and could hold every
-      // multiprocessor while waiting for each other.
+      // Ranks on one GPU are a test set-up only (SHARED GPU, below).
       if (!a.allow_shared_gpu) {
         return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                            "arnormCommCreate: ranks %d and %d use the same GPU; give each rank its own", q, r);
       }
-      if (all[q].process_token == h.process_token) {
-        return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                           "arnormCommCreate: ranks %d and %d share a GPU within one process; "
-                           "ARNORM_ALLOW_SHARED_GPU needs a process per rank",
-                           q, r);
-      }
     }
   }
   return ARNORM_SUCCESS;
+}
+
+// The most ranks of one process on one GPU (1 when every rank has its own
+// GPU or process). Ranks of different processes on one GPU take turns and
+// need no share of it.
+int ranks_per_gpu(const std::vector<Hello>& all) {
+  int most = 1;
+  for (size_t r = 0; r < all.size(); ++r) {
+    int same = 0;
+    for (const Hello& h : all)
+      same += h.host_hash == all[r].host_hash && h.process_token == all[r].process_token &&
+              std::memcmp(h.uuid, all[r].uuid, sizeof(h.uuid)) == 0;
+    most = std::max(most, same);
+  }
+  return most;
 }
 
 uint64_t probe_token(uint64_t nonce, int rank) { return (nonce ^ 0x9e3779b97f4a7c15ull) + 1 + rank; }
@@ -313,7 +319,9 @@ arnormStatus_t map_peers(arnormComm* c, const std::vector<WorkspaceExport>& expo
   for (int q = 0; q < c->world_size; ++q) {
     if (q == c->rank) continue;
     if (in_my_process(me, all[q])) {
-      // Ranks on one GPU in one process were refused by check_consistent.
+      c->peer_in_process[q] = true;
+      c->peer_workspace[q] = reinterpret_cast<char*>(exports[q].address);
+      if (all[q].device == c->device) continue;  // SHARED GPU: its own memory
       int can = 0;
       ARNORM_CUDA_TRY(cudaDeviceCanAccessPeer(&can, c->device, all[q].device));
       if (!can) {
@@ -332,8 +340,6 @@ arnormStatus_t map_peers(arnormComm* c, const std::vector<WorkspaceExport>& expo
                            "cudaDeviceEnablePeerAccess from device %d (rank %d) to device %d (rank %d) failed: %s",
                            c->device, c->rank, all[q].device, q, cudaGetErrorString(e));
       }
-      c->peer_workspace[q] = reinterpret_cast<char*>(exports[q].address);
-      c->peer_in_process[q] = true;
       continue;
     }
     void* p = nullptr;
@@ -483,6 +489,21 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   }
   // Two CTAs per multiprocessor (the kernels are built for two resident).
   c->max_blocks = std::max(1, std::min(2 * min_sms, kMaxBlocks));
+  // SHARED GPU (tests only, ARNORM_ALLOW_SHARED_GPU): ranks of one process on
+  // one GPU run at the same instant, and a rank's CTAs may wait for a peer's
+  // kernel that can only start on multiprocessors they leave free. So with k
+  // such ranks on a GPU every kernel runs at most min_sms / k CTAs (each fits
+  // one multiprocessor; the fused two-shot takes a whole one), the cluster
+  // and wide launches take 1/k of what fits (launch_fused.cu), and PDL is off
+  // (a next kernel's waiting CTAs would hold multiprocessors beyond the
+  // share). Ranks in separate processes take turns instead: k counts only
+  // ranks of one process. Same values on every rank.
+  const int sharing = ranks_per_gpu(all);
+  if (sharing > 1) {
+    c->max_blocks = std::max(1, min_sms / sharing);
+    c->gpu_share = sharing;
+    c->pdl = false;
+  }
   c->peer_access = same_host && c->world_size <= kMaxRanks;
 
   if (c->peer_access) {

@@ -32,6 +32,7 @@ struct AddRmsNormLaunch {
   bool vectorized;  // hidden % 8 == 0 and every caller pointer 16-byte aligned
   bool wide;        // split one-shot as WIDE CTAs of kWideThreads (fused_wide, core/plan.h)
   int blocks;
+  int gpu_share = 1;  // SHARED GPU: ranks of this process on this GPU; resident limits divide by it
 };
 
 // Defined in launch_fused.cu; the kernel instances in fused_select_<type>.cu.

@@ -83,7 +83,7 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
   const FusedParams& params = l.params;
   if (l.wide) {
     // Every CTA resident at once, as for the clusters below.
-    const int resident = max_active_wide(kernel);
+    const int resident = max_active_wide(kernel) / l.gpu_share;
     if (resident < 1) return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: no CTA of %d threads fits this GPU", kWideThreads);
     return launch_peer_kernel(kernel, std::min(l.blocks, resident), params, l.pdl, stream, 0, kWideThreads);
   }
@@ -94,7 +94,11 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
     const int c = l.params.cluster;
     // The query's grid must be whole clusters (max_blocks need not divide by c).
     const int query_grid = l.params.sync.layout.max_blocks / c * c;
-    const int resident = max_active_clusters(kernel, c, query_grid) * c;
+    // SHARED GPU: the occupancy query is for the whole GPU, and a cluster
+    // needs its CTAs in one GPC, so each of the k ranks takes 1/k of the
+    // clusters that fit, not 1/k of the CTAs (8 ranks on 132 SMs: about 15
+    // clusters of 8 fit, not 16).
+    const int resident = max_active_clusters(kernel, c, query_grid) / l.gpu_share * c;
     if (resident < c) {
       return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: no cluster of %d CTAs fits this GPU", c);
     }

@@ -1,45 +1,59 @@
-// Ranks of one communicator as threads of one process (one GPU each), the
-// way a single-process server drives its GPUs: they use each other's
-// workspace addresses (a process cannot open its own IPC handles). Rank 0's
-// process runs these with threads of its own; the other ranks only wait at
-// the closing barrier, so no peer kernel of theirs waits on rank 0 meanwhile.
+// Ranks of one communicator as threads of one process, the way a
+// single-process server drives its GPUs: they use each other's workspace
+// addresses (a process cannot open its own IPC handles). Rank 0's process
+// runs these with threads of its own; the other ranks only wait at the
+// closing barrier, so no peer kernel of theirs waits on rank 0 meanwhile.
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "harness.h"
 
 namespace arnorm_test {
 namespace {
 
-// Creates a world-2 communicator from two threads on `devices`; returns each
-// rank's status and last error message, and runs `use` on each success. The
-// threads bootstrap through HostCollectives over a shared memory of their
-// own, as the launcher's rank processes do.
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Creates a world-N communicator from N threads, thread r on devices[r];
+// returns each rank's status and last error message, and runs use(r, comm)
+// on each success. The threads bootstrap through HostCollectives over a
+// shared memory of their own, as the launcher's rank processes do.
 template <typename Use>
-void two_threads(const int (&devices)[2], arnormStatus_t (&status)[2], std::string (&message)[2], Use use) {
+void thread_ranks(const std::vector<int>& devices, std::vector<arnormStatus_t>* status,
+                  std::vector<std::string>* message, Use use) {
+  const int world = static_cast<int>(devices.size());
+  status->assign(world, ARNORM_SUCCESS);
+  message->assign(world, "");
   const int fd = memfd_create("arnorm-in-process-test", 0);
   ASSERT_GE(fd, 0);
-  ASSERT_EQ(0, ftruncate(fd, static_cast<off_t>(arnorm_tools::host_collectives_bytes(2))));
-  std::thread threads[2];
-  for (int r = 0; r < 2; ++r) {
-    threads[r] = std::thread([&, r] {
+  ASSERT_EQ(0, ftruncate(fd, static_cast<off_t>(arnorm_tools::host_collectives_bytes(world))));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
       arnorm_tools::RankContext ctx{};
       ctx.rank = r;
-      ctx.world_size = 2;
+      ctx.world_size = world;
       ctx.shm_fd = fd;
       arnorm_tools::HostCollectives group(ctx);
       cudaSetDevice(devices[r]);
       arnormConfig_t cfg = ARNORM_CONFIG_INIT;
       cfg.nccl_fallback = 0;  // a silent NCCL fallback would pass the data checks
       arnormComm_t c = nullptr;
-      status[r] = arnormCommCreate(&c, r, 2, devices[r], {&arnorm_tools::host_allgather_callback, &group}, &cfg);
-      message[r] = arnormGetLastErrorString();
-      if (status[r] == ARNORM_SUCCESS) {
-        use(r, c);
-        group.barrier();  // both ranks' work is complete before either frees its workspace
+      (*status)[r] = arnormCommCreate(&c, r, world, devices[r], {&arnorm_tools::host_allgather_callback, &group}, &cfg);
+      (*message)[r] = arnormGetLastErrorString();
+      if ((*status)[r] == ARNORM_SUCCESS) {
+        use(r, c, group);
+        group.barrier();  // every rank's work is complete before any frees its workspace
         EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
       }
     });
@@ -48,29 +62,145 @@ void two_threads(const int (&devices)[2], arnormStatus_t (&status)[2], std::stri
   close(fd);
 }
 
-// Two ranks in one process on one GPU are refused with a reason, whether or
-// not ARNORM_ALLOW_SHARED_GPU is set (in one process their kernels would run
-// at once and could starve each other); nothing is left behind.
+// Two ranks on one GPU are refused unless ARNORM_ALLOW_SHARED_GPU says this
+// is a test, with nothing left behind.
 TEST(CommInProcess, RanksOnOneGpuAreRefused) {
   if (rank() == 0) {
     const int dev = env().ctx.device;
-    arnormStatus_t st[2];
-    std::string msg[2];
-    {
-      // (set by the launcher when ranks share GPUs: --share-gpus)
-      const ScopedEnv deny("ARNORM_ALLOW_SHARED_GPU", "0");
-      two_threads({dev, dev}, st, msg, [](int, arnormComm_t) {});
-    }
+    std::vector<arnormStatus_t> st;
+    std::vector<std::string> msg;
+    // (set by the launcher when ranks share GPUs: --share-gpus)
+    const ScopedEnv deny("ARNORM_ALLOW_SHARED_GPU", "0");
+    thread_ranks({dev, dev}, &st, &msg, [](int, arnormComm_t, arnorm_tools::HostCollectives&) {});
     for (int r = 0; r < 2; ++r) {
       EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st[r]) << msg[r];
       EXPECT_NE(std::string::npos, msg[r].find("use the same GPU")) << msg[r];
     }
+  }
+  barrier();
+}
+
+// SHARED GPU with the ranks as threads of one process: their kernels run at
+// the same instant (unlike --share-gpus, where processes take turns), so the
+// protocols meet real concurrency between ranks on one GPU. Fresh inputs on
+// every round; the plain all-reduce is checked bitwise against the
+// definition, the fused op bitwise across ranks and against the other
+// algorithm.
+TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
+  // Every rank advances the inputs' counter alike (rank 0 alone uses it).
+  const uint64_t base0 = env().iteration;
+  env().iteration += 3000;
+  // A sanitizer runs kernels one at a time: ranks at the same instant cannot.
+  if (std::getenv("ARNORM_LAUNCH_WRAPPED") != nullptr) GTEST_SKIP() << "not under a wrapper (compute-sanitizer)";
+  if (rank() == 0) {
     const ScopedEnv allow("ARNORM_ALLOW_SHARED_GPU", "1");
-    two_threads({dev, dev}, st, msg, [](int, arnormComm_t) {});
-    for (int r = 0; r < 2; ++r) {
-      EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st[r]) << msg[r];
-      EXPECT_NE(std::string::npos, msg[r].find("within one process")) << msg[r];
+    const int dev = env().ctx.device;
+    const size_t sizes[] = {1000, 65537, 262147, size_t{1} << 20};
+    const std::pair<size_t, size_t> shapes[] = {{1, 7168}, {16, 7168}, {5, 4096}, {130, 4096}, {3, 16384}, {64, 8192}};
+    const size_t max_n = std::max<size_t>(size_t{1} << 20, 130 * 4096);
+    const arnormAlgorithm_t algos[] = {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT};
+    // The origin of the call times a failure prints (one GPU, so the
+    // ranks' events compare).
+    cudaEvent_t origin_gpu = nullptr;
+    cudaEventCreate(&origin_gpu);
+    cudaEventRecord(origin_gpu, nullptr);
+    cudaEventSynchronize(origin_gpu);
+    const auto origin_host = std::chrono::steady_clock::now();
+    for (int world : {2, 4, 8}) {
+      const uint64_t base = base0 + 1000 * static_cast<uint64_t>(world);
+      std::vector<arnormStatus_t> st;
+      std::vector<std::string> msg;
+      thread_ranks(std::vector<int>(world, dev), &st, &msg, [&](int r, arnormComm_t c, arnorm_tools::HostCollectives& group) {
+        // Everything on the rank's own stream, and no allocation or free
+        // between calls: cudaFree waits for the whole GPU, where a peer's
+        // kernel may be waiting for this rank's next call.
+        cudaStream_t s = nullptr;
+        cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+        cudaEvent_t ev_before = nullptr, ev_after = nullptr;
+        cudaEventCreate(&ev_before);
+        cudaEventCreate(&ev_after);
+        DeviceBuffer d_in(max_n * 2), d_out(max_n * 2), d_res(max_n * 2), d_w(16384 * 2), d_h(max_n * 2);
+        // Copies go through pinned memory: a copy to or from pageable memory
+        // is not ordered by its stream alone. Seen: a rank's host thread held
+        // 5 s in a pageable copy until its peers' kernels, waiting for that
+        // rank's next call, timed out.
+        void* pinned = nullptr;
+        cudaMallocHost(&pinned, max_n * 2);
+        group.barrier();  // every rank's buffers exist before any rank calls
+        auto to_device = [&](const DeviceBuffer& d, const std::vector<__nv_bfloat16>& v) {
+          std::memcpy(pinned, v.data(), v.size() * 2);
+          cudaMemcpyAsync(d.ptr, pinned, v.size() * 2, cudaMemcpyHostToDevice, s);
+          cudaStreamSynchronize(s);  // the staging buffer is free again
+        };
+        auto to_host = [&](const DeviceBuffer& d, size_t n) {
+          std::vector<__nv_bfloat16> v(n);
+          cudaMemcpyAsync(pinned, d.ptr, n * 2, cudaMemcpyDeviceToHost, s);
+          cudaStreamSynchronize(s);
+          std::memcpy(v.data(), pinned, n * 2);
+          return v;
+        };
+        for (int round = 0; round < 3; ++round) {
+          for (size_t n : sizes) {
+            const uint64_t iter = base + round * 100 + n % 97;
+            const auto in = make_input<__nv_bfloat16>(r, iter, n);
+            const auto ref = reference_sum<__nv_bfloat16>(iter, n, world);
+            to_device(d_in, in);
+            for (arnormAlgorithm_t algo : algos) {
+              cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
+              // When each rank's call was made (host) and when its stream
+              // reached and left the kernel (GPU), against one origin: a
+              // failure says whether a late rank was late on the host, in
+              // its stream, or inside its kernel.
+              cudaEventRecord(ev_before, s);
+              const double host_at = seconds_since(origin_host);
+              EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, d_in.ptr, d_out.ptr, n, ARNORM_BFLOAT16, algo, s))
+                  << arnormGetLastErrorString();
+              const double host_done = seconds_since(origin_host);
+              cudaEventRecord(ev_after, s);
+              const auto got = to_host(d_out, n);
+              float gpu_before = -1, gpu_after = -1;
+              cudaEventElapsedTime(&gpu_before, origin_gpu, ev_before);
+              cudaEventElapsedTime(&gpu_after, origin_gpu, ev_after);
+              EXPECT_EQ(0u, count_bit_mismatches(got, ref))
+                  << "world " << world << " rank " << r << " " << arnormAlgorithmName(algo) << " n=" << n
+                  << ": call made at " << host_at << " s, returned at " << host_done << " s (host); kernel from "
+                  << gpu_before / 1e3 << " s to " << gpu_after / 1e3 << " s (GPU)";
+            }
+          }
+          for (const auto& shape : shapes) {
+            const size_t tokens = shape.first, hidden = shape.second, n = tokens * hidden;
+            const uint64_t iter = base + round * 100 + 50 + hidden % 31 + tokens;
+            to_device(d_in, make_input<__nv_bfloat16>(r, iter, n));
+            to_device(d_res, make_input<__nv_bfloat16>(world, iter, n));  // the same on every rank
+            to_device(d_w, make_input<__nv_bfloat16>(world + 1, iter, hidden));
+            uint64_t hashes[2] = {};
+            for (int a = 0; a < 2; ++a) {
+              cudaMemsetAsync(d_h.ptr, 0xFF, n * 2, s);
+              cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
+              arnormAddRmsNormArgs_t args = fused_args(d_in.ptr, d_res.ptr, d_h.ptr, d_w.ptr, d_out.ptr, tokens, hidden);
+              args.algo = algos[a];
+              EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &args, s)) << arnormGetLastErrorString();
+              const auto h = to_host(d_h, n), y = to_host(d_out, n);
+              hashes[a] = hash_bytes(h.data(), n * 2) ^ (hash_bytes(y.data(), n * 2) * 3);
+            }
+            EXPECT_EQ(hashes[0], hashes[1]) << "one-shot and two-shot differ: world " << world << " rank " << r
+                                            << " " << tokens << " x " << hidden;
+            std::vector<uint64_t> all(world);
+            group.allgather(&hashes[0], all.data(), sizeof(uint64_t));
+            for (int q = 0; q < world; ++q)
+              EXPECT_EQ(all[0], all[q]) << "ranks 0 and " << q << " differ: world " << world << ", " << tokens << " x " << hidden;
+          }
+        }
+        EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(s));
+        group.barrier();  // no rank frees its buffers while a peer may still read them
+        cudaEventDestroy(ev_before);
+        cudaEventDestroy(ev_after);
+        cudaFreeHost(pinned);
+        cudaStreamDestroy(s);
+      });
+      for (int r = 0; r < world; ++r) EXPECT_EQ(ARNORM_SUCCESS, st[r]) << "world " << world << ": " << msg[r];
     }
+    cudaEventDestroy(origin_gpu);
   }
   barrier();
 }
@@ -82,11 +212,11 @@ TEST(CommInProcess, RanksOnTwoGpusReduceExactly) {
   cudaGetDeviceCount(&gpus);
   if (gpus < 2) GTEST_SKIP() << "needs 2 GPUs visible to one process";
   if (rank() == 0) {
-    const int devices[2] = {env().ctx.device, (env().ctx.device + 1) % gpus};
-    arnormStatus_t st[2];
-    std::string msg[2];
+    const std::vector<int> devices = {env().ctx.device, (env().ctx.device + 1) % gpus};
+    std::vector<arnormStatus_t> st;
+    std::vector<std::string> msg;
     const uint64_t iter = ++env().iteration;
-    two_threads(devices, st, msg, [&](int r, arnormComm_t c) {
+    thread_ranks(devices, &st, &msg, [&](int r, arnormComm_t c, arnorm_tools::HostCollectives&) {
       arnormCommInfo_t info{};
       EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetInfo(c, &info));
       EXPECT_EQ(1, info.peer_access);

@@ -521,5 +521,34 @@ TEST(Plan, FusedRouteFallsBackOnlyForAuto) {
   EXPECT_EQ(0u, forced.rows_per_chunk) << "an explicit one-shot request is refused, not rerouted";
 }
 
+// SHARED GPU (create.cpp): k ranks of one process on one GPU get max_blocks
+// = SMs / k so that all their CTAs are resident together. That holds only if
+// no plan exceeds the agreed max_blocks, whatever its value: every grid the
+// planners give, at every cap a 132-SM GPU yields for 2 to 8 ranks.
+TEST(Plan, EveryGridStaysWithinASharedGpuCap) {
+  for (int k = 2; k <= 8; ++k) {
+    const int max_blocks = 132 / k;
+    for (int world : {2, 4, 8}) {
+      WorkspaceLayout l;
+      ASSERT_TRUE(compute_workspace_layout(world, max_blocks, kDefaultWorkspaceBytes, &l)) << k;
+      for (auto algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+        for (size_t n : {size_t{1}, size_t{5000}, size_t{1} << 20, size_t{1} << 26})
+          EXPECT_LE(plan_blocks(algo, n, 2, world, max_blocks), max_blocks) << k << " " << n;
+        for (size_t hidden : {size_t{7}, size_t{4096}, size_t{7168}, size_t{16384}, size_t{70001}}) {
+          for (size_t rows : {size_t{1}, size_t{16}, size_t{130}, size_t{8192}}) {
+            const FusedGeometry g = plan_fused_chunk(algo, l, rows, hidden);
+            EXPECT_LE(g.blocks, fused_max_active(max_blocks)) << k << " " << rows << " x " << hidden;
+            const int c = plan_fused_cluster(hidden, max_blocks);
+            if (c > 0) {
+              EXPECT_LE(c, fused_max_active(max_blocks));
+              EXPECT_LE(plan_fused_split_blocks(rows, hidden, c, max_blocks), max_blocks) << k << " " << hidden;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace arnorm
