@@ -96,7 +96,8 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
     const ScopedEnv allow("ARNORM_ALLOW_SHARED_GPU", "1");
     const int dev = env().ctx.device;
     const size_t sizes[] = {1000, 65537, 262147, size_t{1} << 20};
-    const std::pair<size_t, size_t> shapes[] = {{1, 7168}, {16, 7168}, {5, 4096}, {130, 4096}, {3, 16384}, {64, 8192}};
+    const std::pair<size_t, size_t> shapes[] = {{1, 7168}, {16, 7168}, {4, 8192}, {16, 8192}, {5, 4096}, {2, 5120},
+                                                {130, 4096}, {3, 16384}, {64, 8192}};
     const size_t max_n = std::max<size_t>(size_t{1} << 20, 130 * 4096);
     const arnormAlgorithm_t algos[] = {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT};
     // The origin of the call times a failure prints (one GPU, so the
