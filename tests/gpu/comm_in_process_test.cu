@@ -28,9 +28,10 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 // returns each rank's status and last error message, and runs use(r, comm)
 // on each success. The threads bootstrap through HostCollectives over a
 // shared memory of their own, as the launcher's rank processes do.
+// workspace_bytes: the communicators' budget (0: the default).
 template <typename Use>
 void thread_ranks(const std::vector<int>& devices, std::vector<arnormStatus_t>* status,
-                  std::vector<std::string>* message, Use use) {
+                  std::vector<std::string>* message, Use use, size_t workspace_bytes = 0) {
   const int world = static_cast<int>(devices.size());
   status->assign(world, ARNORM_SUCCESS);
   message->assign(world, "");
@@ -48,6 +49,7 @@ void thread_ranks(const std::vector<int>& devices, std::vector<arnormStatus_t>* 
       cudaSetDevice(devices[r]);
       arnormConfig_t cfg = ARNORM_CONFIG_INIT;
       cfg.nccl_fallback = 0;  // a silent NCCL fallback would pass the data checks
+      cfg.workspace_bytes = workspace_bytes;
       arnormComm_t c = nullptr;
       (*status)[r] = arnormCommCreate(&c, r, world, devices[r], {&arnorm_tools::host_allgather_callback, &group}, &cfg);
       (*message)[r] = arnormGetLastErrorString();
@@ -89,7 +91,7 @@ TEST(CommInProcess, RanksOnOneGpuAreRefused) {
 TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
   // Every rank advances the inputs' counter alike (rank 0 alone uses it).
   const uint64_t base0 = env().iteration;
-  env().iteration += 3000;
+  env().iteration += 6000;
   // A sanitizer runs kernels one at a time: ranks at the same instant cannot.
   if (std::getenv("ARNORM_LAUNCH_WRAPPED") != nullptr) GTEST_SKIP() << "not under a wrapper (compute-sanitizer)";
   if (rank() == 0) {
@@ -107,8 +109,15 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
     cudaEventRecord(origin_gpu, nullptr);
     cudaEventSynchronize(origin_gpu);
     const auto origin_host = std::chrono::steady_clock::now();
-    for (int world : {2, 4, 8}) {
-      const uint64_t base = base0 + 1000 * static_cast<uint64_t>(world);
+    // The default workspace at worlds 2, 4 and 8, then the small one of the
+    // suite's chunking tests (512 KiB), where calls take many chunks and the
+    // fused two-shot reuses its row slots: the buffer reuse that ranks at
+    // the same instant could race on.
+    for (int pass = 0; pass < 6; ++pass) {
+      const size_t budget = pass < 3 ? 0 : size_t{512} << 10;
+      const int world = 2 << (pass % 3);
+      // (a pass's iterations stay within 1000 of its base)
+      const uint64_t base = base0 + 1000 * static_cast<uint64_t>(pass);
       std::vector<arnormStatus_t> st;
       std::vector<std::string> msg;
       thread_ranks(std::vector<int>(world, dev), &st, &msg, [&](int r, arnormComm_t c, arnorm_tools::HostCollectives& group) {
@@ -164,7 +173,7 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
               cudaEventElapsedTime(&gpu_after, origin_gpu, ev_after);
               EXPECT_EQ(0u, count_bit_mismatches(got, ref))
                   << "world " << world << " rank " << r << " " << arnormAlgorithmName(algo) << " n=" << n
-                  << ": call made at " << host_at << " s, returned at " << host_done << " s (host); kernel from "
+                  << " workspace " << budget << ": call made at " << host_at << " s, returned at " << host_done << " s (host); kernel from "
                   << gpu_before / 1e3 << " s to " << gpu_after / 1e3 << " s (GPU)";
             }
           }
@@ -179,13 +188,15 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
               cudaMemsetAsync(d_h.ptr, 0xFF, n * 2, s);
               cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
               arnormAddRmsNormArgs_t args = fused_args(d_in.ptr, d_res.ptr, d_h.ptr, d_w.ptr, d_out.ptr, tokens, hidden);
-              args.algo = algos[a];
+              // (With the small workspace a one-shot row may not fit: auto
+              // then takes the two-shot, as a caller's call would.)
+              args.algo = budget && algos[a] == ARNORM_ALGO_ONESHOT ? ARNORM_ALGO_AUTO : algos[a];
               EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &args, s)) << arnormGetLastErrorString();
               const auto h = to_host(d_h, n), y = to_host(d_out, n);
               hashes[a] = hash_bytes(h.data(), n * 2) ^ (hash_bytes(y.data(), n * 2) * 3);
             }
             EXPECT_EQ(hashes[0], hashes[1]) << "one-shot and two-shot differ: world " << world << " rank " << r
-                                            << " " << tokens << " x " << hidden;
+                                            << " " << tokens << " x " << hidden << " workspace " << budget;
             std::vector<uint64_t> all(world);
             group.allgather(&hashes[0], all.data(), sizeof(uint64_t));
             for (int q = 0; q < world; ++q)
@@ -198,8 +209,9 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
         cudaEventDestroy(ev_after);
         cudaFreeHost(pinned);
         cudaStreamDestroy(s);
-      });
-      for (int r = 0; r < world; ++r) EXPECT_EQ(ARNORM_SUCCESS, st[r]) << "world " << world << ": " << msg[r];
+      }, budget);
+      for (int r = 0; r < world; ++r)
+        EXPECT_EQ(ARNORM_SUCCESS, st[r]) << "world " << world << ", workspace " << budget << ": " << msg[r];
     }
     cudaEventDestroy(origin_gpu);
   }
