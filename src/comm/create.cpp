@@ -447,6 +447,47 @@ arnormStatus_t create_own_nccl(arnormComm* c, Collective& coll) {
   return coll.agree("NCCL comm init", st);
 }
 
+// ARNORM_TEST_FAULT=<step>:<rank> makes that rank fail at that step of
+// creation, for the tests of what every other rank then gets.
+bool fault_injected(const char* step, int rank) {
+  const char* v = std::getenv("ARNORM_TEST_FAULT");
+  if (v == nullptr) return false;
+  const char* colon = std::strrchr(v, ':');
+  return colon != nullptr && std::string(v, colon) == step && std::atoi(colon + 1) == rank;
+}
+
+// The rank's own resources, after the last collective step. Its failure is
+// agreed like any other ('finish'): a rank that returned early would leave
+// its peers waiting in the bootstrap for it.
+arnormStatus_t finish_local(arnormComm* c) {
+  if (fault_injected("finish", c->rank)) {
+    return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "arnormCommCreate: failure injected at 'finish' (ARNORM_TEST_FAULT)");
+  }
+  void* mapped_host = nullptr;
+  ARNORM_CUDA_TRY(cudaHostAlloc(&mapped_host, sizeof(ErrorRecord), cudaHostAllocMapped));
+  c->error_host = static_cast<ErrorRecord*>(mapped_host);
+  std::memset(c->error_host, 0, sizeof(ErrorRecord));
+  void* dev_alias = nullptr;
+  ARNORM_CUDA_TRY(cudaHostGetDevicePointer(&dev_alias, mapped_host, 0));
+  c->error_device = static_cast<ErrorRecord*>(dev_alias);
+#if ARNORM_PHASE_TIMING
+  {
+    // Kept by the communicator only once cleared: destroy reads it.
+    void* marks = nullptr;
+    const size_t bytes = kPhaseClockWords * sizeof(unsigned long long);
+    ARNORM_CUDA_TRY(cudaMalloc(&marks, bytes));
+    if (cudaMemset(marks, 0, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+      cudaFree(marks);
+      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: clearing the phase clock's buffer failed: %s",
+                         cudaGetErrorString(cudaGetLastError()));
+    }
+    c->phase_clock = static_cast<unsigned long long*>(marks);
+  }
+#endif
+  ARNORM_CUDA_TRY(cudaEventCreateWithFlags(&c->order_event, cudaEventDisableTiming));
+  return ARNORM_SUCCESS;
+}
+
 arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t& cfg) {
   Collective coll(bs, c->rank, c->world_size);
   c->timeout_seconds = cfg.timeout_seconds > 0 ? cfg.timeout_seconds : 5.0;
@@ -551,29 +592,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
     ARNORM_TRY(create_own_nccl(c, coll));
   }
 
-  void* mapped_host = nullptr;
-  ARNORM_CUDA_TRY(cudaHostAlloc(&mapped_host, sizeof(ErrorRecord), cudaHostAllocMapped));
-  c->error_host = static_cast<ErrorRecord*>(mapped_host);
-  std::memset(c->error_host, 0, sizeof(ErrorRecord));
-  void* dev_alias = nullptr;
-  ARNORM_CUDA_TRY(cudaHostGetDevicePointer(&dev_alias, mapped_host, 0));
-  c->error_device = static_cast<ErrorRecord*>(dev_alias);
-#if ARNORM_PHASE_TIMING
-  {
-    // Kept by the communicator only once cleared: destroy reads it.
-    void* marks = nullptr;
-    const size_t bytes = kPhaseClockWords * sizeof(unsigned long long);
-    ARNORM_CUDA_TRY(cudaMalloc(&marks, bytes));
-    if (cudaMemset(marks, 0, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
-      cudaFree(marks);
-      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: clearing the phase clock's buffer failed: %s",
-                         cudaGetErrorString(cudaGetLastError()));
-    }
-    c->phase_clock = static_cast<unsigned long long*>(marks);
-  }
-#endif
-  ARNORM_CUDA_TRY(cudaEventCreateWithFlags(&c->order_event, cudaEventDisableTiming));
-  return coll.agree("finish", ARNORM_SUCCESS);
+  return coll.agree("finish", finish_local(c));
 }
 
 }  // namespace

@@ -385,6 +385,22 @@ TEST(Comm, SetupFailureOnOneRankFailsEveryRank) {
   cfg.workspace_bytes = 4096;
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
   EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("too small"));
+  // The last rank fails at the last step, its own resources after every
+  // collective one: every rank fails, none waits in the bootstrap for it.
+  {
+    const int last = world() - 1;
+    const std::string fault = "finish:" + std::to_string(last);
+    const ScopedEnv inject("ARNORM_TEST_FAULT", fault.c_str());
+    const arnormStatus_t st_finish = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, nullptr);
+    const std::string msg = arnormGetLastErrorString();
+    EXPECT_EQ(nullptr, c);
+    if (rank() == last) {
+      EXPECT_EQ(ARNORM_ERROR_INTERNAL, st_finish) << msg;
+    } else {
+      EXPECT_EQ(ARNORM_ERROR_REMOTE, st_finish) << msg;
+      EXPECT_NE(std::string::npos, msg.find("rank " + std::to_string(last) + " failed during 'finish'")) << msg;
+    }
+  }
 }
 
 TEST(Comm, InfoReportsPeerAccessAndBudget) {
