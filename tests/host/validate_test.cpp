@@ -2,6 +2,7 @@
 // the problem; valid calls pass.
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <map>
 
 #include "core/status.h"
@@ -91,6 +92,112 @@ TEST_F(Validate, RejectsBadTypesCountsAndStreams) {
   expect_error(c, "stream belongs to device 1");
   c.stream = reinterpret_cast<cudaStream_t>(0xdead);
   expect_error(c, "not a valid CUDA stream");
+}
+
+// The fused op's arguments: kA holds input, residual and out side by side
+// (each 1000 x 8 bf16 = 16,000 bytes), kB the weight.
+class ValidateFused : public Validate {
+ protected:
+  arnormAddRmsNormArgs_t args() {
+    arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+    a.input = reinterpret_cast<const void*>(kA);
+    a.residual = reinterpret_cast<const void*>(kA + kRows);
+    a.residual_out = reinterpret_cast<void*>(kA + kRows);
+    a.out = reinterpret_cast<void*>(kA + 2 * kRows);
+    a.weight = reinterpret_cast<const void*>(kB);
+    a.tokens = 1000;
+    a.hidden = 8;
+    return a;
+  }
+  void expect_error(const arnormAddRmsNormArgs_t& a, const char* fragment) {
+    EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, validate_add_rmsnorm(&a, nullptr, 0, mem));
+    EXPECT_NE(std::string::npos, last_error().find(fragment)) << last_error();
+  }
+  static constexpr uintptr_t kRows = 16000;
+};
+
+TEST_F(ValidateFused, AcceptsGoodCalls) {
+  arnormAddRmsNormArgs_t a = args();
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "residual updated in place";
+  a.residual_out = reinterpret_cast<void*>(kA + 3 * kRows);
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "residual_out apart";
+  a.residual = nullptr;
+  a.residual_out = nullptr;
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "no residual";
+  a = args();
+  a.weight_dtype = ARNORM_FLOAT32;  // 32 bytes of weight: kB has them
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "fp32 weight";
+  a.epsilon = 0.f;
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "epsilon 0";
+  a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+  a.hidden = 4096;
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "0 tokens: a no-op, buffers unread";
+}
+
+TEST_F(ValidateFused, RejectsBadArguments) {
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, validate_add_rmsnorm(nullptr, nullptr, 0, mem));
+  arnormAddRmsNormArgs_t a = args();
+  a.struct_size = 8;
+  expect_error(a, "struct_size");
+  a = args();
+  a.weight_dtype = static_cast<arnormDataType_t>(9);
+  expect_error(a, "weight_dtype 9");
+  a = args();
+  a.algo = static_cast<arnormAlgorithm_t>(17);
+  expect_error(a, "algorithm 17");
+  a = args();
+  a.hidden = 0;
+  expect_error(a, "hidden is 0");
+  for (float eps : {-1e-6f, std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    a = args();
+    a.epsilon = eps;
+    expect_error(a, "epsilon");
+  }
+  a = args();
+  a.tokens = size_t{1} << 62;
+  expect_error(a, "overflows");
+  a = args();
+  a.out = nullptr;
+  expect_error(a, "out is NULL");
+}
+
+TEST_F(ValidateFused, SizesBuffersByTheirOwnTypes) {
+  arnormAddRmsNormArgs_t a = args();
+  // An fp32 weight of 8 needs 32 bytes: 16 left before the end fail.
+  a.weight = reinterpret_cast<const void*>(kB + (1 << 20) - 16);
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "bf16 weight: 16 bytes fit";
+  a.weight_dtype = ARNORM_FLOAT32;
+  expect_error(a, ": weight (");
+  EXPECT_NE(std::string::npos, last_error().find("has 16 bytes left")) << last_error();
+  // fp32 activations need twice the rows' bytes.
+  a = args();
+  a.dtype = ARNORM_FLOAT32;
+  a.out = reinterpret_cast<void*>(kA + (1 << 20) - 2 * kRows + 4);
+  a.residual_out = reinterpret_cast<void*>(kA + 4 * kRows);
+  expect_error(a, ": out (");
+  EXPECT_NE(std::string::npos, last_error().find("needs 32000")) << last_error();
+}
+
+TEST_F(ValidateFused, RejectsAliasingTheOpCannotHonour) {
+  arnormAddRmsNormArgs_t a = args();
+  a.out = const_cast<void*>(a.input);
+  expect_error(a, "out overlaps input");
+  a = args();
+  a.out = reinterpret_cast<void*>(kA + kRows + 2);  // inside residual
+  expect_error(a, "out overlaps residual");
+  a = args();
+  a.weight = reinterpret_cast<const void*>(kA + 2 * kRows + 8);  // inside out
+  expect_error(a, "out overlaps weight");
+  a = args();
+  a.residual_out = a.out;
+  expect_error(a, "out overlaps residual_out");
+  a = args();
+  a.residual_out = reinterpret_cast<void*>(kA + 2);  // over input
+  expect_error(a, "residual_out overlaps input");
+  a = args();
+  a.out = reinterpret_cast<void*>(kA + 3 * kRows);
+  a.residual_out = reinterpret_cast<void*>(kA + kRows + 2);  // part of residual
+  expect_error(a, "without being equal");
 }
 
 TEST(Overlap, Ranges) {
