@@ -168,9 +168,9 @@ void check_case(arnormComm_t comm, const Case& c) {
   Outputs<T, W> first;
   for (arnormAlgorithm_t algo : kPeer) {
     char what[160];
-    std::snprintf(what, sizeof(what), "%s %s/%s tokens=%zu hidden=%zu%s%s", arnormAlgorithmName(algo),
+    std::snprintf(what, sizeof(what), "%s %s/%s tokens=%zu hidden=%zu eps=%g%s%s", arnormAlgorithmName(algo),
                   arnormDataTypeName(dtype_of<T>()), arnormDataTypeName(dtype_of<W>()), c.tokens, c.hidden,
-                  c.residual ? "" : " no-residual", c.in_place ? " in-place" : "");
+                  static_cast<double>(c.eps), c.residual ? "" : " no-residual", c.in_place ? " in-place" : "");
     const auto got = run_fused<T, W>(comm, algo, c, ids, salt);
     check_against_definition<T, W>(c, ids, salt, got, what);
     EXPECT_TRUE(same_on_all_ranks(hash_bytes(got.y.data(), got.y.size() * sizeof(T)))) << what << ": ranks differ";
@@ -192,6 +192,27 @@ TEST(AddRmsNorm, Fp32WeightWithBf16AndFp16Activations) {
     check_case<__nv_bfloat16, float>(env().comm, {5, hidden});
     check_case<__half, float>(env().comm, {5, hidden});
     check_case<__half, __nv_bfloat16>(env().comm, {2, hidden});
+  }
+}
+
+// All nine (activation, weight) type pairs the library builds, each with a
+// small epsilon and one that changes every output (1, against mean squares
+// of about 3 to 12 for world sizes 1 to 8).
+TEST(AddRmsNorm, EveryWeightTypeAndEpsilon) {
+  for (float eps : {1e-5f, 1.f}) {
+    for (size_t hidden : {7, 4096}) {
+      Case c{3, hidden};
+      c.eps = eps;
+      check_case<__nv_bfloat16, __nv_bfloat16>(env().comm, c);
+      check_case<__nv_bfloat16, __half>(env().comm, c);
+      check_case<__nv_bfloat16, float>(env().comm, c);
+      check_case<__half, __nv_bfloat16>(env().comm, c);
+      check_case<__half, __half>(env().comm, c);
+      check_case<__half, float>(env().comm, c);
+      check_case<float, __nv_bfloat16>(env().comm, c);
+      check_case<float, __half>(env().comm, c);
+      check_case<float, float>(env().comm, c);
+    }
   }
 }
 
