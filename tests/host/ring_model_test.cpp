@@ -29,6 +29,12 @@ struct RingCase {
   size_t publish; // Q
   int shards;     // ranks 0..shards-1 own a shard (narrow rows leave the last ones without)
   bool writers_wait = true;  // false: a broken ring whose writers skip the RING PROGRESS waits
+  // Per rank, where ranks differ (empty: every rank takes the values above).
+  // Q, ahead and the epilogue's groups are read on each rank and not agreed
+  // at creation (ARNORM_FUSED_RING_PUBLISH, _AHEAD, _PAIRS): each only paces
+  // or publishes that rank's own work.
+  std::vector<size_t> publish_of;
+  std::vector<int> ahead_of, groups_of;
 };
 
 std::string describe(const RingCase& c) {
@@ -40,9 +46,14 @@ std::string describe(const RingCase& c) {
 // Runs one schedule; returns "" or what went wrong.
 std::string run_ring(const RingCase& c, unsigned seed) {
   const int N = c.world;
-  const size_t S = c.slots, n = c.rows, G = c.G, Q = c.publish;
+  const size_t S = c.slots, n = c.rows, G = c.G;
   const bool ring = n > S;
-  const size_t steps = (n + G - 1) / G, lead = static_cast<size_t>(c.lag + c.ahead) * G;
+  const size_t steps = (n + G - 1) / G;
+  auto Q_of = [&](int r) { return c.publish_of.empty() ? c.publish : c.publish_of[r]; };
+  auto lead_of = [&](int r) {
+    return static_cast<size_t>(c.lag + (c.ahead_of.empty() ? c.ahead : c.ahead_of[r])) * G;
+  };
+  auto groups_of = [&](int r) { return static_cast<size_t>(c.groups_of.empty() ? c.groups : c.groups_of[r]); };
   auto has_shard = [&](int r) { return r < c.shards; };
   auto end_of = [&](size_t k) { return std::min(n, (k + 1) * G); };
   // Slot contents: row + 1, 0 when consumed. rs[to][slot][from], ag[to][slot][from].
@@ -65,7 +76,7 @@ std::string run_ring(const RingCase& c, unsigned seed) {
     const size_t k = m.k;
     if (k < steps && !m.pushed) {
       const size_t first = k * G, end = end_of(k);
-      if (end > epilogue_done[r] + lead) return false;  // BACKPRESSURE
+      if (end > epilogue_done[r] + lead_of(r)) return false;  // BACKPRESSURE
       if (ring && end > S && c.writers_wait) {
         for (int q = 0; q < N; ++q)
           if (q != r && has_shard(q) && pub0[q] < end - S) return false;
@@ -107,6 +118,7 @@ std::string run_ring(const RingCase& c, unsigned seed) {
           slot = i + 1;
         }
         ++m.next_row;
+        const size_t Q = Q_of(r);
         if (m.next_row == end && ring && (end / Q != first / Q || end == n)) pub0[r] = end;
         if (m.next_row < end) return true;
       }
@@ -120,7 +132,7 @@ std::string run_ring(const RingCase& c, unsigned seed) {
   auto epilogue_step = [&](int r) -> bool {
     const size_t first = epi_next[r];
     if (first >= n) return false;
-    const size_t end = std::min(n, first + static_cast<size_t>(c.groups));
+    const size_t end = std::min(n, first + groups_of(r));
     for (size_t i = first; i < end; ++i) {
       for (int s = 0; s < N; ++s) {
         if (!has_shard(s)) continue;
@@ -133,7 +145,7 @@ std::string run_ring(const RingCase& c, unsigned seed) {
       for (int s = 0; s < N; ++s) ag[r][i % S][s] = 0;
     epi_next[r] = end;
     epilogue_done[r] = end;
-    if (ring && (end % Q == 0 || end == n)) pub1[r] = end;
+    if (ring && (end % Q_of(r) == 0 || end == n)) pub1[r] = end;
     return true;
   };
 
@@ -204,6 +216,32 @@ TEST(RingModel, PlannedRingsNeitherOverwriteNorDeadlock) {
     }
   }
   EXPECT_GT(rings, 300u) << "cases where slots are reused";
+}
+
+// Ranks whose local knobs differ: each rank its own Q (the planner's or a
+// publication every step), BACKPRESSURE lead and epilogue groups, in every
+// mix over the ranks, on the planned rings of the cases above.
+TEST(RingModel, RanksMayDifferInTheirLocalKnobs) {
+  size_t mixes = 0;
+  for (RingCase c : planned_cases()) {
+    if (c.rows <= c.slots || c.world > 4 || c.publish != plan_fused_ring_publish(c.slots, c.G, c.lag)) continue;
+    const size_t q_each_step = plan_fused_ring_publish(c.slots, c.G, c.lag, 1);
+    for (unsigned mix = 1; mix + 1 < (1u << c.world); ++mix) {  // some ranks, not all or none
+      c.publish_of.assign(c.world, c.publish);
+      c.ahead_of.assign(c.world, c.ahead);
+      c.groups_of.assign(c.world, c.groups);
+      for (int r = 0; r < c.world; ++r) {
+        if (!(mix >> r & 1)) continue;
+        c.publish_of[r] = q_each_step;
+        c.ahead_of[r] = c.ahead == 1 ? 64 : 1;
+        if (c.G % 2 == 0) c.groups_of[r] = 3 - c.groups;
+      }
+      ++mixes;
+      const std::string e = run_ring(c, mix * 7919u + static_cast<unsigned>(c.rows));
+      ASSERT_EQ("", e) << describe(c) << ", ranks of mask " << mix << " changed";
+    }
+  }
+  EXPECT_GT(mixes, 1000u);
 }
 
 // The model can fail: a ring whose readers publish only at the end, or whose
