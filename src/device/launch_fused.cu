@@ -12,7 +12,9 @@ namespace {
 
 // An occupancy figure of `kernel` on the current device, cached per device,
 // kernel and size (a property of the GPU and the binary): compute(device),
-// 0 where CUDA cannot say. One cache per kind of figure (Compute).
+// 0 where CUDA cannot say. One cache per kind of figure (Compute). A query
+// that failed is not cached: the failure may be the moment's (a capture in
+// progress, say), and a cached 0 would refuse every later launch.
 template <typename Compute>
 int cached_occupancy(FusedKernel kernel, int size, Compute compute) {
   static std::mutex mu;
@@ -23,10 +25,10 @@ int cached_occupancy(FusedKernel kernel, int size, Compute compute) {
   const auto key = std::make_tuple(device, reinterpret_cast<void*>(kernel), size);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
-  int n = compute(device);
+  const int n = compute(device);
   if (n < 0) {
     (void)cudaGetLastError();
-    n = 0;
+    return 0;
   }
   cache[key] = n;
   return n;
