@@ -265,6 +265,63 @@ TEST(AllReduce, SecondStreamIsOrderedAfterFirst) {
   CUDA_OK(cudaStreamSynchronize(env().stream));
 }
 
+// Copies src to dst once delay_ns have passed since it started: a kernel
+// after it on the stream that read dst early would read the poison.
+__global__ void copy_after_delay(const unsigned char* src, unsigned char* dst, size_t bytes,
+                                 unsigned long long delay_ns) {
+  unsigned long long t0, t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+  do {
+    __nanosleep(1000);
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  } while (t - t0 < delay_ns);
+  for (size_t i = blockIdx.x * size_t{blockDim.x} + threadIdx.x; i < bytes; i += size_t{gridDim.x} * blockDim.x)
+    dst[i] = src[i];
+}
+
+// Calls queued on one stream with no synchronisation between them, each
+// reading what the kernel before it wrote: a late user kernel, then three
+// all-reduces through every pair of algorithms (the later ones launched as
+// PDL dependents of the one before, which must not read before it is done).
+TEST(AllReduce, ChainedCallsOnOneStreamWithoutSync) {
+  for (size_t n : {size_t{1000}, size_t{70001}, size_t{1} << 20}) {
+    for (arnormAlgorithm_t first : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+      for (arnormAlgorithm_t second : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+        const uint64_t iter = ++env().iteration;
+        const auto x = make_input<__nv_bfloat16>(rank(), iter, n);
+        DeviceBuffer staging(n * 2), in(n * 2), b(n * 2), c(n * 2);
+        cudaMemcpy(staging.ptr, x.data(), n * 2, cudaMemcpyHostToDevice);
+        for (const DeviceBuffer* d : {&in, &b, &c}) cudaMemset(d->ptr, kPoisonByte, n * 2);
+        cudaDeviceSynchronize();
+        cudaStream_t s = env().stream;
+        copy_after_delay<<<64, 256, 0, s>>>(static_cast<const unsigned char*>(staging.ptr),
+                                            static_cast<unsigned char*>(in.ptr), n * 2, 200000);
+        ARNORM_OK(arnormAllReduce(env().comm, in.ptr, b.ptr, n, ARNORM_BFLOAT16, first, s));
+        ARNORM_OK(arnormAllReduce(env().comm, b.ptr, b.ptr, n, ARNORM_BFLOAT16, second, s));
+        ARNORM_OK(arnormAllReduce(env().comm, b.ptr, c.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, s));
+        CUDA_OK(cudaStreamSynchronize(s));
+        ARNORM_OK(arnormCommGetAsyncError(env().comm));
+        std::vector<__nv_bfloat16> got(n);
+        cudaMemcpy(got.data(), c.ptr, n * 2, cudaMemcpyDeviceToHost);
+        // The definition three times: a call sums `world` copies of the
+        // previous result in rank order in fp32, then rounds.
+        auto again = [&](const std::vector<__nv_bfloat16>& v) {
+          std::vector<__nv_bfloat16> out(v.size());
+          for (size_t i = 0; i < v.size(); ++i) {
+            float acc = to_float(v[i]);
+            for (int r = 1; r < world(); ++r) acc += to_float(v[i]);
+            out[i] = from_float<__nv_bfloat16>(acc);
+          }
+          return out;
+        };
+        const auto expect = again(again(reference_sum<__nv_bfloat16>(iter, n, world())));
+        EXPECT_EQ(0u, count_bit_mismatches(got, expect))
+            << "n=" << n << ", " << arnormAlgorithmName(first) << " then " << arnormAlgorithmName(second) << " then auto";
+      }
+    }
+  }
+}
+
 // ---- bad input: a clear error, nothing launched, nothing written --------
 
 void expect_rejected(arnormStatus_t st, const char* fragment, const DeviceBuffer& out) {
