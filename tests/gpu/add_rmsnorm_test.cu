@@ -303,6 +303,36 @@ TEST(AddRmsNorm, WideAndClusterRanksMix) {
   arnormCommDestroy(c);
 }
 
+// The knobs each rank reads for itself and creation does not compare
+// (ARNORM_FUSED_PAIRS, _AHEAD, _RING_PUBLISH, ARNORM_PDL: the epilogue's
+// groups, the movers' lead, how often ring progress is published, PDL) set
+// otherwise on the last rank, with a workspace small enough that the fused
+// two-shot's calls here take the row ring: same bits as ever.
+TEST(AddRmsNorm, LocalKnobsMayDifferBetweenRanks) {
+  arnormComm_t c = nullptr;
+  arnormStatus_t st;
+  {
+    const bool odd = rank() == world() - 1;
+    const ScopedEnv pairs("ARNORM_FUSED_PAIRS", odd ? "0" : "1"), ahead("ARNORM_FUSED_AHEAD", odd ? "1" : "64"),
+        publish("ARNORM_FUSED_RING_PUBLISH", odd ? "2" : "0"), pdl("ARNORM_PDL", odd ? "0" : "1");
+    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+    cfg.workspace_bytes = 512 << 10;
+    cfg.nccl_comm = env().nccl;
+    cfg.nccl_fallback = env().nccl != nullptr;
+    arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+    st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+  }
+  ARNORM_OK(st);
+  // (Rows whose one-shot fits this workspace at world 8 as well: check_case
+  // runs each algorithm by name.)
+  for (size_t hidden : {4096, 7168})
+    for (size_t tokens : {3, 64, 130}) check_case<__nv_bfloat16, __nv_bfloat16>(c, {tokens, hidden});
+  check_case<__half, float>(c, {40, 4096});
+  cudaDeviceSynchronize();
+  barrier();
+  arnormCommDestroy(c);
+}
+
 // A row's outputs are the same bits alone, inside larger batches at any
 // position, misaligned, and through any algorithm.
 void check_batch_invariance(size_t hidden, std::initializer_list<size_t> token_counts) {
@@ -395,6 +425,70 @@ TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
     }
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
+  }
+}
+
+// Calls captured in cudaStreamCaptureModeGlobal, which refuses any CUDA call
+// that is unsafe during a capture (from this thread or any other), for each
+// route: the LL and cluster one-shots, the wide CTA, the two-shot, unaligned
+// rows, and the row ring (small workspace). Each replay's inputs are new
+// and its outputs are checked against the definition. gpu-check.sh also
+// runs this test alone, first in its process, where every launch-time query
+// (occupancy, kernel loading) happens inside the capture.
+TEST(AddRmsNorm, GlobalCaptureOfEveryRoute) {
+  struct Route {
+    arnormComm_t comm;
+    size_t tokens, hidden;
+  };
+  const Route routes[] = {{env().comm, 1, 7168},   {env().comm, 4, 4096},  {env().comm, 16, 8192},
+                          {env().comm, 130, 4096}, {env().comm, 3, 1000},  {env().small_comm, 64, 4096}};
+  for (const Route& rt : routes) {
+    for (arnormAlgorithm_t algo : kPeer) {
+      const Case c{rt.tokens, rt.hidden};
+      const size_t n = c.tokens * c.hidden;
+      Buf staging(n * 2), in(n * 2), res(n * 2), res_out(n * 2), out(n * 2), w(c.hidden * 2);
+      arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+      a.input = in.ptr;
+      a.residual = res.ptr;
+      a.residual_out = res_out.ptr;
+      a.weight = w.ptr;
+      a.out = out.ptr;
+      a.tokens = c.tokens;
+      a.hidden = c.hidden;
+      a.epsilon = c.eps;
+      a.algo = algo;
+      char what[120];
+      std::snprintf(what, sizeof(what), "global capture, %s, %zu x %zu%s", arnormAlgorithmName(algo), c.tokens,
+                    c.hidden, rt.comm == env().small_comm ? ", small workspace" : "");
+      cudaGraph_t graph = nullptr;
+      cudaGraphExec_t exec = nullptr;
+      CUDA_OK(cudaStreamBeginCapture(env().stream, cudaStreamCaptureModeGlobal));
+      cudaMemcpyAsync(in.ptr, staging.ptr, n * 2, cudaMemcpyDeviceToDevice, env().stream);
+      const arnormStatus_t st = arnormAllReduceAddRmsNorm(rt.comm, &a, env().stream);
+      const std::string msg = arnormGetLastErrorString();
+      CUDA_OK(cudaStreamEndCapture(env().stream, &graph));
+      ASSERT_EQ(ARNORM_SUCCESS, st) << what << ": " << msg;
+      CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+      for (int replay = 0; replay < 2; ++replay) {
+        const uint64_t salt = ++env().iteration;
+        const auto ids = iota_ids(c.tokens);
+        upload(staging, rows_of<__nv_bfloat16>(rank(), ids, c.hidden, salt));
+        upload(res, rows_of<__nv_bfloat16>(1000, ids, c.hidden, salt));
+        upload(w, make_input<__nv_bfloat16>(2000, salt, c.hidden));
+        cudaMemset(out.ptr, kPoisonByte, n * 2);
+        cudaMemset(res_out.ptr, kPoisonByte, n * 2);
+        cudaDeviceSynchronize();
+        CUDA_OK(cudaGraphLaunch(exec, env().stream));
+        CUDA_OK(cudaStreamSynchronize(env().stream));
+        ARNORM_OK(arnormCommGetAsyncError(rt.comm));
+        Outputs<__nv_bfloat16, __nv_bfloat16> got;
+        got.y = download<__nv_bfloat16>(out.ptr, n);
+        got.h = download<__nv_bfloat16>(res_out.ptr, n);
+        check_against_definition<__nv_bfloat16, __nv_bfloat16>(c, ids, salt, got, what);
+      }
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    }
   }
 }
 
