@@ -43,6 +43,14 @@ note() { summary+=("$1"); }
 
 run_tests() {
   for w in $worlds; do
+    # First in a fresh process: every launch-time query of the library
+    # (occupancy, kernel loading) then happens inside a global-mode capture.
+    log="$OUT/gpu-tests-w$w-capture-first.log"
+    echo "== GPU tests, world $w, calls captured first in a fresh process (log: $log)"
+    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" \
+        --gtest_filter='AddRmsNorm.GlobalCaptureOfEveryRoute' > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    grep -E '^\[  (PASSED|FAILED) |FAILURE' "$log" | tail -3
+    note "tests   world $w, global capture first in a process: $r"
     log="$OUT/gpu-tests-w$w.log"
     echo "== GPU tests, world $w (log: $log)"
     if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
