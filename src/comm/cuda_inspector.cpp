@@ -31,6 +31,20 @@ GetAddressRangeFn address_range_fn() {
   return fn;
 }
 
+using PointerGetAttributeFn = CUresult (*)(void*, CUpointer_attribute, CUdeviceptr);
+
+// Memory that cudaMalloc did not allocate whole: cuMemMap'd pieces (and
+// pool allocations), which are not legacy-IPC capable, unlike cudaMalloc's.
+bool is_mapped_piece(const void* ptr) {
+  static auto get = reinterpret_cast<PointerGetAttributeFn>(driver_entry("cuPointerGetAttribute"));
+  int legacy_ipc = 1;
+  if (!get || get(&legacy_ipc, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE,
+                  reinterpret_cast<CUdeviceptr>(ptr)) != CUDA_SUCCESS) {
+    return false;
+  }
+  return legacy_ipc == 0;
+}
+
 // The device of a stream that may be under capture: cudaStreamGetDevice
 // would invalidate the capture, the stream's context does not.
 bool capturing_stream_device(cudaStream_t stream, int* device) {
@@ -68,6 +82,7 @@ class CudaMemoryInspector final : public MemoryInspector {
           f.has_range = true;
           f.base = static_cast<uintptr_t>(base);
           f.size = size;
+          f.mapped_piece = is_mapped_piece(ptr);
         }
       }
     }

@@ -32,11 +32,28 @@ arnormStatus_t validate_buffer(const char* op, const char* name, const void* ptr
   }
   if (f.has_range) {
     const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
-    if (p < f.base || p - f.base > f.size || f.size - (p - f.base) < bytes) {
+    if (p < f.base || p - f.base > f.size) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: %s (%p) lies outside the allocation the driver reports",
+                         op, name, ptr);
+    }
+    // The bytes from ptr to the end of its allocation; for mapped pieces
+    // (BufferFacts), on through the pieces that follow without a gap on the
+    // same device. A cudaMalloc allocation ends where it ends, even where
+    // another one happens to start right after it.
+    size_t left = f.size - (p - f.base);
+    for (uintptr_t end = f.base + f.size; left < bytes && f.mapped_piece;) {
+      const BufferFacts next = mem.inspect(reinterpret_cast<const void*>(end));
+      if (!next.mapped_piece || !next.is_device || next.device != device || !next.has_range || next.base != end ||
+          next.size == 0) {
+        break;
+      }
+      left += next.size;
+      end += next.size;
+    }
+    if (left < bytes) {
       return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                         "%s: %s (%p) has %zu bytes left in its allocation but the call needs %zu",
-                         op, name, ptr, p >= f.base && p - f.base <= f.size ? f.size - (p - f.base) : 0,
-                         bytes);
+                         "%s: %s (%p) has %zu bytes left in its allocation but the call needs %zu", op, name, ptr,
+                         left, bytes);
     }
   }
   return ARNORM_SUCCESS;

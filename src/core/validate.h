@@ -17,6 +17,10 @@ struct BufferFacts {
   bool has_range = false;  // allocation extent known
   uintptr_t base = 0;
   size_t size = 0;
+  // Memory mapped piece by piece into a reserved address range (cuMemMap:
+  // PyTorch's expandable segments, memory pools), whose pieces the driver
+  // reports one at a time; a buffer may run on into the next piece.
+  bool mapped_piece = false;
 };
 
 class MemoryInspector {

@@ -14,17 +14,20 @@ namespace {
 // Pretends a few address ranges are device allocations on given devices.
 class FakeMemory : public MemoryInspector {
  public:
-  void add(uintptr_t base, size_t size, int device) { allocs_[base] = {size, device}; }
+  // mapped: a piece mapped into a reserved range (cuMemMap) rather than a
+  // cudaMalloc allocation.
+  void add(uintptr_t base, size_t size, int device, bool mapped = false) { allocs_[base] = {size, device, mapped}; }
   BufferFacts inspect(const void* p) const override {
     const uintptr_t a = reinterpret_cast<uintptr_t>(p);
     for (const auto& [base, info] : allocs_) {
-      if (a >= base && a < base + info.first) {
+      if (a >= base && a < base + info.size) {
         BufferFacts f;
         f.is_device = true;
-        f.device = info.second;
+        f.device = info.device;
         f.has_range = true;
         f.base = base;
-        f.size = info.first;
+        f.size = info.size;
+        f.mapped_piece = info.mapped;
         return f;
       }
     }
@@ -37,7 +40,12 @@ class FakeMemory : public MemoryInspector {
   }
 
  private:
-  std::map<uintptr_t, std::pair<size_t, int>> allocs_;
+  struct Alloc {
+    size_t size;
+    int device;
+    bool mapped;
+  };
+  std::map<uintptr_t, Alloc> allocs_;
 };
 
 class Validate : public ::testing::Test {
@@ -76,6 +84,37 @@ TEST_F(Validate, RejectsBadPointers) {
   expect_error(call(kA, kB, (1 << 20) / 2 + 1), "bytes left");
   expect_error(call(kA + (1 << 20) - 4, kB, 4), "bytes left");
   expect_error(call(kA, kA + 2, 10), "overlap");
+}
+
+// A buffer may run from one mapped piece into the next (PyTorch's expandable
+// segments map their memory piece by piece), never past a gap, onto another
+// device's piece, or from one cudaMalloc allocation into the next.
+TEST_F(Validate, BuffersMayCrossMappedPiecesOnly) {
+  constexpr uintptr_t kV = 0x50000000, kPiece = 2 << 20;
+  mem.add(kV, kPiece, 0, true);
+  mem.add(kV + kPiece, kPiece, 0, true);
+  mem.add(kV + 2 * kPiece, kPiece, 0, true);
+  const size_t three = 3 * kPiece / 2;  // bf16 elements of three pieces (in place: one buffer)
+  EXPECT_EQ(ARNORM_SUCCESS, validate_allreduce(call(kV + 1024, kV + 1024, three / 2), 0, mem)) << last_error();
+  EXPECT_EQ(ARNORM_SUCCESS, validate_allreduce(call(kV, kV, three), 0, mem)) << last_error();
+  expect_error(call(kV, kV, three + 1), "bytes left");
+  // A gap after the second piece, then a piece of another device.
+  constexpr uintptr_t kW = 0x60000000;
+  mem.add(kW, kPiece, 0, true);
+  mem.add(kW + kPiece, kPiece, 0, true);
+  mem.add(kW + 3 * kPiece, kPiece, 0, true);
+  mem.add(kW + 2 * kPiece + kPiece / 2, kPiece / 2, 0, true);  // starts inside the gap: not adjacent
+  expect_error(call(kW, kW, three), "bytes left");
+  constexpr uintptr_t kX = 0x70000000;
+  mem.add(kX, kPiece, 0, true);
+  mem.add(kX + kPiece, kPiece, 1, true);
+  expect_error(call(kX, kX, kPiece), "bytes left");
+  // Two cudaMalloc allocations side by side stay two.
+  constexpr uintptr_t kY = 0x80000000;
+  mem.add(kY, kPiece, 0);
+  mem.add(kY + kPiece, kPiece, 0);
+  expect_error(call(kY, kY, kPiece / 2 + 1), "bytes left");
+  EXPECT_NE(std::string::npos, last_error().find("has 2097152 bytes left")) << last_error();
 }
 
 TEST_F(Validate, RejectsBadTypesCountsAndStreams) {
