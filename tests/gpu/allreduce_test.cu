@@ -2,6 +2,8 @@
 // rank-order fp32 definition, bitwise agreement across ranks and between
 // algorithms, chunking, alignment, in place, graph replay, bad arguments,
 // setup failures and peer timeouts.
+#include <cuda.h>
+
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -262,6 +264,99 @@ TEST(AllReduce, SecondStreamIsOrderedAfterFirst) {
   // caller has destroyed it.
   cudaStreamDestroy(other);
   ARNORM_OK(arnormAllReduce(env().comm, a.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, env().stream));
+  CUDA_OK(cudaStreamSynchronize(env().stream));
+}
+
+// Two pieces of device memory mapped side by side into one reserved address
+// range, as PyTorch's expandable segments map theirs (cuMemMap); the driver
+// reports each piece as an allocation of its own.
+struct MappedPieces {
+  CUdeviceptr va = 0;
+  size_t piece = 0;
+  CUmemGenericAllocationHandle handle[2] = {};
+  bool mapped[2] = {};
+  std::string failed;  // the step that failed, or empty
+
+  explicit MappedPieces(int device) {
+    CUmemAllocationProp prop = {};
+    prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+    prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+    prop.location.id = device;
+    if (cuMemGetAllocationGranularity(&piece, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS) {
+      failed = "cuMemGetAllocationGranularity";
+    } else if (cuMemAddressReserve(&va, 2 * piece, 0, 0, 0) != CUDA_SUCCESS) {
+      va = 0;
+      failed = "cuMemAddressReserve";
+    }
+    for (int i = 0; i < 2 && failed.empty(); ++i) {
+      if (cuMemCreate(&handle[i], piece, &prop, 0) != CUDA_SUCCESS) failed = "cuMemCreate";
+      else if (cuMemMap(va + i * piece, piece, 0, handle[i], 0) != CUDA_SUCCESS) failed = "cuMemMap";
+      else mapped[i] = true;
+    }
+    CUmemAccessDesc access = {};
+    access.location = prop.location;
+    access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+    if (failed.empty() && cuMemSetAccess(va, 2 * piece, &access, 1) != CUDA_SUCCESS) failed = "cuMemSetAccess";
+  }
+  ~MappedPieces() {
+    for (int i = 0; i < 2; ++i) {
+      if (mapped[i]) cuMemUnmap(va + i * piece, piece);
+      if (handle[i]) cuMemRelease(handle[i]);
+    }
+    if (va) cuMemAddressFree(va, 2 * piece);
+  }
+};
+
+// A buffer that starts in one mapped piece and ends in the next is accepted
+// and reduced like any other, by both algorithms, as input and in place;
+// the fused op takes its input there too.
+TEST(AllReduce, BuffersAcrossMappedPieces) {
+  MappedPieces m(env().ctx.device);
+  if (!m.failed.empty()) GTEST_SKIP() << "cannot map memory piece by piece here: " << m.failed << " failed";
+  CUdeviceptr base = 0;
+  size_t size = 0;
+  ASSERT_EQ(CUDA_SUCCESS, cuMemGetAddressRange(&base, &size, m.va));
+  // What makes this test matter: the driver's range ends at the piece.
+  if (rank() == 0) {
+    std::printf("note: the driver reports %zu bytes from the first piece's start (a piece is %zu)\n", size, m.piece);
+  }
+  const size_t n = 70001;  // bf16, starting 3,000 elements before the second piece
+  void* across = reinterpret_cast<void*>(m.va + m.piece - 3000 * 2);
+  DeviceBuffer out(n * 2);
+  for (arnormAlgorithm_t algo : kPeerAlgos) {
+    for (bool in_place : {false, true}) {
+      const uint64_t iter = ++env().iteration;
+      const auto x = make_input<__nv_bfloat16>(rank(), iter, n);
+      cudaMemcpy(across, x.data(), n * 2, cudaMemcpyHostToDevice);
+      cudaMemset(out.ptr, kPoisonByte, n * 2);
+      cudaDeviceSynchronize();
+      void* dst = in_place ? across : out.ptr;
+      ASSERT_EQ(ARNORM_SUCCESS, arnormAllReduce(env().comm, across, dst, n, ARNORM_BFLOAT16, algo, env().stream))
+          << arnormGetLastErrorString();
+      CUDA_OK(cudaStreamSynchronize(env().stream));
+      std::vector<__nv_bfloat16> got(n);
+      cudaMemcpy(got.data(), dst, n * 2, cudaMemcpyDeviceToHost);
+      EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<__nv_bfloat16>(iter, n, world())))
+          << arnormAlgorithmName(algo) << (in_place ? " in place" : "");
+    }
+  }
+  // Past the second piece: refused, naming what is left.
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT,
+            arnormAllReduce(env().comm, across, out.ptr, m.piece / 2 + 3000 + 1, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO,
+                            env().stream));
+  EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("bytes left")) << arnormGetLastErrorString();
+  // The fused op: input across the pieces (4 rows of 7168, the second row
+  // crossing).
+  arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+  DeviceBuffer w(7168 * 2), y(4 * 7168 * 2);
+  cudaMemset(w.ptr, 0, 7168 * 2);
+  cudaDeviceSynchronize();
+  a.input = reinterpret_cast<void*>(m.va + m.piece - 10000 * 2);
+  a.weight = w.ptr;
+  a.out = y.ptr;
+  a.tokens = 4;
+  a.hidden = 7168;
+  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream)) << arnormGetLastErrorString();
   CUDA_OK(cudaStreamSynchronize(env().stream));
 }
 
