@@ -159,8 +159,10 @@ ARNORM_API arnormStatus_t arnormCommGetInfo(arnormComm_t comm, arnormCommInfo_t*
 
 /* Sum all-reduce of `count` elements of `dtype`. `sendbuf` == `recvbuf` is
  * in place; partial overlap is an error. Both are device memory of the
- * communicator's device, of any alignment an element of `dtype` can have;
- * `stream` belongs to that device. Collective: every rank calls it with the
+ * communicator's device (from cudaMalloc, a memory pool, or mapped piece by
+ * piece with cuMemMap as PyTorch's expandable segments are: a buffer may
+ * cross pieces that are mapped side by side), of any alignment an element
+ * of `dtype` can have; `stream` belongs to that device. Collective: every rank calls it with the
  * same count, dtype and algo. May be captured in a CUDA graph. */
 ARNORM_API arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf, void* recvbuf,
                                size_t count, arnormDataType_t dtype, arnormAlgorithm_t algo,
