@@ -406,7 +406,20 @@ arnormStatus_t run_probe(arnormComm* c, uint64_t nonce, uint64_t* identities_hos
 
 // After every rank's probe has finished: did every peer's store land here,
 // and did our loads see every peer's identity?
+// ARNORM_TEST_FAULT=<step>:<rank> makes that rank fail at that step of
+// creation, for the tests of what every other rank then gets.
+bool fault_injected(const char* step, int rank) {
+  const char* v = std::getenv("ARNORM_TEST_FAULT");
+  if (v == nullptr) return false;
+  const char* colon = std::strrchr(v, ':');
+  return colon != nullptr && std::string(v, colon) == step && std::atoi(colon + 1) == rank;
+}
+
 arnormStatus_t verify_probe(arnormComm* c, uint64_t nonce, const uint64_t* identities) {
+  if (fault_injected("verify peer access", c->rank)) {
+    return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED, "rank %d cannot reach its peers: failure injected (ARNORM_TEST_FAULT)",
+                       c->rank);
+  }
   ProbeBlock probe{};
   ARNORM_CUDA_TRY(cudaMemcpy(&probe, c->workspace + c->layout.probe_offset, sizeof(probe), cudaMemcpyDeviceToHost));
   for (int q = 0; q < c->world_size; ++q) {
@@ -445,15 +458,6 @@ arnormStatus_t create_own_nccl(arnormComm* c, Collective& coll) {
     c->owns_nccl = true;
   }
   return coll.agree("NCCL comm init", st);
-}
-
-// ARNORM_TEST_FAULT=<step>:<rank> makes that rank fail at that step of
-// creation, for the tests of what every other rank then gets.
-bool fault_injected(const char* step, int rank) {
-  const char* v = std::getenv("ARNORM_TEST_FAULT");
-  if (v == nullptr) return false;
-  const char* colon = std::strrchr(v, ':');
-  return colon != nullptr && std::string(v, colon) == step && std::atoi(colon + 1) == rank;
 }
 
 // The rank's own resources, after the last collective step. Its failure is

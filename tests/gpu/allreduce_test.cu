@@ -555,6 +555,47 @@ TEST(Comm, SetupFailureOnOneRankFailsEveryRank) {
   }
 }
 
+// One rank cannot reach its peers (injected at the probe's verdict). With
+// nccl_fallback and an NCCL comm every rank goes to NCCL together (a rank
+// alone on NCCL would wait for peers on another path) and the results are
+// right; without NCCL (ranks sharing a GPU) every rank fails, naming it.
+TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
+  ARNORM_SKIP_WITHOUT_PEERS();
+  const int last = world() - 1;
+  const std::string fault = "verify peer access:" + std::to_string(last);
+  const ScopedEnv inject("ARNORM_TEST_FAULT", fault.c_str());
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  cfg.nccl_comm = env().nccl;
+  cfg.nccl_fallback = env().nccl != nullptr;  // (NCCL of its own cannot start on a shared GPU)
+  arnormComm_t c = nullptr;
+  const arnormStatus_t st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+  const std::string msg = arnormGetLastErrorString();
+  if (env().nccl == nullptr) {
+    EXPECT_EQ(nullptr, c);
+    if (rank() == last) {
+      EXPECT_EQ(ARNORM_ERROR_UNSUPPORTED, st) << msg;
+    } else {
+      EXPECT_EQ(ARNORM_ERROR_REMOTE, st) << msg;
+      EXPECT_NE(std::string::npos, msg.find("rank " + std::to_string(last) + " failed during 'verify peer access'"))
+          << msg;
+    }
+    return;
+  }
+  ARNORM_OK(st);
+  arnormCommInfo_t info{};
+  ARNORM_OK(arnormCommGetInfo(c, &info));
+  EXPECT_EQ(0, info.peer_access) << "rank " << rank() << " kept peer memory while rank " << last << " lost it";
+  for (size_t n : {size_t{1000}, size_t{262147}}) {
+    const uint64_t iter = ++env().iteration;
+    const auto got = run_once<__nv_bfloat16>(c, ARNORM_ALGO_AUTO, n, iter, false, 0, 0, true);
+    EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<__nv_bfloat16>(iter, n, world(), true))) << "n=" << n;
+  }
+  cudaDeviceSynchronize();
+  barrier();
+  arnormCommDestroy(c);
+}
+
 TEST(Comm, InfoReportsPeerAccessAndBudget) {
   arnormCommInfo_t info{};
   ARNORM_OK(arnormCommGetInfo(env().comm, &info));
