@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 
@@ -425,6 +426,91 @@ TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
     }
     cudaGraphExecDestroy(exec);
     cudaGraphDestroy(graph);
+  }
+}
+
+// One fused call on given inputs (this rank's x, the residual, the weight);
+// returns out and residual_out.
+template <typename T>
+Outputs<T, T> run_fused_on(arnormAlgorithm_t algo, size_t tokens, size_t hidden, const std::vector<T>& x,
+                           const std::vector<T>& residual, const std::vector<T>& weight) {
+  const size_t n = tokens * hidden;
+  Buf in(n * sizeof(T)), res(n * sizeof(T)), res_out(n * sizeof(T)), out(n * sizeof(T)), w(hidden * sizeof(T));
+  upload(in, x);
+  upload(res, residual);
+  upload(w, weight);
+  cudaMemset(out.ptr, kPoisonByte, out.bytes);
+  cudaMemset(res_out.ptr, kPoisonByte, res_out.bytes);
+  cudaDeviceSynchronize();
+  arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, res_out.ptr, w.ptr, out.ptr, tokens, hidden);
+  a.dtype = a.weight_dtype = dtype_of<T>();
+  a.algo = algo;
+  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream)) << arnormGetLastErrorString();
+  EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(env().comm)) << arnormGetLastErrorString();
+  return {download<T>(out.ptr, n), download<T>(res_out.ptr, n)};
+}
+
+// Rows with special values: row 1 holds the sentinel protocol's bit pattern
+// (all-ones, a NaN) at one element per rank, row 2 a quiet NaN from rank 0,
+// row 4 -0 in input and residual at every third element; the other rows
+// are plain. Every algorithm (and, under gpu-check's sentinel step, every
+// protocol) completes and gives the same bits on every rank; the plain rows
+// come out as they do alone (a NaN row leaks into no other row); the NaN
+// rows' outputs are NaN; -0 + -0 stays -0 in residual_out.
+template <typename T>
+void check_special_rows(size_t tokens, size_t hidden) {
+  const uint64_t iter = ++env().iteration;
+  const size_t n = tokens * hidden;
+  auto x_of = [&](int r) {
+    std::vector<T> x = make_input<T>(r, iter, n);
+    std::memset(&x[1 * hidden + (7 * static_cast<size_t>(r) + 3) % hidden], 0xFF, sizeof(T));
+    if (r == 0) x[2 * hidden + hidden / 2] = from_float<T>(std::nanf(""));
+    for (size_t k = 0; k < hidden; k += 3) x[4 * hidden + k] = from_float<T>(-0.f);
+    return x;
+  };
+  std::vector<T> res = make_input<T>(1000, iter, n);
+  for (size_t k = 0; k < hidden; k += 3) res[4 * hidden + k] = from_float<T>(-0.f);
+  const std::vector<T> w = make_input<T>(2000, iter, hidden), x = x_of(rank());
+  char what[120];
+  std::snprintf(what, sizeof(what), "%s, %zu x %zu", arnormDataTypeName(dtype_of<T>()), tokens, hidden);
+  Outputs<T, T> first;
+  for (arnormAlgorithm_t algo : kPeer) {
+    const auto got = run_fused_on<T>(algo, tokens, hidden, x, res, w);
+    EXPECT_TRUE(same_on_all_ranks(hash_bytes(got.y.data(), n * sizeof(T)) ^ hash_bytes(got.h.data(), n * sizeof(T))))
+        << what << ", " << arnormAlgorithmName(algo) << ": ranks differ";
+    if (first.y.empty()) first = got;
+    EXPECT_EQ(0u, count_bit_mismatches(got.y, first.y) + count_bit_mismatches(got.h, first.h))
+        << what << ": one-shot and " << arnormAlgorithmName(algo) << " differ";
+  }
+  for (size_t row : {size_t{1}, size_t{2}}) {
+    size_t not_nan = 0;
+    for (size_t k = 0; k < hidden; ++k) not_nan += !std::isnan(to_float(first.y[row * hidden + k]));
+    EXPECT_EQ(0u, not_nan) << what << ": row " << row << " has a NaN in its sum, so every output is NaN";
+  }
+  size_t lost_sign = 0;
+  const T minus_zero = from_float<T>(-0.f);
+  for (size_t k = 0; k < hidden; k += 3) lost_sign += std::memcmp(&first.h[4 * hidden + k], &minus_zero, sizeof(T)) != 0;
+  EXPECT_EQ(0u, lost_sign) << what << ": -0 + -0 must stay -0 in residual_out";
+  // The plain rows and the -0 row, each alone.
+  for (size_t row = 0; row < tokens; ++row) {
+    if (row == 1 || row == 2) continue;
+    auto slice = [&](const std::vector<T>& v) {
+      return std::vector<T>(v.begin() + row * hidden, v.begin() + (row + 1) * hidden);
+    };
+    const auto alone = run_fused_on<T>(ARNORM_ALGO_AUTO, 1, hidden, slice(x), slice(res), w);
+    EXPECT_EQ(0u, count_bit_mismatches(alone.y, slice(first.y)) + count_bit_mismatches(alone.h, slice(first.h)))
+        << what << ": row " << row << " differs from the same row alone";
+    if (row >= 6) break;  // (the rows past the special ones are alike)
+  }
+}
+
+TEST(AddRmsNorm, NaNsAndSignedZerosStayInTheirRows) {
+  for (size_t hidden : {1000, 4096, 7168}) {
+    for (size_t tokens : {6, 64}) {
+      check_special_rows<__nv_bfloat16>(tokens, hidden);
+      check_special_rows<float>(tokens, hidden);
+    }
   }
 }
 
