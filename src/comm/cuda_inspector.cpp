@@ -33,16 +33,17 @@ GetAddressRangeFn address_range_fn() {
 
 using PointerGetAttributeFn = CUresult (*)(void*, CUpointer_attribute, CUdeviceptr);
 
-// Memory that cudaMalloc did not allocate whole: cuMemMap'd pieces (and
-// pool allocations), which are not legacy-IPC capable, unlike cudaMalloc's.
-bool is_mapped_piece(const void* ptr) {
+// A cuMemMap'd piece: not legacy-IPC capable (cudaMalloc's memory is) and
+// not from a memory pool (whose allocations are not either). Where the pool
+// query fails the memory counts as no pool's.
+bool mapped_piece(const void* ptr) {
   static auto get = reinterpret_cast<PointerGetAttributeFn>(driver_entry("cuPointerGetAttribute"));
+  const auto p = reinterpret_cast<CUdeviceptr>(ptr);
   int legacy_ipc = 1;
-  if (!get || get(&legacy_ipc, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE,
-                  reinterpret_cast<CUdeviceptr>(ptr)) != CUDA_SUCCESS) {
-    return false;
-  }
-  return legacy_ipc == 0;
+  if (!get || get(&legacy_ipc, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE, p) != CUDA_SUCCESS) return false;
+  void* pool = nullptr;
+  if (get(&pool, CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE, p) != CUDA_SUCCESS) pool = nullptr;
+  return legacy_ipc == 0 && pool == nullptr;
 }
 
 // The device of a stream that may be under capture: cudaStreamGetDevice
@@ -82,12 +83,13 @@ class CudaMemoryInspector final : public MemoryInspector {
           f.has_range = true;
           f.base = static_cast<uintptr_t>(base);
           f.size = size;
-          f.mapped_piece = is_mapped_piece(ptr);
         }
       }
     }
     return f;
   }
+
+  bool is_mapped_piece(const void* ptr) const override { return mapped_piece(ptr); }
 
   bool stream_device(cudaStream_t stream, int* device) const override {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;

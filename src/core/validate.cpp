@@ -37,18 +37,21 @@ arnormStatus_t validate_buffer(const char* op, const char* name, const void* ptr
                          op, name, ptr);
     }
     // The bytes from ptr to the end of its allocation; for mapped pieces
-    // (BufferFacts), on through the pieces that follow without a gap on the
-    // same device. A cudaMalloc allocation ends where it ends, even where
-    // another one happens to start right after it.
+    // (MemoryInspector::is_mapped_piece), on through the pieces that follow
+    // without a gap on the same device. A cudaMalloc allocation ends where
+    // it ends, even where another one happens to start right after it.
     size_t left = f.size - (p - f.base);
-    for (uintptr_t end = f.base + f.size; left < bytes && f.mapped_piece;) {
-      const BufferFacts next = mem.inspect(reinterpret_cast<const void*>(end));
-      if (!next.mapped_piece || !next.is_device || next.device != device || !next.has_range || next.base != end ||
-          next.size == 0) {
-        break;
+    if (left < bytes && mem.is_mapped_piece(ptr)) {
+      for (uintptr_t end = f.base + f.size; left < bytes;) {
+        const void* at = reinterpret_cast<const void*>(end);
+        const BufferFacts next = mem.inspect(at);
+        if (!next.is_device || next.device != device || !next.has_range || next.base != end || next.size == 0 ||
+            !mem.is_mapped_piece(at)) {
+          break;
+        }
+        left += next.size;
+        end += next.size;
       }
-      left += next.size;
-      end += next.size;
     }
     if (left < bytes) {
       return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,

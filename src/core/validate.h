@@ -17,16 +17,18 @@ struct BufferFacts {
   bool has_range = false;  // allocation extent known
   uintptr_t base = 0;
   size_t size = 0;
-  // Memory mapped piece by piece into a reserved address range (cuMemMap:
-  // PyTorch's expandable segments, memory pools), whose pieces the driver
-  // reports one at a time; a buffer may run on into the next piece.
-  bool mapped_piece = false;
 };
 
 class MemoryInspector {
  public:
   virtual ~MemoryInspector() = default;
   virtual BufferFacts inspect(const void* ptr) const = 0;
+  // True for memory mapped piece by piece into a reserved address range
+  // (cuMemMap, as PyTorch's expandable segments are), which the driver
+  // reports one piece at a time: a buffer may run on into the next piece.
+  // False for cudaMalloc and memory-pool allocations, which end where their
+  // range ends. Asked only when a buffer runs past its range.
+  virtual bool is_mapped_piece(const void* ptr) const = 0;
   // Device of `stream`; false if the stream is invalid.
   virtual bool stream_device(cudaStream_t stream, int* device) const = 0;
 };

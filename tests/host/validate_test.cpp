@@ -27,11 +27,16 @@ class FakeMemory : public MemoryInspector {
         f.has_range = true;
         f.base = base;
         f.size = info.size;
-        f.mapped_piece = info.mapped;
         return f;
       }
     }
     return BufferFacts{};
+  }
+  bool is_mapped_piece(const void* p) const override {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    for (const auto& [base, info] : allocs_)
+      if (a >= base && a < base + info.size) return info.mapped;
+    return false;
   }
   bool stream_device(cudaStream_t s, int* device) const override {
     if (s == reinterpret_cast<cudaStream_t>(0xdead)) return false;
