@@ -12,31 +12,31 @@ namespace {
 
 // An occupancy figure of `kernel` on the current device, cached per device,
 // kernel and size (a property of the GPU and the binary): compute(device),
-// 0 where CUDA cannot say. One cache per kind of figure (Compute). A query
-// that failed is not cached: the failure may be the moment's (a capture in
-// progress, say), and a cached 0 would refuse every later launch.
+// or -1 with *error set where CUDA cannot say. One cache per kind of figure
+// (Compute). A query that failed is not cached: the failure may be the
+// moment's, and a cached figure would refuse every later launch.
 template <typename Compute>
-int cached_occupancy(FusedKernel kernel, int size, Compute compute) {
+int cached_occupancy(FusedKernel kernel, int size, cudaError_t* error, Compute compute) {
   static std::mutex mu;
   static std::map<std::tuple<int, void*, int>, int> cache;
   int device = -1;
-  if (cudaGetDevice(&device) != cudaSuccess) return 0;
+  if ((*error = cudaGetDevice(&device)) != cudaSuccess) return -1;
   std::lock_guard<std::mutex> lock(mu);
   const auto key = std::make_tuple(device, reinterpret_cast<void*>(kernel), size);
   auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   const int n = compute(device);
   if (n < 0) {
-    (void)cudaGetLastError();
-    return 0;
+    *error = cudaGetLastError();
+    return -1;
   }
   cache[key] = n;
   return n;
 }
 
 // Clusters of `cluster` CTAs of `kernel` that can be resident at once.
-int max_active_clusters(FusedKernel kernel, int cluster, int grid) {
-  return cached_occupancy(kernel, cluster, [&](int) {
+int max_active_clusters(FusedKernel kernel, int cluster, int grid, cudaError_t* error) {
+  return cached_occupancy(kernel, cluster, error, [&](int) {
     cudaLaunchAttribute attr[1] = {};
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim = {static_cast<unsigned>(cluster), 1, 1};
@@ -51,8 +51,8 @@ int max_active_clusters(FusedKernel kernel, int cluster, int grid) {
 }
 
 // CTAs of kWideThreads threads of `kernel` resident at once.
-int max_active_wide(FusedKernel kernel) {
-  return cached_occupancy(kernel, kWideThreads, [&](int device) {
+int max_active_wide(FusedKernel kernel, cudaError_t* error) {
+  return cached_occupancy(kernel, kWideThreads, error, [&](int device) {
     int per_sm = 0, sms = 0;
     if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
         cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kWideThreads, 0) != cudaSuccess) {
@@ -85,8 +85,16 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
   const FusedParams& params = l.params;
   if (l.wide) {
     // Every CTA resident at once, as for the clusters below.
-    const int resident = max_active_wide(kernel) / l.gpu_share;
-    if (resident < 1) return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: no CTA of %d threads fits this GPU", kWideThreads);
+    cudaError_t error = cudaSuccess;
+    const int fit = max_active_wide(kernel, &error);
+    if (fit < 0) {
+      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: occupancy query failed: %s",
+                         cudaGetErrorString(error));
+    }
+    const int resident = fit / l.gpu_share;
+    if (resident < 1) {
+      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: no CTA of %d threads fits this GPU", kWideThreads);
+    }
     return launch_peer_kernel(kernel, std::min(l.blocks, resident), params, l.pdl, stream, 0, kWideThreads);
   }
   if (l.algo != ARNORM_ALGO_NCCL && l.params.cluster > 0) {
@@ -96,11 +104,17 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
     const int c = l.params.cluster;
     // The query's grid must be whole clusters (max_blocks need not divide by c).
     const int query_grid = l.params.sync.layout.max_blocks / c * c;
-    // SHARED GPU: the occupancy query is for the whole GPU, and a cluster
-    // needs its CTAs in one GPC, so each of the k ranks takes 1/k of the
-    // clusters that fit, not 1/k of the CTAs (8 ranks on 132 SMs: about 15
-    // clusters of 8 fit, not 16).
-    const int resident = max_active_clusters(kernel, c, query_grid) / l.gpu_share * c;
+    // SHARED GPU: the occupancy query is for the whole GPU and a cluster
+    // needs its CTAs in one GPC, so each of the k ranks takes whole clusters,
+    // floor(fit / k) of them; 1/k of the CTAs, rounded to whole clusters,
+    // could ask more of some GPC than it holds.
+    cudaError_t error = cudaSuccess;
+    const int fit = max_active_clusters(kernel, c, query_grid, &error);
+    if (fit < 0) {
+      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: occupancy query failed: %s",
+                         cudaGetErrorString(error));
+    }
+    const int resident = fit / l.gpu_share * c;
     if (resident < c) {
       return ARNORM_FAIL(ARNORM_ERROR_CUDA, "launch_add_rmsnorm: no cluster of %d CTAs fits this GPU", c);
     }
