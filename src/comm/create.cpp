@@ -404,8 +404,6 @@ arnormStatus_t run_probe(arnormComm* c, uint64_t nonce, uint64_t* identities_hos
   return st;
 }
 
-// After every rank's probe has finished: did every peer's store land here,
-// and did our loads see every peer's identity?
 // ARNORM_TEST_FAULT=<step>:<rank> makes that rank fail at that step of
 // creation, for the tests of what every other rank then gets.
 bool fault_injected(const char* step, int rank) {
@@ -415,6 +413,8 @@ bool fault_injected(const char* step, int rank) {
   return colon != nullptr && std::string(v, colon) == step && std::atoi(colon + 1) == rank;
 }
 
+// After every rank's probe has finished: did every peer's store land here,
+// and did our loads see every peer's identity?
 arnormStatus_t verify_probe(arnormComm* c, uint64_t nonce, const uint64_t* identities) {
   if (fault_injected("verify peer access", c->rank)) {
     return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED, "rank %d cannot reach its peers: failure injected (ARNORM_TEST_FAULT)",
@@ -541,8 +541,9 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   // one multiprocessor; the fused two-shot takes a whole one), the cluster
   // and wide launches take 1/k of what fits (launch_fused.cu), and PDL is off
   // (a next kernel's waiting CTAs would hold multiprocessors beyond the
-  // share). Ranks in separate processes take turns instead: k counts only
-  // ranks of one process. Same values on every rank.
+  // share). Ranks in separate processes take turns instead (time slices;
+  // not under MPS, which runs them at once and is not supported here): k
+  // counts only ranks of one process. Same values on every rank.
   const int sharing = ranks_per_gpu(all);
   if (sharing > 1) {
     c->max_blocks = std::max(1, min_sms / sharing);
