@@ -48,7 +48,8 @@ run_tests() {
     log="$OUT/gpu-tests-w$w-capture-first.log"
     echo "== GPU tests, world $w, calls captured first in a fresh process (log: $log)"
     if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" \
-        --gtest_filter='AddRmsNorm.GlobalCaptureOfEveryRoute' > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+        --gtest_filter='AddRmsNorm.GlobalCaptureOfEveryRoute' > "$log" 2>&1 && grep -q '^\[       OK \] AddRmsNorm.GlobalCapture' "$log"
+    then r=PASS; else r=FAIL; status=1; fi  # (a filter that matched nothing would pass)
     grep -E '^\[  (PASSED|FAILED) |FAILURE' "$log" | tail -3
     note "tests   world $w, global capture first in a process: $r"
     log="$OUT/gpu-tests-w$w.log"

@@ -267,9 +267,10 @@ TEST(AllReduce, SecondStreamIsOrderedAfterFirst) {
   CUDA_OK(cudaStreamSynchronize(env().stream));
 }
 
-// Two pieces of device memory mapped side by side into one reserved address
-// range, as PyTorch's expandable segments map theirs (cuMemMap); the driver
-// reports each piece as an allocation of its own.
+// Two pieces of device memory mapped side by side at the start of a range of
+// three reserved pieces, as PyTorch's expandable segments map theirs
+// (cuMemMap); the driver reports each piece as an allocation of its own. The
+// third stays unmapped, so nothing else can be mapped right after them.
 struct MappedPieces {
   CUdeviceptr va = 0;
   size_t piece = 0;
@@ -284,7 +285,7 @@ struct MappedPieces {
     prop.location.id = device;
     if (cuMemGetAllocationGranularity(&piece, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS) {
       failed = "cuMemGetAllocationGranularity";
-    } else if (cuMemAddressReserve(&va, 2 * piece, 0, 0, 0) != CUDA_SUCCESS) {
+    } else if (cuMemAddressReserve(&va, 3 * piece, 0, 0, 0) != CUDA_SUCCESS) {
       va = 0;
       failed = "cuMemAddressReserve";
     }
@@ -303,7 +304,7 @@ struct MappedPieces {
       if (mapped[i]) cuMemUnmap(va + i * piece, piece);
       if (handle[i]) cuMemRelease(handle[i]);
     }
-    if (va) cuMemAddressFree(va, 2 * piece);
+    if (va) cuMemAddressFree(va, 3 * piece);
   }
 };
 
@@ -312,7 +313,11 @@ struct MappedPieces {
 // the fused op takes its input there too.
 TEST(AllReduce, BuffersAcrossMappedPieces) {
   MappedPieces m(env().ctx.device);
-  if (!m.failed.empty()) GTEST_SKIP() << "cannot map memory piece by piece here: " << m.failed << " failed";
+  // (every rank skips if any must: the others would wait for it)
+  if (sum_over_ranks(m.failed.empty() ? 0 : 1) > 0) {
+    GTEST_SKIP() << "cannot map memory piece by piece on every rank (here: " << (m.failed.empty() ? "ok" : m.failed)
+                 << ")";
+  }
   CUdeviceptr base = 0;
   size_t size = 0;
   ASSERT_EQ(CUDA_SUCCESS, cuMemGetAddressRange(&base, &size, m.va));
@@ -344,20 +349,29 @@ TEST(AllReduce, BuffersAcrossMappedPieces) {
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT,
             arnormAllReduce(env().comm, across, out.ptr, m.piece / 2 + 3000 + 1, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO,
                             env().stream));
-  EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("bytes left")) << arnormGetLastErrorString();
-  // The fused op: input across the pieces (4 rows of 7168, the second row
-  // crossing).
-  arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
-  DeviceBuffer w(7168 * 2), y(4 * 7168 * 2);
-  cudaMemset(w.ptr, 0, 7168 * 2);
+  EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("bytes left"))
+      << arnormGetLastErrorString();
+  // The fused op with its input across the pieces (4 rows of 7168, the
+  // second crossing) gives the bits it gives from a cudaMalloc buffer.
+  const size_t tokens = 4, hidden = 7168, rows = tokens * hidden;
+  const uint64_t iter = ++env().iteration;
+  const auto x = make_input<__nv_bfloat16>(rank(), iter, rows), w = make_input<__nv_bfloat16>(2000, iter, hidden);
+  DeviceBuffer plain_in(rows * 2), d_w(hidden * 2), y(rows * 2), y_plain(rows * 2);
+  void* mapped_in = reinterpret_cast<void*>(m.va + m.piece - 10000 * 2);
+  cudaMemcpy(mapped_in, x.data(), rows * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(plain_in.ptr, x.data(), rows * 2, cudaMemcpyHostToDevice);
+  cudaMemcpy(d_w.ptr, w.data(), hidden * 2, cudaMemcpyHostToDevice);
   cudaDeviceSynchronize();
-  a.input = reinterpret_cast<void*>(m.va + m.piece - 10000 * 2);
-  a.weight = w.ptr;
-  a.out = y.ptr;
-  a.tokens = 4;
-  a.hidden = 7168;
+  arnormAddRmsNormArgs_t a = fused_args(mapped_in, nullptr, nullptr, d_w.ptr, y.ptr, tokens, hidden);
+  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream)) << arnormGetLastErrorString();
+  a.input = plain_in.ptr;
+  a.out = y_plain.ptr;
   EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream)) << arnormGetLastErrorString();
   CUDA_OK(cudaStreamSynchronize(env().stream));
+  std::vector<__nv_bfloat16> got(rows), want(rows);
+  cudaMemcpy(got.data(), y.ptr, rows * 2, cudaMemcpyDeviceToHost);
+  cudaMemcpy(want.data(), y_plain.ptr, rows * 2, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(0u, count_bit_mismatches(got, want)) << "fused op, input across the pieces";
 }
 
 // Copies src to dst once delay_ns have passed since it started: a kernel
@@ -410,8 +424,8 @@ TEST(AllReduce, ChainedCallsOnOneStreamWithoutSync) {
           return out;
         };
         const auto expect = again(again(reference_sum<__nv_bfloat16>(iter, n, world())));
-        EXPECT_EQ(0u, count_bit_mismatches(got, expect))
-            << "n=" << n << ", " << arnormAlgorithmName(first) << " then " << arnormAlgorithmName(second) << " then auto";
+        EXPECT_EQ(0u, count_bit_mismatches(got, expect)) << "n=" << n << ", " << arnormAlgorithmName(first) << " then "
+                                                         << arnormAlgorithmName(second) << " then auto";
       }
     }
   }
@@ -586,6 +600,7 @@ TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
   arnormCommInfo_t info{};
   ARNORM_OK(arnormCommGetInfo(c, &info));
   EXPECT_EQ(0, info.peer_access) << "rank " << rank() << " kept peer memory while rank " << last << " lost it";
+  // (every rank runs the calls below, whatever it found)
   for (size_t n : {size_t{1000}, size_t{262147}}) {
     const uint64_t iter = ++env().iteration;
     const auto got = run_once<__nv_bfloat16>(c, ARNORM_ALGO_AUTO, n, iter, false, 0, 0, true);
@@ -593,7 +608,7 @@ TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
   }
   cudaDeviceSynchronize();
   barrier();
-  arnormCommDestroy(c);
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
 }
 
 TEST(Comm, InfoReportsPeerAccessAndBudget) {

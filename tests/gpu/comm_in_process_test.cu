@@ -120,96 +120,101 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
       const uint64_t base = base0 + 1000 * static_cast<uint64_t>(pass);
       std::vector<arnormStatus_t> st;
       std::vector<std::string> msg;
-      thread_ranks(std::vector<int>(world, dev), &st, &msg, [&](int r, arnormComm_t c, arnorm_tools::HostCollectives& group) {
-        // Everything on the rank's own stream, and no allocation or free
-        // between calls: cudaFree waits for the whole GPU, where a peer's
-        // kernel may be waiting for this rank's next call.
-        cudaStream_t s = nullptr;
-        cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
-        cudaEvent_t ev_before = nullptr, ev_after = nullptr;
-        cudaEventCreate(&ev_before);
-        cudaEventCreate(&ev_after);
-        DeviceBuffer d_in(max_n * 2), d_out(max_n * 2), d_res(max_n * 2), d_w(16384 * 2), d_h(max_n * 2);
-        // Copies go through pinned memory: a copy to or from pageable memory
-        // is not ordered by its stream alone. Seen: a rank's host thread held
-        // 5 s in a pageable copy until its peers' kernels, waiting for that
-        // rank's next call, timed out.
-        void* pinned = nullptr;
-        cudaMallocHost(&pinned, max_n * 2);
-        group.barrier();  // every rank's buffers exist before any rank calls
-        auto to_device = [&](const DeviceBuffer& d, const std::vector<__nv_bfloat16>& v) {
-          std::memcpy(pinned, v.data(), v.size() * 2);
-          cudaMemcpyAsync(d.ptr, pinned, v.size() * 2, cudaMemcpyHostToDevice, s);
-          cudaStreamSynchronize(s);  // the staging buffer is free again
-        };
-        auto to_host = [&](const DeviceBuffer& d, size_t n) {
-          std::vector<__nv_bfloat16> v(n);
-          cudaMemcpyAsync(pinned, d.ptr, n * 2, cudaMemcpyDeviceToHost, s);
-          cudaStreamSynchronize(s);
-          std::memcpy(v.data(), pinned, n * 2);
-          return v;
-        };
-        for (int round = 0; round < 3; ++round) {
-          for (size_t n : sizes) {
-            const uint64_t iter = base + round * 100 + n % 97;
-            const auto in = make_input<__nv_bfloat16>(r, iter, n);
-            const auto ref = reference_sum<__nv_bfloat16>(iter, n, world);
-            to_device(d_in, in);
-            for (arnormAlgorithm_t algo : algos) {
-              cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
-              // When each rank's call was made (host) and when its stream
-              // reached and left the kernel (GPU), against one origin: a
-              // failure says whether a late rank was late on the host, in
-              // its stream, or inside its kernel.
-              cudaEventRecord(ev_before, s);
-              const double host_at = seconds_since(origin_host);
-              EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, d_in.ptr, d_out.ptr, n, ARNORM_BFLOAT16, algo, s))
-                  << arnormGetLastErrorString();
-              const double host_done = seconds_since(origin_host);
-              cudaEventRecord(ev_after, s);
-              const auto got = to_host(d_out, n);
-              float gpu_before = -1, gpu_after = -1;
-              cudaEventElapsedTime(&gpu_before, origin_gpu, ev_before);
-              cudaEventElapsedTime(&gpu_after, origin_gpu, ev_after);
-              EXPECT_EQ(0u, count_bit_mismatches(got, ref))
-                  << "world " << world << " rank " << r << " " << arnormAlgorithmName(algo) << " n=" << n
-                  << " workspace " << budget << ": call made at " << host_at << " s, returned at " << host_done << " s (host); kernel from "
-                  << gpu_before / 1e3 << " s to " << gpu_after / 1e3 << " s (GPU)";
+      thread_ranks(
+          std::vector<int>(world, dev), &st, &msg,
+          [&](int r, arnormComm_t c, arnorm_tools::HostCollectives& group) {
+            // Everything on the rank's own stream, and no allocation or free
+            // between calls: cudaFree waits for the whole GPU, where a peer's
+            // kernel may be waiting for this rank's next call.
+            cudaStream_t s = nullptr;
+            cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+            cudaEvent_t ev_before = nullptr, ev_after = nullptr;
+            cudaEventCreate(&ev_before);
+            cudaEventCreate(&ev_after);
+            DeviceBuffer d_in(max_n * 2), d_out(max_n * 2), d_res(max_n * 2), d_w(16384 * 2), d_h(max_n * 2);
+            // Copies go through pinned memory only: a copy to or from pageable
+            // memory may wait for other streams' kernels (seen: for the peers'
+            // kernels, which wait for this rank's next call, until they time
+            // out), while a pinned copy waits for its own stream alone.
+            void* pinned = nullptr;
+            cudaMallocHost(&pinned, max_n * 2);
+            group.barrier();  // every rank's buffers exist before any rank calls
+            auto to_device = [&](const DeviceBuffer& d, const std::vector<__nv_bfloat16>& v) {
+              std::memcpy(pinned, v.data(), v.size() * 2);
+              cudaMemcpyAsync(d.ptr, pinned, v.size() * 2, cudaMemcpyHostToDevice, s);
+              cudaStreamSynchronize(s);  // the staging buffer is free again
+            };
+            auto to_host = [&](const DeviceBuffer& d, size_t n) {
+              std::vector<__nv_bfloat16> v(n);
+              cudaMemcpyAsync(pinned, d.ptr, n * 2, cudaMemcpyDeviceToHost, s);
+              cudaStreamSynchronize(s);
+              std::memcpy(v.data(), pinned, n * 2);
+              return v;
+            };
+            for (int round = 0; round < 3; ++round) {
+              for (size_t n : sizes) {
+                const uint64_t iter = base + round * 100 + n % 97;
+                const auto in = make_input<__nv_bfloat16>(r, iter, n);
+                const auto ref = reference_sum<__nv_bfloat16>(iter, n, world);
+                to_device(d_in, in);
+                for (arnormAlgorithm_t algo : algos) {
+                  cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
+                  // When each rank's call was made (host) and when its stream
+                  // reached and left the kernel (GPU), against one origin: a
+                  // failure says whether a late rank was late on the host, in
+                  // its stream, or inside its kernel.
+                  cudaEventRecord(ev_before, s);
+                  const double host_at = seconds_since(origin_host);
+                  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, d_in.ptr, d_out.ptr, n, ARNORM_BFLOAT16, algo, s))
+                      << arnormGetLastErrorString();
+                  const double host_done = seconds_since(origin_host);
+                  cudaEventRecord(ev_after, s);
+                  const auto got = to_host(d_out, n);
+                  float gpu_before = -1, gpu_after = -1;
+                  cudaEventElapsedTime(&gpu_before, origin_gpu, ev_before);
+                  cudaEventElapsedTime(&gpu_after, origin_gpu, ev_after);
+                  EXPECT_EQ(0u, count_bit_mismatches(got, ref))
+                      << "world " << world << " rank " << r << " " << arnormAlgorithmName(algo) << " n=" << n
+                      << " workspace " << budget << ": call made at " << host_at << " s, returned at " << host_done
+                      << " s (host); kernel from " << gpu_before / 1e3 << " s to " << gpu_after / 1e3 << " s (GPU)";
+                }
+              }
+              for (const auto& shape : shapes) {
+                const size_t tokens = shape.first, hidden = shape.second, n = tokens * hidden;
+                const uint64_t iter = base + round * 100 + 50 + hidden % 31 + tokens;
+                to_device(d_in, make_input<__nv_bfloat16>(r, iter, n));
+                to_device(d_res, make_input<__nv_bfloat16>(world, iter, n));  // the same on every rank
+                to_device(d_w, make_input<__nv_bfloat16>(world + 1, iter, hidden));
+                uint64_t hashes[2] = {};
+                for (int a = 0; a < 2; ++a) {
+                  cudaMemsetAsync(d_h.ptr, 0xFF, n * 2, s);
+                  cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
+                  arnormAddRmsNormArgs_t args =
+                      fused_args(d_in.ptr, d_res.ptr, d_h.ptr, d_w.ptr, d_out.ptr, tokens, hidden);
+                  // (With the small workspace a one-shot row may not fit: auto
+                  // then takes the two-shot, as a caller's call would.)
+                  args.algo = budget && algos[a] == ARNORM_ALGO_ONESHOT ? ARNORM_ALGO_AUTO : algos[a];
+                  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &args, s)) << arnormGetLastErrorString();
+                  const auto h = to_host(d_h, n), y = to_host(d_out, n);
+                  hashes[a] = hash_bytes(h.data(), n * 2) ^ (hash_bytes(y.data(), n * 2) * 3);
+                }
+                EXPECT_EQ(hashes[0], hashes[1]) << "one-shot and two-shot differ: world " << world << " rank " << r
+                                                << " " << tokens << " x " << hidden << " workspace " << budget;
+                std::vector<uint64_t> all(world);
+                group.allgather(&hashes[0], all.data(), sizeof(uint64_t));
+                for (int q = 0; q < world; ++q)
+                  EXPECT_EQ(all[0], all[q])
+                      << "ranks 0 and " << q << " differ: world " << world << ", " << tokens << " x " << hidden;
+              }
             }
-          }
-          for (const auto& shape : shapes) {
-            const size_t tokens = shape.first, hidden = shape.second, n = tokens * hidden;
-            const uint64_t iter = base + round * 100 + 50 + hidden % 31 + tokens;
-            to_device(d_in, make_input<__nv_bfloat16>(r, iter, n));
-            to_device(d_res, make_input<__nv_bfloat16>(world, iter, n));  // the same on every rank
-            to_device(d_w, make_input<__nv_bfloat16>(world + 1, iter, hidden));
-            uint64_t hashes[2] = {};
-            for (int a = 0; a < 2; ++a) {
-              cudaMemsetAsync(d_h.ptr, 0xFF, n * 2, s);
-              cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
-              arnormAddRmsNormArgs_t args = fused_args(d_in.ptr, d_res.ptr, d_h.ptr, d_w.ptr, d_out.ptr, tokens, hidden);
-              // (With the small workspace a one-shot row may not fit: auto
-              // then takes the two-shot, as a caller's call would.)
-              args.algo = budget && algos[a] == ARNORM_ALGO_ONESHOT ? ARNORM_ALGO_AUTO : algos[a];
-              EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &args, s)) << arnormGetLastErrorString();
-              const auto h = to_host(d_h, n), y = to_host(d_out, n);
-              hashes[a] = hash_bytes(h.data(), n * 2) ^ (hash_bytes(y.data(), n * 2) * 3);
-            }
-            EXPECT_EQ(hashes[0], hashes[1]) << "one-shot and two-shot differ: world " << world << " rank " << r
-                                            << " " << tokens << " x " << hidden << " workspace " << budget;
-            std::vector<uint64_t> all(world);
-            group.allgather(&hashes[0], all.data(), sizeof(uint64_t));
-            for (int q = 0; q < world; ++q)
-              EXPECT_EQ(all[0], all[q]) << "ranks 0 and " << q << " differ: world " << world << ", " << tokens << " x " << hidden;
-          }
-        }
-        EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(s));
-        group.barrier();  // no rank frees its buffers while a peer may still read them
-        cudaEventDestroy(ev_before);
-        cudaEventDestroy(ev_after);
-        cudaFreeHost(pinned);
-        cudaStreamDestroy(s);
-      }, budget);
+            EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(s));
+            group.barrier();  // no rank frees its buffers while a peer may still read them
+            cudaEventDestroy(ev_before);
+            cudaEventDestroy(ev_after);
+            cudaFreeHost(pinned);
+            cudaStreamDestroy(s);
+          },
+          budget);
       for (int r = 0; r < world; ++r)
         EXPECT_EQ(ARNORM_SUCCESS, st[r]) << "world " << world << ", workspace " << budget << ": " << msg[r];
     }

@@ -80,8 +80,9 @@ int main(int argc, char** argv) {
   using namespace arnorm_test;
   // Before any CUDA call, for the ranks too: ranks of one process on one GPU
   // (CommInProcess) must not share a hardware queue, where one rank's kernel
-  // waiting for another's would hold that kernel back.
-  setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 0);
+  // waiting for another's would hold that kernel back. Overrides any value
+  // the environment holds (1 is common in training set-ups).
+  setenv("CUDA_DEVICE_MAX_CONNECTIONS", "32", 1);
   int world_size = 0;
   bool share_gpus = false;
   for (int i = 1; i < argc; ++i) {
