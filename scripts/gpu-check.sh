@@ -67,6 +67,16 @@ run_tests() {
     grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
     note "tests   world $w, sentinel everywhere: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1))"
   done
+  # Ranks at the same instant on one GPU (threads of one process, worlds 2,
+  # 4 and 8), repeated with fresh inputs: on a one-GPU machine the only runs
+  # where ranks race at all.
+  log="$OUT/gpu-tests-concurrent.log"
+  echo "== GPU tests, ranks as threads on one GPU, 5 repeats (log: $log)"
+  if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world 1 --gtest_repeat=5 \
+      --gtest_filter='CommInProcess.ConcurrentRanksOnOneGpu' > "$log" 2>&1 &&
+      [ "$(grep -c '^\[       OK \] CommInProcess.Concurrent' "$log")" -eq 5 ]; then r=PASS; else r=FAIL; status=1; fi
+  grep -E '^\[  FAILED  \]' "$log" | head -3
+  note "tests   concurrent ranks on one GPU, 5 repeats: $r ($(grep -c '^\[       OK \] CommInProcess.Concurrent' "$log") passed)"
   for w in ${SHARED_WORLDS-2 4 8}; do
     [ "$w" -gt "$ngpu" ] || continue
     log="$OUT/gpu-tests-w$w-shared.log"
