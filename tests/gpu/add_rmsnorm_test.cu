@@ -52,16 +52,18 @@ struct Outputs {
   std::vector<T> y, h;
 };
 
-// Runs one fused call on rows `ids`; returns out and residual_out.
+// Runs one fused call on this rank's input x, the residual and the weight
+// (misalign: pointers shifted by that many elements); returns out and
+// residual_out.
 template <typename T, typename W>
-Outputs<T, W> run_fused(arnormComm_t comm, arnormAlgorithm_t algo, const Case& c, const std::vector<uint64_t>& ids,
-                        uint64_t salt, size_t misalign = 0) {
+Outputs<T, W> run_fused_on(arnormComm_t comm, arnormAlgorithm_t algo, const Case& c, const std::vector<T>& x,
+                           const std::vector<T>& residual, const std::vector<W>& weight, size_t misalign = 0) {
   const size_t n = c.tokens * c.hidden;
   Buf in((n + 8) * sizeof(T)), res((n + 8) * sizeof(T)), res_out((n + 8) * sizeof(T)), out((n + 8) * sizeof(T)),
       w((c.hidden + 8) * sizeof(W));
-  upload(in, rows_of<T>(rank(), ids, c.hidden, salt), misalign);
-  upload(res, rows_of<T>(1000, ids, c.hidden, salt), misalign);  // same residual on every rank
-  upload(w, make_input<W>(2000, salt, c.hidden), misalign);
+  upload(in, x, misalign);
+  upload(res, residual, misalign);
+  upload(w, weight, misalign);
   cudaMemset(out.ptr, kPoisonByte, out.bytes);
   cudaMemset(res_out.ptr, kPoisonByte, res_out.bytes);
   cudaDeviceSynchronize();  // setup lands before the call on the non-blocking stream
@@ -85,6 +87,15 @@ Outputs<T, W> run_fused(arnormComm_t comm, arnormAlgorithm_t algo, const Case& c
   o.y = download<T>(a.out, n);
   o.h = download<T>(a.residual_out, n);
   return o;
+}
+
+// The same on rows `ids` of input set `salt`.
+template <typename T, typename W>
+Outputs<T, W> run_fused(arnormComm_t comm, arnormAlgorithm_t algo, const Case& c, const std::vector<uint64_t>& ids,
+                        uint64_t salt, size_t misalign = 0) {
+  return run_fused_on<T, W>(comm, algo, c, rows_of<T>(rank(), ids, c.hidden, salt),
+                            rows_of<T>(1000, ids, c.hidden, salt),  // same residual on every rank
+                            make_input<W>(2000, salt, c.hidden), misalign);
 }
 
 // The definition on the host: s and h exactly as specified (fp32 rank-order
@@ -429,28 +440,6 @@ TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
   }
 }
 
-// One fused call on given inputs (this rank's x, the residual, the weight);
-// returns out and residual_out.
-template <typename T>
-Outputs<T, T> run_fused_on(arnormAlgorithm_t algo, size_t tokens, size_t hidden, const std::vector<T>& x,
-                           const std::vector<T>& residual, const std::vector<T>& weight) {
-  const size_t n = tokens * hidden;
-  Buf in(n * sizeof(T)), res(n * sizeof(T)), res_out(n * sizeof(T)), out(n * sizeof(T)), w(hidden * sizeof(T));
-  upload(in, x);
-  upload(res, residual);
-  upload(w, weight);
-  cudaMemset(out.ptr, kPoisonByte, out.bytes);
-  cudaMemset(res_out.ptr, kPoisonByte, res_out.bytes);
-  cudaDeviceSynchronize();
-  arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, res_out.ptr, w.ptr, out.ptr, tokens, hidden);
-  a.dtype = a.weight_dtype = dtype_of<T>();
-  a.algo = algo;
-  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream)) << arnormGetLastErrorString();
-  EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
-  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(env().comm)) << arnormGetLastErrorString();
-  return {download<T>(out.ptr, n), download<T>(res_out.ptr, n)};
-}
-
 // Rows with special values: row 1 holds the sentinel protocol's bit pattern
 // (all-ones, a NaN) at one element per rank, row 2 a quiet NaN from rank 0,
 // row 4 -0 in input and residual at every third element; the other rows
@@ -476,7 +465,7 @@ void check_special_rows(size_t tokens, size_t hidden) {
   std::snprintf(what, sizeof(what), "%s, %zu x %zu", arnormDataTypeName(dtype_of<T>()), tokens, hidden);
   Outputs<T, T> first;
   for (arnormAlgorithm_t algo : kPeer) {
-    const auto got = run_fused_on<T>(algo, tokens, hidden, x, res, w);
+    const auto got = run_fused_on<T, T>(env().comm, algo, {tokens, hidden}, x, res, w);
     EXPECT_TRUE(same_on_all_ranks(hash_bytes(got.y.data(), n * sizeof(T)) ^ hash_bytes(got.h.data(), n * sizeof(T))))
         << what << ", " << arnormAlgorithmName(algo) << ": ranks differ";
     if (first.y.empty()) first = got;
@@ -499,7 +488,7 @@ void check_special_rows(size_t tokens, size_t hidden) {
     auto slice = [&](const std::vector<T>& v) {
       return std::vector<T>(v.begin() + row * hidden, v.begin() + (row + 1) * hidden);
     };
-    const auto alone = run_fused_on<T>(ARNORM_ALGO_AUTO, 1, hidden, slice(x), slice(res), w);
+    const auto alone = run_fused_on<T, T>(env().comm, ARNORM_ALGO_AUTO, {1, hidden}, slice(x), slice(res), w);
     EXPECT_EQ(0u, count_bit_mismatches(alone.y, slice(first.y)) + count_bit_mismatches(alone.h, slice(first.h)))
         << what << ": row " << row << " differs from the same row alone";
     if (row >= 6) break;  // (the rows past the special ones are alike)
@@ -534,14 +523,7 @@ TEST(AddRmsNorm, GlobalCaptureOfEveryRoute) {
       const Case c{rt.tokens, rt.hidden};
       const size_t n = c.tokens * c.hidden;
       Buf staging(n * 2), in(n * 2), res(n * 2), res_out(n * 2), out(n * 2), w(c.hidden * 2);
-      arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
-      a.input = in.ptr;
-      a.residual = res.ptr;
-      a.residual_out = res_out.ptr;
-      a.weight = w.ptr;
-      a.out = out.ptr;
-      a.tokens = c.tokens;
-      a.hidden = c.hidden;
+      arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, res_out.ptr, w.ptr, out.ptr, c.tokens, c.hidden);
       a.epsilon = c.eps;
       a.algo = algo;
       char what[120];

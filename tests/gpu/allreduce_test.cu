@@ -227,6 +227,19 @@ TEST(AllReduce, GraphCaptureAndReplay) {
   }
 }
 
+// The definition applied to `world` copies of v (every rank passing v): the
+// fp32 sum in rank order, rounded to T.
+template <typename T>
+std::vector<T> sum_of_copies(const std::vector<T>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) {
+    float acc = to_float(v[i]);
+    for (int r = 1; r < world(); ++r) acc += to_float(v[i]);
+    out[i] = from_float<T>(acc);
+  }
+  return out;
+}
+
 TEST(AllReduce, SecondStreamIsOrderedAfterFirst) {
   cudaStream_t other = nullptr;
   CUDA_OK(cudaStreamCreateWithFlags(&other, cudaStreamNonBlocking));
@@ -245,12 +258,7 @@ TEST(AllReduce, SecondStreamIsOrderedAfterFirst) {
   cudaMemcpy(got.data(), b.ptr, n * 4, cudaMemcpyDeviceToHost);
   // Expected: the sum of `world` copies of the first sum, in rank order.
   const auto s1 = reference_sum<float>(iter, n, world());
-  std::vector<float> expect(n);
-  for (size_t i = 0; i < n; ++i) {
-    float acc = s1[i];
-    for (int r = 1; r < world(); ++r) acc += s1[i];
-    expect[i] = acc;
-  }
+  const std::vector<float> expect = sum_of_copies(s1);
   const size_t bad = count_bit_mismatches(got, expect);
   EXPECT_EQ(0u, bad);
   for (size_t i = 0; i < n && bad; ++i) {
@@ -412,18 +420,9 @@ TEST(AllReduce, ChainedCallsOnOneStreamWithoutSync) {
         ARNORM_OK(arnormCommGetAsyncError(env().comm));
         std::vector<__nv_bfloat16> got(n);
         cudaMemcpy(got.data(), c.ptr, n * 2, cudaMemcpyDeviceToHost);
-        // The definition three times: a call sums `world` copies of the
-        // previous result in rank order in fp32, then rounds.
-        auto again = [&](const std::vector<__nv_bfloat16>& v) {
-          std::vector<__nv_bfloat16> out(v.size());
-          for (size_t i = 0; i < v.size(); ++i) {
-            float acc = to_float(v[i]);
-            for (int r = 1; r < world(); ++r) acc += to_float(v[i]);
-            out[i] = from_float<__nv_bfloat16>(acc);
-          }
-          return out;
-        };
-        const auto expect = again(again(reference_sum<__nv_bfloat16>(iter, n, world())));
+        // The definition three times: the later calls sum `world` copies
+        // of the result before.
+        const auto expect = sum_of_copies(sum_of_copies(reference_sum<__nv_bfloat16>(iter, n, world())));
         EXPECT_EQ(0u, count_bit_mismatches(got, expect)) << "n=" << n << ", " << arnormAlgorithmName(first) << " then "
                                                          << arnormAlgorithmName(second) << " then auto";
       }
