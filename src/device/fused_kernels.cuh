@@ -13,9 +13,8 @@
 // instance fits, up to what is resident (the launcher clips its grid).
 #pragma once
 
-#include <cooperative_groups.h>
-
 #include "device/allreduce_kernels.cuh"
+#include "device/cluster_exchange.cuh"
 #include "device/ll.cuh"
 #include "device/rmsnorm_epilogue.cuh"
 #include "device/sentinel.cuh"
@@ -374,45 +373,41 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   op_end(s, e);
 }
 
-// SPLIT EPILOGUE (cluster barrier, distributed shared memory). A cluster
-// of C = p.cluster CTAs owns one row at a time (rows cluster_id,
-// cluster_id + clusters, ...); CTA c holds virtual packs [c*P, (c+1)*P) of
-// the row, P = ceil(nv/C) <= kPacks * kThreadsPerBlock, in registers. It
-// issues its residual, weight and own-input loads, fetches its packs' sums
-// (sums_of_row(row).fetch), adds the residual and computes each pack's q_v.
-// Every CTA writes {q_v, failed} to shared memory; after a cluster barrier
-// (arrive.release, wait.acquire) every CTA folds all q_v of the row in the
-// order of the invariant in rmsnorm_epilogue.cuh, reading them from their
-// owners, so every CTA gets the scale one CTA would, and whether any pack of
-// the row failed. It then arrives on the cluster barrier again (done
-// reading) and waits for that phase only before it next writes q_smem or
-// exits, so the second barrier is off the path to the stores. Call with
-// whole clusters only (every CTA of a cluster runs the same rows).
-__device__ __forceinline__ void cluster_arrive() { asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory"); }
-__device__ __forceinline__ void cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory"); }
-
+// SPLIT EPILOGUE (CLUSTER EXCHANGE, cluster_exchange.cuh). A cluster of C =
+// p.cluster CTAs owns one row at a time (rows cluster_id, cluster_id +
+// clusters, ...); CTA c holds virtual packs [c*P, (c+1)*P) of the row, P =
+// ceil(nv/C) <= kPacks * kThreadsPerBlock, in registers. It issues its
+// residual, weight and own-input loads, fetches its packs' sums
+// (sums_of_row(row).fetch), adds the residual and computes each pack's q_v,
+// which it keeps in its own q buffer and sends into every other CTA's. Each
+// CTA then folds all q_v of the row from its own shared memory in the order
+// of the invariant in rmsnorm_epilogue.cuh, so every CTA gets the scale one
+// CTA would, and whether any pack of the row failed (q_v = -1: a sum of
+// squares is never negative). Call with whole clusters only (every CTA of a
+// cluster runs the same rows) and with xs set up before griddepcontrol.wait.
 template <typename T, typename W, bool kVec, int kPacks, typename SumsOfRow>
-__device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow sums_of_row, const PhaseClock& clock) {
-  namespace cg = cooperative_groups;
-  __shared__ float2 q_smem[kPacks * kThreadsPerBlock];  // {q_v, 1 if the pack's sums never came}
+__device__ __forceinline__ void split_epilogue(const FusedParams& p, ClusterExchange<kPacks>& xs,
+                                               SumsOfRow sums_of_row, const PhaseClock& clock) {
+  using X = ClusterExchange<kPacks>;
   const size_t H = p.hidden;
-  cg::cluster_group cluster = cg::this_cluster();
   // 32-bit: a split row has at most kMaxFusedCluster * kPacks * kThreadsPerBlock packs.
-  const uint32_t C = static_cast<uint32_t>(p.cluster), c = cluster.block_rank();
+  const uint32_t C = static_cast<uint32_t>(p.cluster), c = C > 1 ? cluster_cta_rank() : 0;
   const uint32_t clusters = gridDim.x / C;
   const uint32_t nv = static_cast<uint32_t>(ceil_div(H, size_t{kRowVec}));
   const uint32_t P = (nv + C - 1) / C;
   const uint32_t v_begin = min(nv, c * P), v_end = min(nv, v_begin + P);
   const uint32_t v0 = v_begin + threadIdx.x;
-  // owner of pack v = v / P as one multiply: exact for v * (inv_P * P - 2^32) < 2^32.
-  const uint64_t inv_P = ceil_pow32_div(P);
+  const uint32_t from_others = (nv - (v_end - v_begin)) * static_cast<uint32_t>(sizeof(float));
   const W* gamma = static_cast<const W*>(p.weight);
 
-  for (size_t row = blockIdx.x / C; row < p.rows; row += clusters) {
+  uint32_t it = 0;
+  for (size_t row = blockIdx.x / C; row < p.rows; row += clusters, ++it) {
     // PHASE CLOCK marks of CTA 0's first row only.
     const bool first = row < clusters;
-    // The previous row's q_smem has been read by every CTA of the cluster.
-    if (!first) cluster_wait();
+    const int b = static_cast<int>(it % X::kBufs);
+    const uint32_t use = it / X::kBufs;
+    float* q = xs.q[b];
+    if (C > 1 && threadIdx.x == 0) xs.expect(b, from_others);
     const RowEpilogue ep = row_epilogue<T>(p, row);
     const T* res = static_cast<const T*>(ep.residual);
     const auto sums = sums_of_row(row);
@@ -428,6 +423,8 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
     if (first) clock.mark(3);
     const bool ok = sums.fetch(v0, v_end, mine, h);
     if (first) clock.mark(4);
+    // Only threads that send wait for the buffer's hand-back.
+    if (C > 1 && use > 0 && v0 < v_end) xs.wait_handed_back(b, use);
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
@@ -437,34 +434,28 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
         for (int i = 0; i < kRowVec; ++i) h[k][i] = round_to<T>(__fadd_rn(h[k][i], x[k][i]));
       }
       if (ep.residual_out) store_v8<T, kVec>(static_cast<T*>(ep.residual_out), v, H, h[k]);
-      q_smem[v - v_begin] = make_float2(pack_squares(h[k]), ok ? 0.f : 1.f);
+      const float qv = ok ? pack_squares(h[k]) : -1.f;
+      q[v] = qv;
+      if (C > 1) xs.send(b, static_cast<uint32_t>(v), qv, c, C);
     }
     if (first) clock.mark(5);
-    cluster_arrive();
-    cluster_wait();
+    __syncthreads();  // this CTA's own q_v
+    if (C > 1) xs.wait_full(b, use);
     if (first) clock.mark(6);
-    // Virtual thread t = threadIdx.x folds q_t, q_{t+256}, ... from their
-    // owners; up to kMaxFusedCluster remote loads in flight before any add.
+    // Virtual thread t = threadIdx.x folds q_t, q_{t+256}, ...
     float ss = 0.f;
     bool failed = false;
-    for (uint32_t base = threadIdx.x; base < nv; base += kMaxFusedCluster * kThreadsPerBlock) {
-      float2 q[kMaxFusedCluster];
-#pragma unroll
-      for (int i = 0; i < kMaxFusedCluster; ++i) {
-        const uint32_t v = base + i * kThreadsPerBlock;
-        const uint32_t owner = static_cast<uint32_t>((v * inv_P) >> 32);
-        if (v < nv) q[i] = cluster.map_shared_rank(q_smem, static_cast<int>(owner))[v - owner * P];
-      }
-#pragma unroll
-      for (int i = 0; i < kMaxFusedCluster; ++i) {
-        if (base + i * kThreadsPerBlock >= nv) break;
-        ss = __fadd_rn(ss, q[i].x);
-        failed = failed || q[i].y != 0.f;
-      }
+#pragma unroll 4
+    for (uint32_t u = threadIdx.x; u < nv; u += kThreadsPerBlock) {
+      const float qu = q[u];
+      ss = __fadd_rn(ss, qu);
+      failed = failed || qu < 0.f;
     }
-    cluster_arrive();  // done reading the other CTAs' q_smem
     if (first) clock.mark(7);
-    const float scale = rsqrtf(__fadd_rn(__fdiv_rn(block_sum_any(ss, &failed), static_cast<float>(H)), ep.eps));
+    const float total = block_sum_any(ss, &failed);
+    // Every thread of this CTA has read q[b] (block_sum_any's barrier).
+    if (C > 1) xs.hand_back(b, c, C);
+    const float scale = rsqrtf(__fadd_rn(__fdiv_rn(total, static_cast<float>(H)), ep.eps));
     if (first) clock.mark(8);
     if (failed) {
       // A row with any missing unit is NaN as a whole, in every CTA's part.
@@ -485,8 +476,8 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, SumsOfRow s
     }
     if (first) clock.mark(9);
   }
-  // No CTA leaves while another may still read its q_smem.
-  if (blockIdx.x / C < p.rows) cluster_wait();
+  // No CTA leaves while another may still arrive on its barriers.
+  if (C > 1 && threadIdx.x == 0) xs.drain(it);
 }
 
 // ONE-SHOT FUSED BODY, shared by the split and the wide one-shot: the call's
@@ -542,8 +533,10 @@ __device__ __forceinline__ void fused_oneshot_body(const FusedParams& p, Epilogu
 template <typename T, typename W, bool kVec, int R, int kPacks, bool kLL>
 __global__ void __launch_bounds__(kThreadsPerBlock, kPacks == 1 && R <= 4 ? 2 : 1)
     fused_oneshot_split_kernel(FusedParams p) {
+  __shared__ ClusterExchange<kPacks> xs;
+  xs.setup(static_cast<uint32_t>(p.cluster));  // before fused_oneshot_body's griddepcontrol.wait
   fused_oneshot_body<T, kVec, R, kPacks, kLL>(p, [&](auto sums_of_row, const PhaseClock& clock) {
-    split_epilogue<T, W, kVec, kPacks>(p, sums_of_row, clock);
+    split_epilogue<T, W, kVec, kPacks>(p, xs, sums_of_row, clock);
   });
 }
 
@@ -663,6 +656,8 @@ __global__ void __launch_bounds__(kWideThreads, 1) fused_oneshot_wide_kernel(Fus
 // CTA of a peer, so ranks may cut their CTAs differently.
 template <typename T, typename W, bool kVec, int R, int kPacks>
 __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(FusedParams p) {
+  __shared__ ClusterExchange<kPacks> xs;
+  xs.setup(static_cast<uint32_t>(p.cluster));  // shared memory only: before griddepcontrol.wait
   pdl_begin();
   const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
   const CallRead read = op_read(p.sync);    // EPOCH: issued first, completed by op_begin
@@ -721,7 +716,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   PollWait ag_wait = wait;  // twice the timeout, as in the plain two-shot over LL
   ag_wait.timeout_ns *= 2;
   split_epilogue<T, W, kVec, kPacks>(
-      p, [&](size_t row) { return LLGatheredSums<T, kVec, kPacks>{gathered, row, p.hidden, su, ag_wait}; }, clock);
+      p, xs, [&](size_t row) { return LLGatheredSums<T, kVec, kPacks>{gathered, row, p.hidden, su, ag_wait}; }, clock);
   op_end(s, e);
   clock.mark(11);
 }

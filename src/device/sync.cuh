@@ -31,6 +31,13 @@
 //   bounds how far writes run ahead of reads (fused_kernels.cuh says why it
 //   cannot deadlock).
 //
+// CLUSTER EXCHANGE (split epilogue, inside one thread-block cluster): each
+//   CTA sends its packs' q_v into every other CTA's shared memory with
+//   st.async, whose complete_tx on the receiver's mbarrier releases at
+//   cluster scope; the receiver acquires at cluster scope, folds, and hands
+//   the buffer back by arriving on the senders' mbarriers. No fence, so no
+//   wait for the CTA's stores in flight over NVLink (cluster_exchange.cuh).
+//
 // BOUNDED WAIT. A poll gives up after SyncParams::timeout_ns (globaltimer),
 //   records {op, rank, peer, epoch} in the host-mapped ErrorRecord (first
 //   failure wins, through ControlBlock::abort) and returns false; the CTA then

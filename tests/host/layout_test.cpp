@@ -424,6 +424,19 @@ TEST(Plan, KernelInstanceFollowsWorldAndRowWidth) {
   }
 }
 
+// The cluster exchange's exit (device/cluster_exchange.cuh) holds only if
+// every CTA of a cluster sends, so owns a pack, of every split row.
+TEST(Plan, EveryCtaOfASplitRowOwnsAPack) {
+  for (int max_blocks = 1; max_blocks <= 264; ++max_blocks) {
+    for (size_t hidden = 1; hidden <= size_t{kMaxFusedCluster} * kRowRegs * kThreadsPerBlock * 8; ++hidden) {
+      const int c = plan_fused_cluster(hidden, max_blocks);
+      if (c <= 1) continue;
+      const size_t nv = ceil_div(hidden, size_t{8}), per = ceil_div(nv, static_cast<size_t>(c));
+      ASSERT_LT(static_cast<size_t>(c - 1) * per, nv) << "hidden " << hidden << ", max_blocks " << max_blocks;
+    }
+  }
+}
+
 TEST(Plan, WideOneShotTakesTheRowsOfAClusterOfTwo) {
   // Rows a cluster of two holds with a pack a thread: 2049..4096 wide at 264 blocks.
   EXPECT_TRUE(fused_wide(plan_fused_cluster(4096, 264), 4096, true, 4));
