@@ -42,7 +42,7 @@ extern "C" {
 
 #define ARNORM_VERSION_MAJOR 0
 #define ARNORM_VERSION_MINOR 8
-#define ARNORM_VERSION_PATCH 1
+#define ARNORM_VERSION_PATCH 2
 
 #if defined(__GNUC__)
 #define ARNORM_API __attribute__((visibility("default")))
