@@ -492,7 +492,8 @@ arnormStatus_t finish_local(arnormComm* c) {
   return ARNORM_SUCCESS;
 }
 
-arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t& cfg) {
+// config_status: a failure of the caller's config, reported in "local checks".
+arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t& cfg, arnormStatus_t config_status) {
   Collective coll(bs, c->rank, c->world_size);
   c->timeout_seconds = cfg.timeout_seconds > 0 ? cfg.timeout_seconds : 5.0;
   c->nccl = static_cast<ncclComm_t>(cfg.nccl_comm);
@@ -503,7 +504,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   mine.rank = c->rank;
   mine.world = c->world_size;
   mine.device = c->device;
-  mine.status = prepare_local(c, cfg, &mine);
+  mine.status = config_status != ARNORM_SUCCESS ? config_status : prepare_local(c, cfg, &mine);
   const std::string local_error = last_error();
   mine.forced = c->forced;
   mine.forced_protocol = static_cast<int32_t>(c->forced_protocol);
@@ -615,14 +616,18 @@ extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
                        "arnormCommCreateFromNccl");
   }
   arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  // A bad config fails this rank in the first agreed step, not here: the
+  // other ranks are about to call the bootstrap and would wait in it forever.
+  arnormStatus_t config_status = ARNORM_SUCCESS;
   if (config != nullptr) {
     if (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16)) {
-      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                         "arnormCommCreate: config->struct_size %zu is not a valid sizeof(arnormConfig_t); "
-                         "start from ARNORM_CONFIG_INIT",
-                         config->struct_size);
+      config_status = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                                  "arnormCommCreate: config->struct_size %zu is not a valid sizeof(arnormConfig_t); "
+                                  "start from ARNORM_CONFIG_INIT",
+                                  config->struct_size);
+    } else {
+      std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
     }
-    std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
   }
   // Without a valid world size the bootstrap cannot even be called (its
   // buffers are sized by it): fail here, before any collective step.
@@ -637,7 +642,7 @@ extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
   c->world_size = world_size;
   c->device = device;
   DeviceGuard guard(device >= 0 ? device : 0);
-  const arnormStatus_t st = create(c, bootstrap, cfg);
+  const arnormStatus_t st = create(c, bootstrap, cfg, config_status);
   if (st != ARNORM_SUCCESS) {
     const std::string msg = last_error();
     c->owns_nccl = c->owns_nccl && c->nccl;  // destroy what this rank made

@@ -62,19 +62,17 @@ extern "C" arnormStatus_t arnormCommCreateFromNccl(arnormComm_t* comm, ncclComm_
   if (cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking) != cudaSuccess) {
     return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreateFromNccl: cannot create the bootstrap stream");
   }
-  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-  if (config != nullptr) {
-    if (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16)) {
-      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                         "arnormCommCreateFromNccl: config->struct_size %zu is not a valid "
-                         "sizeof(arnormConfig_t); start from ARNORM_CONFIG_INIT",
-                         config->struct_size);
-    }
-    std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
+  const arnormBootstrap_t bootstrap{nccl_allgather, &state};
+  if (config != nullptr &&
+      (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16))) {
+    // arnormCommCreate refuses it in its first agreed step, on every rank.
+    return arnormCommCreate(comm, rank, world, device, bootstrap, config);
   }
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  if (config != nullptr) std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
   cfg.struct_size = sizeof(cfg);
   cfg.nccl_comm = nccl;
-  return arnormCommCreate(comm, rank, world, device, arnormBootstrap_t{nccl_allgather, &state}, &cfg);
+  return arnormCommCreate(comm, rank, world, device, bootstrap, &cfg);
 }
 
 extern "C" arnormStatus_t arnormCommCreateFromNcclId(arnormComm_t* comm, ncclUniqueId id, int rank,

@@ -2,8 +2,13 @@
 // crash, no exit(); names and sizes of the enums.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "arnorm/arnorm.h"
 #include "arnorm/arnorm.hpp"
@@ -14,6 +19,50 @@ int gather_one(const void* send, void* recv, size_t bytes, void*) {
   std::memcpy(recv, send, bytes);
   return 0;
 }
+
+// An all-gather between the threads of this process, one per rank. A rank
+// whose peers do not all come within a few seconds gets an error (a hang
+// turns into a failure of the test).
+class ThreadGather {
+ public:
+  explicit ThreadGather(int world) : world_(world), parts_(world) {
+    for (int r = 0; r < world; ++r) ranks_.push_back(Rank{this, r});
+  }
+  arnormBootstrap_t bootstrap(int rank) { return arnormBootstrap_t{gather, &ranks_[rank]}; }
+
+ private:
+  struct Rank {
+    ThreadGather* g;
+    int rank;
+  };
+  static int gather(const void* send, void* recv, size_t bytes, void* user) {
+    const Rank& me = *static_cast<Rank*>(user);
+    ThreadGather& g = *me.g;
+    std::unique_lock<std::mutex> lock(g.m_);
+    const uint64_t round = g.round_;
+    g.parts_[me.rank].assign(static_cast<const char*>(send), static_cast<const char*>(send) + bytes);
+    if (++g.arrived_ == g.world_) {
+      g.result_.clear();
+      for (const auto& p : g.parts_) g.result_.insert(g.result_.end(), p.begin(), p.end());
+      g.arrived_ = 0;
+      ++g.round_;
+      g.cv_.notify_all();
+    } else if (!g.cv_.wait_for(lock, std::chrono::seconds(10), [&] { return g.round_ != round; })) {
+      return 1;
+    }
+    if (g.result_.size() != bytes * g.world_) return 2;
+    std::memcpy(recv, g.result_.data(), g.result_.size());
+    return 0;
+  }
+  int world_;
+  std::vector<std::vector<char>> parts_;
+  std::vector<Rank> ranks_;
+  std::vector<char> result_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  int arrived_ = 0;
+  uint64_t round_ = 0;
+};
 
 bool have_gpu() {
   int n = 0;
@@ -49,6 +98,35 @@ TEST(PublicApi, BadConfigIsRejected) {
   arnormComm_t c = nullptr;
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommCreate(&c, 0, 1, 0, {gather_one, nullptr}, &cfg));
   EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_CONFIG_INIT"));
+}
+
+// A rank with a bad config still takes part in the first agreed step, so
+// the others fail with it instead of waiting in the bootstrap for it.
+TEST(PublicApi, BadConfigOnOneRankFailsEveryRank) {
+  ThreadGather g(2);
+  arnormStatus_t st[2] = {ARNORM_SUCCESS, ARNORM_SUCCESS};
+  std::string msg[2];
+  arnormComm_t c[2] = {nullptr, nullptr};
+  std::thread bad([&] {
+    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+    cfg.struct_size = 3;
+    st[0] = arnormCommCreate(&c[0], 0, 2, 0, g.bootstrap(0), &cfg);
+    msg[0] = arnormGetLastErrorString();
+  });
+  st[1] = arnormCommCreate(&c[1], 1, 2, 0, g.bootstrap(1), nullptr);
+  msg[1] = arnormGetLastErrorString();
+  bad.join();
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st[0]);
+  EXPECT_NE(std::string::npos, msg[0].find("ARNORM_CONFIG_INIT")) << msg[0];
+  EXPECT_NE(ARNORM_SUCCESS, st[1]);
+  EXPECT_NE(ARNORM_ERROR_BOOTSTRAP, st[1]) << "rank 1 waited in the bootstrap for rank 0: " << msg[1];
+  // With a GPU rank 1's own checks pass and it names rank 0; without one it
+  // fails its own checks in the same step.
+  if (st[1] == ARNORM_ERROR_REMOTE) {
+    EXPECT_NE(std::string::npos, msg[1].find("rank 0 failed during 'local checks'")) << msg[1];
+  }
+  EXPECT_EQ(nullptr, c[0]);
+  EXPECT_EQ(nullptr, c[1]);
 }
 
 TEST(PublicApi, CreateWithoutGpuFailsCleanly) {
