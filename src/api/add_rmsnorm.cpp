@@ -47,22 +47,33 @@ void point_at_rows(const arnormAddRmsNormArgs_t& a, size_t first_row, size_t row
   p->rows = rows;
 }
 
+// The route of a peer-memory call that resolved to `algo` (AUTO's one-shot
+// may still become two-shot when a row does not fit its region); fails, as
+// the call would, when one row does not fit the workspace at all.
+arnormStatus_t route_peer(const arnormComm* comm, arnormAlgorithm_t requested, arnormAlgorithm_t algo, size_t tokens,
+                          size_t hidden, arnormDataType_t dtype, const char* op, FusedRoute* route) {
+  const size_t es = dtype_size(dtype);
+  const bool may_fall_back = requested == ARNORM_ALGO_AUTO && comm->forced == ARNORM_ALGO_AUTO;
+  const uint64_t bytes = static_cast<uint64_t>(tokens) * hidden * es;
+  *route = plan_fused_route(algo, may_fall_back, comm->layout, comm->max_blocks, hidden, es,
+                            oneshot_uses_ll(comm->selection_context(), bytes),
+                            twoshot_uses_ll(comm->selection_context(), bytes));
+  if (route->rows_per_chunk == 0) {
+    return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                       "%s: one row of hidden %zu does not fit the %zu-byte workspace with %s; create the "
+                       "communicator with a larger workspace_bytes",
+                       op, hidden, comm->layout.total_bytes, arnormAlgorithmName(route->algo));
+  }
+  return ARNORM_SUCCESS;
+}
+
 arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnormAlgorithm_t algo,
                         cudaStream_t stream) {
   const size_t es = dtype_size(a.dtype);
-  const bool may_fall_back = a.algo == ARNORM_ALGO_AUTO && comm->forced == ARNORM_ALGO_AUTO;
-  const uint64_t bytes = static_cast<uint64_t>(a.tokens) * a.hidden * es;
-  const FusedRoute route =
-      plan_fused_route(algo, may_fall_back, comm->layout, comm->max_blocks, a.hidden, es,
-                       oneshot_uses_ll(comm->selection_context(), bytes), twoshot_uses_ll(comm->selection_context(), bytes));
+  FusedRoute route;
+  ARNORM_TRY(route_peer(comm, a.algo, algo, a.tokens, a.hidden, a.dtype, "arnormAllReduceAddRmsNorm", &route));
   algo = route.algo;
   const size_t per_chunk = route.rows_per_chunk;
-  if (per_chunk == 0) {
-    return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
-                       "arnormAllReduceAddRmsNorm: one row of hidden %zu does not fit the %zu-byte workspace with "
-                       "%s; create the communicator with a larger workspace_bytes",
-                       a.hidden, comm->layout.total_bytes, arnormAlgorithmName(algo));
-  }
   AddRmsNormLaunch l = base_launch(comm, a, algo);
   l.ll = route.ll;
   l.params.cluster = route.cluster;
@@ -130,8 +141,18 @@ extern "C" arnormStatus_t arnormSelectAlgorithmAddRmsNorm(arnormComm_t comm, siz
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                        "arnormSelectAlgorithmAddRmsNorm: comm and algo must be non-NULL and dtype valid");
   }
-  return resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, ARNORM_ALGO_AUTO,
-                           static_cast<uint64_t>(tokens) * hidden * dtype_size(dtype), algo);
+  arnormAlgorithm_t resolved = ARNORM_ALGO_AUTO;
+  ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, ARNORM_ALGO_AUTO,
+                               static_cast<uint64_t>(tokens) * hidden * dtype_size(dtype), &resolved));
+  // The algorithm that would run, not only the table's pick.
+  if (resolved != ARNORM_ALGO_NCCL && hidden > 0) {
+    FusedRoute route;
+    ARNORM_TRY(route_peer(comm, ARNORM_ALGO_AUTO, resolved, tokens, hidden, dtype, "arnormSelectAlgorithmAddRmsNorm",
+                          &route));
+    resolved = route.algo;
+  }
+  *algo = resolved;
+  return ARNORM_SUCCESS;
 }
 
 extern "C" arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arnormAddRmsNormArgs_t* args,
