@@ -109,12 +109,21 @@ typedef struct {
 typedef struct {
   size_t struct_size;      /* sizeof(arnormConfig_t) of the caller's build */
   size_t workspace_bytes;  /* device memory per GPU for the peer workspace; 0: 64 MiB.
-                              Messages larger than the workspace are chunked. */
+                              Messages larger than the workspace are chunked; the
+                              fused op chunks by whole rows, so one row must fit
+                              (with 64 MiB, rows up to 3.9 million fp32 elements at
+                              8 ranks); a fused call whose row does not fit fails
+                              with ARNORM_ERROR_UNSUPPORTED before anything runs. */
   double timeout_seconds;  /* how long a kernel waits for a peer; 0: 5 s */
   const char* tuning_file; /* selection table (JSON); NULL: $ARNORM_TUNING_FILE,
                               else the built-in table */
   void* nccl_comm;         /* an ncclComm_t of the same ranks used for the NCCL
-                              path; NULL: arnorm creates its own when it needs one */
+                              path; NULL: arnorm creates its own only where peer
+                              memory is missing or ARNORM_ALGO=nccl; otherwise every
+                              call runs on peer memory (the table's NCCL rows then
+                              run two-shot, and ARNORM_ALGO_NCCL is UNSUPPORTED).
+                              NCCL-served calls wait as NCCL does: the bounded
+                              waits and PEER_TIMEOUT are those of arnorm's kernels. */
   int nccl_fallback;       /* 1: route to NCCL what peer memory cannot serve;
                               0: fail with ARNORM_ERROR_UNSUPPORTED instead */
 } arnormConfig_t;
@@ -217,7 +226,9 @@ typedef struct {
 ARNORM_API arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arnormAddRmsNormArgs_t* args,
                                                     cudaStream_t stream);
 
-/* The algorithm AUTO resolves to for a fused call of this size. */
+/* The algorithm a fused AUTO call of this shape runs: the table's pick, or
+ * two-shot where one row does not fit the one-shot's region; fails as that
+ * call would where a row does not fit the workspace at all. */
 ARNORM_API arnormStatus_t arnormSelectAlgorithmAddRmsNorm(arnormComm_t comm, size_t tokens, size_t hidden,
                                                           arnormDataType_t dtype, arnormAlgorithm_t* algo);
 

@@ -21,7 +21,10 @@ ARNORM_API arnormStatus_t arnormCommCreateFromNccl(arnormComm_t* comm, ncclComm_
 
 /* Collective: creates an NCCL communicator from `id` (made by
  * ncclGetUniqueId on one rank and shared by the caller), owned and destroyed
- * by the arnorm communicator, then proceeds as arnormCommCreateFromNccl. */
+ * by the arnorm communicator, then proceeds as arnormCommCreateFromNccl.
+ * Until ncclCommInitRank returns, NCCL's rules hold: a rank that fails
+ * before it (a device that does not exist) leaves the others waiting there,
+ * as a rank that never calls it would. Every later failure is agreed. */
 ARNORM_API arnormStatus_t arnormCommCreateFromNcclId(arnormComm_t* comm, ncclUniqueId id, int rank,
                                           int world_size, int device,
                                           const arnormConfig_t* config);
