@@ -68,8 +68,8 @@ run_tests() {
     grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
     note "tests   world $w, sentinel everywhere: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1))"
   done
-  # Ranks at the same instant on one GPU (threads of one process, worlds 2,
-  # 4 and 8), repeated with fresh inputs: on a one-GPU machine the only runs
+  # Ranks at the same instant on one GPU (threads of one process, every world
+  # size from 2 to 8), repeated with fresh inputs: on a one-GPU machine the only runs
   # where ranks race at all.
   log="$OUT/gpu-tests-concurrent.log"
   echo "== GPU tests, ranks as threads on one GPU, 5 repeats (log: $log)"

@@ -91,7 +91,7 @@ TEST(CommInProcess, RanksOnOneGpuAreRefused) {
 TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
   // Every rank advances the inputs' counter alike (rank 0 alone uses it).
   const uint64_t base0 = env().iteration;
-  env().iteration += 6000;
+  env().iteration += 10000;
   // A sanitizer runs kernels one at a time: ranks at the same instant cannot.
   if (std::getenv("ARNORM_LAUNCH_WRAPPED") != nullptr) GTEST_SKIP() << "not under a wrapper (compute-sanitizer)";
   if (rank() == 0) {
@@ -109,13 +109,16 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
     cudaEventRecord(origin_gpu, nullptr);
     cudaEventSynchronize(origin_gpu);
     const auto origin_host = std::chrono::steady_clock::now();
-    // The default workspace at worlds 2, 4 and 8, then the small one of the
-    // suite's chunking tests (512 KiB), where calls take many chunks and the
-    // fused two-shot reuses its row slots: the buffer reuse that ranks at
-    // the same instant could race on.
-    for (int pass = 0; pass < 6; ++pass) {
-      const size_t budget = pass < 3 ? 0 : size_t{512} << 10;
-      const int world = 2 << (pass % 3);
+    // The default workspace at every world size from 2 to 8 (3, 5, 6 and 7
+    // leave slots of the rank capacity empty), then the small one of the
+    // suite's chunking tests (512 KiB) at 2, 4 and 8, where calls take many
+    // chunks and the fused two-shot reuses its row slots: the buffer reuse
+    // that ranks at the same instant could race on.
+    const int worlds[] = {2, 4, 8, 3, 5, 6, 7, 2, 4, 8};
+    constexpr int kSmallFrom = 7;
+    for (int pass = 0; pass < 10; ++pass) {
+      const size_t budget = pass < kSmallFrom ? 0 : size_t{512} << 10;
+      const int world = worlds[pass];
       // (a pass's iterations stay within 1000 of its base)
       const uint64_t base = base0 + 1000 * static_cast<uint64_t>(pass);
       std::vector<arnormStatus_t> st;
