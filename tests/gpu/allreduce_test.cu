@@ -6,8 +6,11 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <thread>
+
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -608,6 +611,73 @@ TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
   cudaDeviceSynchronize();
   barrier();
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
+}
+
+// ARNORM_ALGO and a tuning file are read at creation and decide every AUTO
+// call (what arnormSelectAlgorithm* report, for the benchmark too); ranks
+// whose tables differ refuse together. Each forced choice is the opposite
+// of what any table picks at its size, so neither can pass by default.
+TEST(Comm, ForcedAlgorithmAndTuningFileDecideAutoCalls) {
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  const arnormConfig_t plain = ARNORM_CONFIG_INIT;
+  arnormComm_t c = nullptr;
+  arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;
+  for (const char* forced : {"twoshot", "oneshot"}) {
+    const ScopedEnv env_algo("ARNORM_ALGO", forced);
+    const arnormAlgorithm_t want = forced[0] == 't' ? ARNORM_ALGO_TWOSHOT : ARNORM_ALGO_ONESHOT;
+    ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &plain));
+    // 2 KiB (one-shot in every table) and 256 MiB (two-shot or NCCL).
+    for (size_t n : {size_t{1024}, size_t{128} << 20}) {
+      ARNORM_OK(arnormSelectAlgorithm(c, n, ARNORM_BFLOAT16, &algo));
+      EXPECT_EQ(want, algo) << "ARNORM_ALGO=" << forced << ", " << n << " elements";
+    }
+    ARNORM_OK(arnormSelectAlgorithmAddRmsNorm(c, 1, 4096, ARNORM_BFLOAT16, &algo));
+    EXPECT_EQ(want, algo) << "ARNORM_ALGO=" << forced << ", fused 1 x 4096";
+    const uint64_t iter = ++env().iteration;
+    const auto got = run_once<__nv_bfloat16>(c, ARNORM_ALGO_AUTO, 1000, iter, false);
+    EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<__nv_bfloat16>(iter, 1000, world())));
+    cudaDeviceSynchronize();
+    barrier();
+    ARNORM_OK(arnormCommDestroy(c));
+  }
+  // A table of this world size that sends every call to `algo`.
+  auto write_table = [&](const char* name) {
+    const std::string path =
+        "/tmp/arnorm-test-table-" + std::to_string(getpid()) + "-" + std::to_string(rank()) + ".json";
+    FILE* f = std::fopen(path.c_str(), "w");
+    EXPECT_NE(nullptr, f) << path;
+    if (f == nullptr) return path;
+    std::fprintf(f,
+                 "{\"version\": 1, \"allreduce\": [{\"world_size\": %d, \"max_bytes\": null, \"algo\": \"%s\"}], "
+                 "\"add_rmsnorm\": [{\"world_size\": %d, \"max_bytes\": null, \"algo\": \"%s\"}]}\n",
+                 world(), name, world(), name);
+    std::fclose(f);
+    return path;
+  };
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  {
+    const ScopedEnv no_algo("ARNORM_ALGO", "");
+    const std::string path = write_table("twoshot");
+    cfg.tuning_file = path.c_str();
+    ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+    ARNORM_OK(arnormSelectAlgorithm(c, 1024, ARNORM_BFLOAT16, &algo));
+    EXPECT_EQ(ARNORM_ALGO_TWOSHOT, algo) << "the tuning file's rule for 2 KiB";
+    ARNORM_OK(arnormSelectAlgorithmAddRmsNorm(c, 1, 4096, ARNORM_BFLOAT16, &algo));
+    EXPECT_EQ(ARNORM_ALGO_TWOSHOT, algo) << "the tuning file's fused rule";
+    cudaDeviceSynchronize();
+    barrier();
+    ARNORM_OK(arnormCommDestroy(c));
+    if (world() > 1) {
+      // The last rank's table differs: every rank refuses, naming the table.
+      const std::string odd = write_table(rank() == world() - 1 ? "oneshot" : "twoshot");
+      cfg.tuning_file = odd.c_str();
+      EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+      EXPECT_EQ(nullptr, c);
+      EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("selection table"))
+          << arnormGetLastErrorString();
+    }
+    std::remove(path.c_str());
+  }
 }
 
 TEST(Comm, InfoReportsPeerAccessAndBudget) {
