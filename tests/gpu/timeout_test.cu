@@ -94,6 +94,7 @@ TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
         EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << arnormAlgorithmName(algo) << " hidden " << hidden;
         const std::string msg = arnormGetLastErrorString();
         EXPECT_NE(std::string::npos, msg.find("arnormAllReduceAddRmsNorm")) << msg;
+        EXPECT_NE(std::string::npos, msg.find("waiting for rank ")) << "the missing rank is named: " << msg;
         for (const DeviceBuffer* b : {&out, &res}) {
           std::vector<__nv_bfloat16> got(n);
           cudaMemcpy(got.data(), b->ptr, n * 2, cudaMemcpyDeviceToHost);
@@ -106,6 +107,40 @@ TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
       barrier();
       arnormCommDestroy(c);
     }
+  }
+}
+
+// Last too: the plain two-shot, over LL (8 KiB) and over sentinel units
+// (2 MiB), on rank 0 alone. Its reduce-scatter wait gives up within the
+// timeout and names a rank; its all-gather publishes nothing and gives up at
+// once; the whole output is NaN.
+TEST(ZZ_Timeout, MissingPeerInTwoShotIsReported) {
+  ARNORM_SKIP_WITHOUT_PEERS();
+  for (const size_t n : {size_t{4096}, size_t{1} << 20}) {
+    arnormComm_t c = nullptr;
+    ASSERT_NO_FATAL_FAILURE(create_private_comm(&c));
+    DeviceBuffer in(n * 2), out(n * 2);
+    cudaMemset(in.ptr, 0, n * 2);
+    cudaDeviceSynchronize();
+    if (rank() == 0) {
+      const auto t0 = std::chrono::steady_clock::now();
+      EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_TWOSHOT, env().stream));
+      EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      EXPECT_LT(seconds, 5.0) << "the wait was not bounded (n=" << n << ")";
+      EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << "n=" << n;
+      const std::string msg = arnormGetLastErrorString();
+      EXPECT_NE(std::string::npos, msg.find("waiting for rank ")) << msg;
+      EXPECT_NE(std::string::npos, msg.find("two-shot")) << msg;
+      std::vector<__nv_bfloat16> got(n);
+      cudaMemcpy(got.data(), out.ptr, n * 2, cudaMemcpyDeviceToHost);
+      size_t nan = 0;
+      for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
+      EXPECT_EQ(n, nan) << "a timed-out two-shot must not leave plausible data (n=" << n << ")";
+    }
+    cudaDeviceSynchronize();
+    barrier();
+    arnormCommDestroy(c);
   }
 }
 
