@@ -411,13 +411,17 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, ClusterExch
     const RowEpilogue ep = row_epilogue<T>(p, row);
     const T* res = static_cast<const T*>(ep.residual);
     const auto sums = sums_of_row(row);
-    float h[kPacks][kRowVec], g[kPacks][kRowVec], x[kPacks][kRowVec], mine[kPacks][kRowVec];
+    // Residual and weight held as stored, converted where used: their loads
+    // issue back to back (load_raw8).
+    float h[kPacks][kRowVec], mine[kPacks][kRowVec];
+    Pack<T, kRowVec> x[kPacks];
+    Pack<W, kRowVec> g[kPacks];
 #pragma unroll
     for (int k = 0; k < kPacks; ++k) {
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= v_end) continue;
-      if (res) load_v8<T, kVec>(res, v, H, x[k]);
-      load_v8<W, kVec>(gamma, v, H, g[k]);
+      if (res) x[k] = load_raw8<T, kVec>(res, v, H);
+      g[k] = load_raw8<W, kVec>(gamma, v, H);
       sums.load_own(v, mine[k]);
     }
     if (first) clock.mark(3);
@@ -431,7 +435,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, ClusterExch
       if (v >= v_end) continue;
       if (res) {
 #pragma unroll
-        for (int i = 0; i < kRowVec; ++i) h[k][i] = round_to<T>(__fadd_rn(h[k][i], x[k][i]));
+        for (int i = 0; i < kRowVec; ++i) h[k][i] = round_to<T>(__fadd_rn(h[k][i], Num<T>::to_float(x[k].v[i])));
       }
       if (ep.residual_out) store_v8<T, kVec>(static_cast<T*>(ep.residual_out), v, H, h[k]);
       const float qv = ok ? pack_squares(h[k]) : -1.f;
@@ -471,7 +475,7 @@ __device__ __forceinline__ void split_epilogue(const FusedParams& p, ClusterExch
       const size_t v = v0 + k * kThreadsPerBlock;
       if (v >= v_end) continue;
 #pragma unroll
-      for (int i = 0; i < kRowVec; ++i) h[k][i] = __fmul_rn(__fmul_rn(h[k][i], scale), g[k][i]);
+      for (int i = 0; i < kRowVec; ++i) h[k][i] = __fmul_rn(__fmul_rn(h[k][i], scale), Num<W>::to_float(g[k].v[i]));
       store_v8<T, kVec>(static_cast<T*>(ep.out), v, H, h[k]);
     }
     if (first) clock.mark(9);
@@ -567,10 +571,12 @@ __device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow su
     const RowEpilogue ep = row_epilogue<T>(p, row);
     const T* res = static_cast<const T*>(ep.residual);
     const auto sums = sums_of_row(row);
-    float h[1][kRowVec], g[1][kRowVec], x[1][kRowVec], mine[1][kRowVec];
+    float h[1][kRowVec], mine[1][kRowVec];
+    Pack<T, kRowVec> x;  // as stored, converted where used (split_epilogue)
+    Pack<W, kRowVec> g;
     if (v < nv) {
-      if (res) load_v8<T, true>(res, v, H, x[0]);
-      load_v8<W, true>(gamma, v, H, g[0]);
+      if (res) x = load_raw8<T, true>(res, v, H);
+      g = load_raw8<W, true>(gamma, v, H);
       sums.load_own(v, mine[0]);
     }
     if (first) clock.mark(3);
@@ -579,7 +585,7 @@ __device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow su
     if (v < nv) {
       if (res) {
 #pragma unroll
-        for (int i = 0; i < kRowVec; ++i) h[0][i] = round_to<T>(__fadd_rn(h[0][i], x[0][i]));
+        for (int i = 0; i < kRowVec; ++i) h[0][i] = round_to<T>(__fadd_rn(h[0][i], Num<T>::to_float(x.v[i])));
       }
       if (ep.residual_out) store_v8<T, true>(static_cast<T*>(ep.residual_out), v, H, h[0]);
       q_smem[v] = make_float2(pack_squares(h[0]), ok ? 0.f : 1.f);
@@ -622,7 +628,7 @@ __device__ __forceinline__ void wide_epilogue(const FusedParams& p, SumsOfRow su
     }
     if (v < nv) {
 #pragma unroll
-      for (int i = 0; i < kRowVec; ++i) h[0][i] = __fmul_rn(__fmul_rn(h[0][i], scale), g[0][i]);
+      for (int i = 0; i < kRowVec; ++i) h[0][i] = __fmul_rn(__fmul_rn(h[0][i], scale), Num<W>::to_float(g.v[i]));
       store_v8<T, true>(static_cast<T*>(ep.out), v, H, h[0]);
     }
     if (first) clock.mark(9);
