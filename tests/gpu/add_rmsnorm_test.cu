@@ -580,6 +580,41 @@ void expect_bad(const arnormAddRmsNormArgs_t& a, const char* fragment, const Buf
   EXPECT_EQ(0u, touched) << "a rejected call wrote to out (" << fragment << ")";
 }
 
+// arnormSelectAlgorithmAddRmsNorm names what an AUTO call runs. On the
+// suite's small workspace some rows do not fit the one-shot's region: an
+// explicit one-shot call is refused there, so Select must not name it
+// whatever the table says for those bytes; and Select fails exactly where the
+// AUTO call does (a row too wide for the workspace at all).
+TEST(AddRmsNorm, SelectNamesOnlyWhatAnAutoCallRuns) {
+  arnormComm_t c = env().small_comm;
+  int refused = 0;
+  for (const size_t hidden : {size_t{4096}, size_t{16384}, size_t{32768}, size_t{65536}, size_t{131072}}) {
+    DeviceBuffer in(hidden * 2), res(hidden * 2), w(hidden * 2), out(hidden * 2);
+    cudaMemset(in.ptr, 0, hidden * 2);
+    cudaMemset(res.ptr, 0, hidden * 2);
+    cudaMemset(w.ptr, 0, hidden * 2);
+    arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, res.ptr, w.ptr, out.ptr, 1, hidden);
+    a.algo = ARNORM_ALGO_ONESHOT;
+    const arnormStatus_t oneshot = arnormAllReduceAddRmsNorm(c, &a, env().stream);
+    arnormAlgorithm_t picked = ARNORM_ALGO_AUTO;
+    const arnormStatus_t selected = arnormSelectAlgorithmAddRmsNorm(c, 1, hidden, ARNORM_BFLOAT16, &picked);
+    a.algo = ARNORM_ALGO_AUTO;
+    const arnormStatus_t automatic = arnormAllReduceAddRmsNorm(c, &a, env().stream);
+    CUDA_OK(cudaStreamSynchronize(env().stream));
+    EXPECT_EQ(selected == ARNORM_SUCCESS, automatic == ARNORM_SUCCESS)
+        << "hidden " << hidden << ": Select " << arnormGetErrorName(selected) << ", the call "
+        << arnormGetErrorName(automatic);
+    if (oneshot == ARNORM_ERROR_UNSUPPORTED) {
+      ++refused;
+      if (selected == ARNORM_SUCCESS) EXPECT_NE(ARNORM_ALGO_ONESHOT, picked) << "hidden " << hidden;
+    } else {
+      EXPECT_EQ(ARNORM_SUCCESS, oneshot) << "hidden " << hidden << ": " << arnormGetLastErrorString();
+    }
+  }
+  EXPECT_GT(refused, 0) << "no row was too wide for the one-shot's region: the test checked nothing";
+  barrier();
+}
+
 TEST(AddRmsNorm, BadInputIsRejectedBeforeLaunch) {
   const size_t tokens = 4, hidden = 4096, n = tokens * hidden;
   Buf in(n * 2), res(n * 2), out(n * 2), w(hidden * 2), small_w(100 * 2);
