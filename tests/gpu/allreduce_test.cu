@@ -680,6 +680,31 @@ TEST(Comm, ForcedAlgorithmAndTuningFileDecideAutoCalls) {
   }
 }
 
+// The NCCL bootstrap from a unique id (the README's own way in): the
+// arnorm communicator owns the NCCL comm it made, serves calls exactly and
+// tears it down.
+TEST(Comm, CreatedFromAnNcclId) {
+  ARNORM_SKIP_WITHOUT_NCCL();
+  ncclUniqueId id{};
+  if (rank() == 0) ASSERT_EQ(ncclSuccess, ncclGetUniqueId(&id));
+  std::vector<ncclUniqueId> ids(world());
+  ASSERT_EQ(0, arnorm_tools::host_allgather_callback(&id, ids.data(), sizeof(id), env().host));
+  arnormComm_t c = nullptr;
+  ARNORM_OK(arnormCommCreateFromNcclId(&c, ids[0], rank(), world(), env().ctx.device, nullptr));
+  arnormCommInfo_t info{};
+  ARNORM_OK(arnormCommGetInfo(c, &info));
+  EXPECT_EQ(world(), info.world_size);
+  for (arnormAlgorithm_t algo : {ARNORM_ALGO_AUTO, ARNORM_ALGO_NCCL}) {
+    const uint64_t iter = ++env().iteration;
+    const auto got = run_once<__nv_bfloat16>(c, algo, 1000, iter, false, 0, 0, true);
+    EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<__nv_bfloat16>(iter, 1000, world(), true)))
+        << arnormAlgorithmName(algo);
+  }
+  cudaDeviceSynchronize();
+  barrier();
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
+}
+
 TEST(Comm, InfoReportsPeerAccessAndBudget) {
   arnormCommInfo_t info{};
   ARNORM_OK(arnormCommGetInfo(env().comm, &info));
