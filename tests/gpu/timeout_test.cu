@@ -17,6 +17,30 @@ void create_private_comm(arnormComm_t* c) {
   ARNORM_OK(arnormCommCreate(c, rank(), world(), env().ctx.device, bs, &cfg));
 }
 
+// NaNs among the first n bf16 values of a device buffer.
+size_t nan_count(const DeviceBuffer& b, size_t n) {
+  std::vector<__nv_bfloat16> got(n);
+  cudaMemcpy(got.data(), b.ptr, n * 2, cudaMemcpyDeviceToHost);
+  size_t nan = 0;
+  for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
+  return nan;
+}
+
+// Rank 0, after its plain all-reduce of n elements by `algo` on `c` (alone):
+// the stream gave up within the bound, the error names the algorithm and a
+// missing rank, and the whole output is NaN.
+void expect_timed_out(arnormComm_t c, const char* algo, std::chrono::steady_clock::time_point t0,
+                      const DeviceBuffer& out, size_t n) {
+  EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_LT(seconds, 5.0) << "the wait was not bounded (" << algo << ", n=" << n << ")";
+  EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << algo << ", n=" << n;
+  const std::string msg = arnormGetLastErrorString();
+  EXPECT_NE(std::string::npos, msg.find("waiting for rank ")) << msg;
+  EXPECT_NE(std::string::npos, msg.find(algo)) << msg;
+  EXPECT_EQ(n, nan_count(out, n)) << "a timed-out call must not leave plausible data (" << algo << ", n=" << n << ")";
+}
+
 // Last: rank 0 calls alone on a private communicator; the kernel must give
 // up within the timeout, name a missing rank, poison the output with NaN and
 // make every later call fail at once. Rank 0 queues a second call before the
@@ -37,18 +61,7 @@ TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
     EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
     DeviceBuffer out2(n * 2);
     EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out2.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
-    EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    EXPECT_LT(seconds, 5.0) << "the wait was not bounded";
-    EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c));
-    const std::string msg = arnormGetLastErrorString();
-    EXPECT_NE(std::string::npos, msg.find("waiting for rank ")) << msg;
-    EXPECT_NE(std::string::npos, msg.find("one-shot")) << msg;
-    std::vector<__nv_bfloat16> got(n);
-    cudaMemcpy(got.data(), out.ptr, n * 2, cudaMemcpyDeviceToHost);
-    size_t nan = 0;
-    for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
-    EXPECT_EQ(n, nan) << "a timed-out call must not leave plausible data";
+    expect_timed_out(c, "one-shot", t0, out, n);
     EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT,
               arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream));
   }
@@ -96,11 +109,8 @@ TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
         EXPECT_NE(std::string::npos, msg.find("arnormAllReduceAddRmsNorm")) << msg;
         EXPECT_NE(std::string::npos, msg.find("waiting for rank ")) << "the missing rank is named: " << msg;
         for (const DeviceBuffer* b : {&out, &res}) {
-          std::vector<__nv_bfloat16> got(n);
-          cudaMemcpy(got.data(), b->ptr, n * 2, cudaMemcpyDeviceToHost);
-          size_t nan = 0;
-          for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
-          EXPECT_EQ(n, nan) << arnormAlgorithmName(algo) << " hidden " << hidden << (b == &out ? ": out" : ": residual_out");
+          EXPECT_EQ(n, nan_count(*b, n))
+              << arnormAlgorithmName(algo) << " hidden " << hidden << (b == &out ? ": out" : ": residual_out");
         }
       }
       cudaDeviceSynchronize();
@@ -125,18 +135,7 @@ TEST(ZZ_Timeout, MissingPeerInTwoShotIsReported) {
     if (rank() == 0) {
       const auto t0 = std::chrono::steady_clock::now();
       EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_TWOSHOT, env().stream));
-      EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      EXPECT_LT(seconds, 5.0) << "the wait was not bounded (n=" << n << ")";
-      EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << "n=" << n;
-      const std::string msg = arnormGetLastErrorString();
-      EXPECT_NE(std::string::npos, msg.find("waiting for rank ")) << msg;
-      EXPECT_NE(std::string::npos, msg.find("two-shot")) << msg;
-      std::vector<__nv_bfloat16> got(n);
-      cudaMemcpy(got.data(), out.ptr, n * 2, cudaMemcpyDeviceToHost);
-      size_t nan = 0;
-      for (auto v : got) nan += __bfloat162float(v) != __bfloat162float(v);
-      EXPECT_EQ(n, nan) << "a timed-out two-shot must not leave plausible data (n=" << n << ")";
+      expect_timed_out(c, "two-shot", t0, out, n);
     }
     cudaDeviceSynchronize();
     barrier();
