@@ -88,10 +88,6 @@ ARNORM_HD inline size_t fused_rows_per_step(size_t hidden, size_t elem_size) {
   const size_t g = kFusedStepUnits / ru;
   return g > 8 ? 8 : g >= 2 ? g : 2 * ru <= kFusedStepMaxUnits ? 2 : 1;
 }
-// ceil(2^32 / d) for d >= 1, in 32-bit arithmetic: (2^32 + d - 1) / d has
-// its high word set, so on the device it always took the 64-bit division
-// routine (a call, executed by every CTA of every split one-shot).
-ARNORM_HD inline uint64_t ceil_pow32_div(uint32_t d) { return uint64_t{0xffffffffu / d} + 1; }
 // Rows the fused two-shot's epilogue takes at once (ROW GROUPS,
 // device/rmsnorm_epilogue.cuh): two where a row fits one round of half the
 // epilogue threads (hidden <= 4096 at 8 elements a pack) and the movers'

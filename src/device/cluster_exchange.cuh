@@ -115,8 +115,8 @@ struct ClusterExchange {
     asm volatile("barrier.cluster.arrive.relaxed.aligned;\n\tbarrier.cluster.wait.aligned;" ::: "memory");
   }
 
-  // Thread 0, at the start of use `use` of buffer b: this CTA expects
-  // `bytes` from the others.
+  // Thread 0, at the start of each use of buffer b (after its wait on the
+  // use before): this CTA expects `bytes` from the others.
   __device__ __forceinline__ void expect(int b, uint32_t bytes) { mbar_arrive_expect_tx(smem_addr(&full[b]), bytes); }
 
   // A sender, before its first send of use `use` > 0 of buffer b.
@@ -140,7 +140,7 @@ struct ClusterExchange {
     if (threadIdx.x < C && threadIdx.x != me) mbar_arrive_remote(cluster_addr(smem_addr(&empty[b]), threadIdx.x));
   }
 
-  // Thread 0, after `uses` row iterations: the last hand-back of each buffer.
+  // Thread 0, after `iterations` rows: the last hand-back of each buffer.
   __device__ __forceinline__ void drain(uint32_t iterations) {
 #pragma unroll
     for (uint32_t b = 0; b < kBufs; ++b)

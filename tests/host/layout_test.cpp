@@ -175,13 +175,6 @@ TEST(Plan, FusedStepsAreTwoRowsOfTheCommonWidths) {
   EXPECT_EQ(1u, fused_rows_per_step(8192, 4));
 }
 
-TEST(Plan, CeilingOfTwoToThe32OverDIsExact) {
-  for (uint64_t d = 1; d <= (1u << 17); ++d)
-    ASSERT_EQ(((uint64_t{1} << 32) + d - 1) / d, ceil_pow32_div(static_cast<uint32_t>(d))) << d;
-  for (uint64_t d : {uint64_t{0x7fffffff}, uint64_t{0x80000000}, uint64_t{0xfffffffe}, uint64_t{0xffffffff}})
-    EXPECT_EQ(((uint64_t{1} << 32) + d - 1) / d, ceil_pow32_div(static_cast<uint32_t>(d))) << d;
-}
-
 // The epilogue takes rows in pairs only where a row fits one round of half
 // its threads and a step's rows pair up, so a pair never spans two steps.
 TEST(Plan, FusedEpilogueTakesPairsOfRowsUpTo4096Wide) {
