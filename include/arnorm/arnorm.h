@@ -114,7 +114,12 @@ typedef struct {
                               (with 64 MiB, rows up to 3.9 million fp32 elements at
                               8 ranks); a fused call whose row does not fit fails
                               with ARNORM_ERROR_UNSUPPORTED before anything runs. */
-  double timeout_seconds;  /* how long a kernel waits for a peer; 0: 5 s */
+  double timeout_seconds;  /* how long a call waits for a peer; 0: 5 s. A kernel's
+                              first wait gives up after it, naming the missing rank;
+                              waits of later steps allow 2-3 times it (so that the
+                              rank stuck behind the lost one names the lost one, not
+                              be named), so a call ends within 3 x timeout_seconds.
+                              NCCL-served calls: see nccl_comm. */
   const char* tuning_file; /* selection table (JSON); NULL: $ARNORM_TUNING_FILE,
                               else the built-in table */
   void* nccl_comm;         /* an ncclComm_t of the same ranks used for the NCCL
@@ -122,8 +127,16 @@ typedef struct {
                               memory is missing or ARNORM_ALGO=nccl; otherwise every
                               call runs on peer memory (the table's NCCL rows then
                               run two-shot, and ARNORM_ALGO_NCCL is UNSUPPORTED).
-                              NCCL-served calls wait as NCCL does: the bounded
-                              waits and PEER_TIMEOUT are those of arnorm's kernels. */
+                              NCCL-served calls are bounded on the host: one that
+                              NCCL has not enqueued within timeout_seconds fails with
+                              ARNORM_ERROR_PEER_TIMEOUT; an eager one still running
+                              timeout_seconds after its stream reached it is reported
+                              by arnormCommGetAsyncError (and fails every later call)
+                              with PEER_TIMEOUT; NCCL does not say which rank is
+                              missing. arnorm aborts an NCCL comm it created (which
+                              ends its kernels); one passed in here is yours to abort
+                              (a blocking one may also hold a call in NCCL's host
+                              code). Calls captured in a CUDA graph are not watched. */
   int nccl_fallback;       /* 1: route to NCCL what peer memory cannot serve;
                               0: fail with ARNORM_ERROR_UNSUPPORTED instead */
 } arnormConfig_t;
@@ -148,8 +161,8 @@ ARNORM_API arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
  * the last operation on every rank has completed. NULL is accepted. */
 ARNORM_API arnormStatus_t arnormCommDestroy(arnormComm_t comm);
 
-/* Error recorded by a kernel since creation (a peer that did not arrive in
- * time). ARNORM_SUCCESS if none. Once set, every later operation on the
+/* Error recorded since creation by a kernel or by the watchdog of
+ * NCCL-served calls (a peer that did not arrive in time). ARNORM_SUCCESS if none. Once set, every later operation on the
  * communicator fails with it and writes nothing; destroy and recreate. */
 ARNORM_API arnormStatus_t arnormCommGetAsyncError(arnormComm_t comm);
 

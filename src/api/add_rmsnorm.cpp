@@ -1,8 +1,7 @@
 // arnormAllReduceAddRmsNorm: validate, resolve the algorithm, then one fused
 // kernel per workspace-sized chunk of rows, or NCCL followed by the norm.
-#include <nccl.h>
-
 #include "comm/communicator.h"
+#include "comm/nccl_calls.h"
 #include "core/dtype.h"
 #include "core/plan.h"
 #include "core/selection.h"
@@ -14,10 +13,6 @@ namespace arnorm {
 namespace {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0; }
-
-ncclDataType_t to_nccl(arnormDataType_t t) {
-  return t == ARNORM_FLOAT32 ? ncclFloat32 : t == ARNORM_FLOAT16 ? ncclFloat16 : ncclBfloat16;
-}
 
 AddRmsNormLaunch base_launch(const arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnormAlgorithm_t algo) {
   AddRmsNormLaunch l{};
@@ -117,12 +112,9 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
 
 // Without peer memory: NCCL sums into out, then the same epilogue reads
 // them back from out (each thread rewrites only elements it has read).
-arnormStatus_t run_nccl(arnormComm* comm, const arnormAddRmsNormArgs_t& a, cudaStream_t stream) {
-  const ncclResult_t r =
-      ncclAllReduce(a.input, a.out, a.tokens * a.hidden, to_nccl(a.dtype), ncclSum, comm->nccl, stream);
-  if (r != ncclSuccess) {
-    return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormAllReduceAddRmsNorm: ncclAllReduce failed: %s", ncclGetErrorString(r));
-  }
+arnormStatus_t run_nccl(arnormComm* comm, const arnormAddRmsNormArgs_t& a, cudaStream_t stream, bool capturing) {
+  ARNORM_TRY(nccl_all_reduce(comm, a.input, a.out, a.tokens * a.hidden, a.dtype, stream, capturing,
+                             "arnormAllReduceAddRmsNorm"));
   AddRmsNormLaunch l = base_launch(comm, a, ARNORM_ALGO_NCCL);
   point_at_rows(a, 0, a.tokens, &l.params);
   l.params.in = a.out;
@@ -173,6 +165,6 @@ extern "C" arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arn
                                static_cast<uint64_t>(a.tokens) * a.hidden * dtype_size(a.dtype), &algo));
   bool capturing = false;
   ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
-  ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream) : run_peer(comm, a, algo, stream));
+  ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream, capturing) : run_peer(comm, a, algo, stream));
   return note_call_issued(comm, stream, capturing);
 }

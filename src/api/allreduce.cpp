@@ -1,8 +1,7 @@
 // arnormAllReduce: validate, resolve the algorithm, then either one NCCL
 // call or one kernel per workspace-sized chunk.
-#include <nccl.h>
-
 #include "comm/communicator.h"
+#include "comm/nccl_calls.h"
 #include "core/dtype.h"
 #include "core/plan.h"
 #include "core/status.h"
@@ -11,15 +10,6 @@
 
 namespace arnorm {
 namespace {
-
-ncclDataType_t to_nccl(arnormDataType_t t) {
-  switch (t) {
-    case ARNORM_FLOAT32: return ncclFloat32;
-    case ARNORM_FLOAT16: return ncclFloat16;
-    case ARNORM_BFLOAT16: return ncclBfloat16;
-  }
-  return ncclFloat32;
-}
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0; }
 
@@ -83,10 +73,7 @@ extern "C" arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf
   bool capturing = false;
   ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
   if (chosen == ARNORM_ALGO_NCCL) {
-    const ncclResult_t r = ncclAllReduce(sendbuf, recvbuf, count, to_nccl(dtype), ncclSum, comm->nccl, stream);
-    if (r != ncclSuccess) {
-      return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormAllReduce: ncclAllReduce failed: %s", ncclGetErrorString(r));
-    }
+    ARNORM_TRY(nccl_all_reduce(comm, sendbuf, recvbuf, count, dtype, stream, capturing, "arnormAllReduce"));
   } else {
     ARNORM_TRY(run_peer_allreduce(comm, call, chosen));
   }

@@ -52,6 +52,11 @@ const char* op_code_name(int32_t op) {
 }
 
 arnormStatus_t check_async_error(const arnormComm* comm, const char* op) {
+  const int32_t host_status = comm->host_error.status.load(std::memory_order_acquire);
+  if (host_status != 0) {
+    return ARNORM_FAIL(static_cast<arnormStatus_t>(host_status), "%s refused: %s", op,
+                       comm->host_error.message.c_str());
+  }
   if (comm->error_host == nullptr) return ARNORM_SUCCESS;
   const volatile ErrorRecord* r = comm->error_host;
   const int32_t status = r->status;
@@ -114,6 +119,8 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
                        "arnormCommDestroy: the setup probe never finished, so the workspace was left "
                        "allocated (freeing it would wait forever); the process should not reuse this GPU");
   }
+  // First: the watchdog must stop before anything it touches goes away.
+  status = arnorm::release_nccl(comm);
   note(arnorm::close_peer_mappings(comm), "cudaIpcCloseMemHandle");
   if (comm->phase_clock) {
     arnorm::report_phase_clock(comm);
@@ -122,11 +129,6 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
   if (comm->workspace) note(cudaFree(comm->workspace), "cudaFree(workspace)");
   if (comm->error_host) note(cudaFreeHost(comm->error_host), "cudaFreeHost(error record)");
   if (comm->order_event) note(cudaEventDestroy(comm->order_event), "cudaEventDestroy");
-  if (comm->owns_nccl && comm->nccl) {
-    if (ncclCommDestroy(comm->nccl) != ncclSuccess && status == ARNORM_SUCCESS) {
-      status = ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommDestroy: ncclCommDestroy failed");
-    }
-  }
   delete comm;
   return status;
 }

@@ -6,9 +6,12 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <memory>
+#include <mutex>
 #include <string>
 
 #include "arnorm/arnorm.h"
+#include "comm/nccl_calls.h"
 #include "core/selection.h"
 #include "core/workspace_layout.h"
 #include "device/kernel_params.h"
@@ -28,7 +31,13 @@ struct arnormComm {
   bool peer_in_process[arnorm::kMaxRanks] = {};  // a rank of this process: its address, no IPC mapping
 
   ncclComm_t nccl = nullptr;
-  bool owns_nccl = false;
+  bool owns_nccl = false;  // created by arnorm (nonblocking): destroyed, or aborted by the watchdog, here
+  // WATCHED CALLS (comm/nccl_calls.h): made at the first NCCL-served call.
+  std::unique_ptr<arnorm::NcclWatch> nccl_watch;
+  // An error the host found after the call that caused it had returned (an
+  // NCCL-served call that never finished); checked with error_host's.
+  std::mutex host_error_mu;
+  arnorm::HostAsyncError host_error;
 
   arnorm::ErrorRecord* error_host = nullptr;  // mapped pinned memory
   arnorm::ErrorRecord* error_device = nullptr;

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "comm/nccl_calls.h"
 #include "core/status.h"
 #include "device/launch.h"
 
@@ -450,13 +451,12 @@ arnormStatus_t create_own_nccl(arnormComm* c, Collective& coll) {
   ARNORM_TRY(coll.agree("NCCL unique id", st));
   std::vector<ncclUniqueId> ids;
   ARNORM_TRY(coll.allgather(id, &ids, "NCCL unique id exchange"));
-  const ncclResult_t r = ncclCommInitRank(&c->nccl, c->world_size, ids[0], c->rank);
-  if (r != ncclSuccess) {
-    c->nccl = nullptr;
-    st = ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreate: ncclCommInitRank failed: %s", ncclGetErrorString(r));
-  } else {
-    c->owns_nccl = true;
-  }
+  // Every rank was in the exchange just above, so a rank that does not join
+  // within a minute (or the timeout, if longer) is gone. Nonblocking, so
+  // that the watchdog may abort it (comm/nccl_calls.h).
+  st = nccl_init_nonblocking(&c->nccl, c->world_size, ids[0], c->rank, std::max(60.0, c->timeout_seconds),
+                             "arnormCommCreate");
+  c->owns_nccl = c->nccl != nullptr;
   return coll.agree("NCCL comm init", st);
 }
 

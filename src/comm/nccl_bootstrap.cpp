@@ -7,6 +7,7 @@
 
 #include "arnorm/arnorm_nccl.h"
 #include "comm/communicator.h"
+#include "comm/nccl_calls.h"
 #include "core/status.h"
 
 namespace arnorm {
@@ -35,7 +36,10 @@ int nccl_allgather(const void* send, void* recv, size_t bytes, void* user) {
   }
   char* send_slot = s->buffer + s->world * s->capacity;
   if (cudaMemcpyAsync(send_slot, send, bytes, cudaMemcpyHostToDevice, s->stream) != cudaSuccess) return 2;
-  if (ncclAllGather(send_slot, s->buffer, bytes, ncclChar, s->comm, s->stream) != ncclSuccess) return 3;
+  // A nonblocking comm (arnorm's own, or the caller's) may answer
+  // ncclInProgress; creation waits for every rank as the bootstrap does.
+  const ncclResult_t r = ncclAllGather(send_slot, s->buffer, bytes, ncclChar, s->comm, s->stream);
+  if (nccl_settle(s->comm, r, 0.0) != ncclSuccess) return 3;
   if (cudaMemcpyAsync(recv, s->buffer, s->world * bytes, cudaMemcpyDeviceToHost, s->stream) != cudaSuccess) return 4;
   return cudaStreamSynchronize(s->stream) == cudaSuccess ? 0 : 5;
 }
@@ -88,16 +92,14 @@ extern "C" arnormStatus_t arnormCommCreateFromNcclId(arnormComm_t* comm, ncclUni
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: device %d does not exist", device);
   }
   DeviceGuard guard(device);
+  // Nonblocking, so that the watchdog may abort it (comm/nccl_calls.h);
+  // its initialisation waits for every rank as ncclCommInitRank does.
   ncclComm_t nccl = nullptr;
-  const ncclResult_t r = ncclCommInitRank(&nccl, world_size, id, rank);
-  if (r != ncclSuccess) {
-    return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreateFromNcclId: ncclCommInitRank failed: %s",
-                       ncclGetErrorString(r));
-  }
+  ARNORM_TRY(nccl_init_nonblocking(&nccl, world_size, id, rank, 0.0, "arnormCommCreateFromNcclId"));
   const arnormStatus_t st = arnormCommCreateFromNccl(comm, nccl, config);
   if (st != ARNORM_SUCCESS) {
     const std::string msg = last_error();
-    ncclCommDestroy(nccl);
+    ncclCommAbort(nccl);  // a rank that failed creation may leave the comm with work in flight
     return restore_last_error(st, msg);
   }
   (*comm)->owns_nccl = true;

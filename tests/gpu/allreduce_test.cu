@@ -705,6 +705,80 @@ TEST(Comm, CreatedFromAnNcclId) {
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
 }
 
+// Holds a stream until the host sets *flag.
+__global__ void hold_stream(const volatile int* flag) {
+  while (*flag == 0) __nanosleep(1000);
+}
+
+// WATCHED CALLS (comm/nccl_calls.h), the path every rank takes: arnorm's own
+// NCCL comm (nonblocking) serves plain and fused calls, eager and behind
+// earlier work that holds the stream for twice the timeout. The watchdog
+// times a call from when its stream reaches it, so nothing expires; the
+// results are exact (integers) and the communicator stays healthy.
+TEST(Comm, NcclServedCallsAreTimedFromWhenTheStreamReachesThem) {
+  ARNORM_SKIP_WITHOUT_NCCL();
+  const ScopedEnv force("ARNORM_ALGO", "nccl");
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  cfg.timeout_seconds = 1.0;
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  arnormComm_t c = nullptr;
+  ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  int* flag = nullptr;
+  ASSERT_EQ(cudaSuccess, cudaHostAlloc(&flag, sizeof(int), cudaHostAllocMapped));
+  *flag = 0;
+  int* dflag = nullptr;
+  ASSERT_EQ(cudaSuccess, cudaHostGetDevicePointer(&dflag, flag, 0));
+  const size_t n = 1000, calls = 40;
+  const uint64_t iter = ++env().iteration;
+  const std::vector<__nv_bfloat16> x = make_input<__nv_bfloat16>(rank(), iter, n, true);
+  DeviceBuffer in(n * 2), out(calls * n * 2);
+  cudaMemcpy(in.ptr, x.data(), n * 2, cudaMemcpyHostToDevice);
+  cudaMemset(out.ptr, kPoisonByte, out.bytes);
+  cudaDeviceSynchronize();
+  hold_stream<<<1, 1, 0, env().stream>>>(dflag);
+  for (size_t i = 0; i < calls; ++i) {
+    EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.as<__nv_bfloat16>(i * n), n, ARNORM_BFLOAT16,
+                                              ARNORM_ALGO_AUTO, env().stream))
+        << arnormGetLastErrorString();
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << "expired while the stream was held: "
+                                                        << arnormGetLastErrorString();
+  *flag = 1;
+  EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << arnormGetLastErrorString();
+  const std::vector<__nv_bfloat16> ref = reference_sum<__nv_bfloat16>(iter, n, world(), true);
+  std::vector<__nv_bfloat16> got(calls * n);
+  cudaMemcpy(got.data(), out.ptr, out.bytes, cudaMemcpyDeviceToHost);
+  for (size_t i = 0; i < calls; ++i) {
+    const std::vector<__nv_bfloat16> one(got.begin() + i * n, got.begin() + (i + 1) * n);
+    EXPECT_EQ(0u, count_bit_mismatches(one, ref)) << "call " << i;
+  }
+  // The fused op over NCCL, eager, a few rows: finite and the same on every rank.
+  const size_t tokens = 3, hidden = 4096;
+  DeviceBuffer fin(tokens * hidden * 2), res(tokens * hidden * 2), w(hidden * 2), y(tokens * hidden * 2);
+  cudaMemset(fin.ptr, 0x3c, fin.bytes);  // 0x3c3c: about 0.011 in bf16
+  cudaMemset(res.ptr, 0x3c, res.bytes);
+  cudaMemset(w.ptr, 0x3f, w.bytes);
+  cudaMemset(y.ptr, kPoisonByte, y.bytes);
+  cudaDeviceSynchronize();
+  arnormAddRmsNormArgs_t a = fused_args(fin.ptr, res.ptr, res.ptr, w.ptr, y.ptr, tokens, hidden);
+  EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &a, env().stream)) << arnormGetLastErrorString();
+  EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  std::vector<__nv_bfloat16> yh(tokens * hidden);
+  cudaMemcpy(yh.data(), y.ptr, y.bytes, cudaMemcpyDeviceToHost);
+  size_t not_finite = 0;
+  for (auto v : yh) not_finite += !std::isfinite(__bfloat162float(v));
+  EXPECT_EQ(0u, not_finite);
+  EXPECT_TRUE(same_on_all_ranks(hash_bytes(yh.data(), y.bytes)));
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << arnormGetLastErrorString();
+  cudaDeviceSynchronize();
+  barrier();
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
+  cudaFreeHost(flag);
+}
+
 TEST(Comm, InfoReportsPeerAccessAndBudget) {
   arnormCommInfo_t info{};
   ARNORM_OK(arnormCommGetInfo(env().comm, &info));

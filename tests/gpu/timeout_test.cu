@@ -1,6 +1,7 @@
 // Runs last (its file is linked last): a peer that never arrives. After
 // this test the ranks' communicator states differ, so nothing may follow it.
 #include <chrono>
+#include <thread>
 
 #include "harness.h"
 
@@ -141,6 +142,62 @@ TEST(ZZ_Timeout, MissingPeerInTwoShotIsReported) {
     barrier();
     arnormCommDestroy(c);
   }
+}
+
+// Last too: an NCCL-served call (ARNORM_ALGO=nccl: arnorm's own NCCL comm)
+// that rank 0 makes alone, after one call every rank made (so NCCL is
+// connected and its kernel, not its set-up, is what waits). The watchdog
+// must give up within the bound, say that NCCL served it, and abort the
+// comm, which ends the kernel: the stream drains. Every later call fails at
+// once. The other ranks then make the same call; whatever NCCL does with a
+// peer that aborted, their wait must be bounded too.
+TEST(ZZ_Timeout, MissingPeerInNcclServedCallIsReported) {
+  ARNORM_SKIP_WITHOUT_PEERS();
+  ARNORM_SKIP_WITHOUT_NCCL();
+  const ScopedEnv force("ARNORM_ALGO", "nccl");
+  arnormComm_t c = nullptr;
+  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+  cfg.timeout_seconds = 1.0;
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  const size_t n = 8192;
+  DeviceBuffer in(n * 2), out(n * 2);
+  cudaMemset(in.ptr, 0, n * 2);
+  cudaDeviceSynchronize();
+  ARNORM_OK(arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, env().stream));
+  EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  barrier();
+  const auto t0 = std::chrono::steady_clock::now();
+  auto waited = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  if (rank() == 0) {
+    const arnormStatus_t st = arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, env().stream);
+    EXPECT_TRUE(st == ARNORM_SUCCESS || st == ARNORM_ERROR_PEER_TIMEOUT) << arnormGetLastErrorString();
+    cudaStreamSynchronize(env().stream);  // an aborted NCCL kernel may leave an error here
+    cudaGetLastError();
+    while (arnormCommGetAsyncError(c) == ARNORM_SUCCESS && waited() < 10.0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_LT(waited(), 5.0) << "the NCCL-served call's wait was not bounded";
+    EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c));
+    const std::string msg = arnormGetLastErrorString();
+    EXPECT_NE(std::string::npos, msg.find("served by NCCL")) << msg;
+    EXPECT_NE(std::string::npos, msg.find("arnormAllReduce")) << msg;
+    EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT,
+              arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, env().stream));
+  }
+  barrier();
+  if (rank() != 0) {
+    const auto t1 = std::chrono::steady_clock::now();
+    const arnormStatus_t st = arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, env().stream);
+    cudaStreamSynchronize(env().stream);
+    cudaGetLastError();
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), 5.0)
+        << "a call after a peer aborted waited without bound (status " << st << ")";
+  }
+  cudaDeviceSynchronize();
+  cudaGetLastError();
+  barrier();
+  arnormCommDestroy(c);
 }
 
 }  // namespace
