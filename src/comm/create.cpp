@@ -608,18 +608,21 @@ extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
                                            arnormBootstrap_t bootstrap, const arnormConfig_t* config) {
   using namespace arnorm;
   clear_last_error();
-  if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreate: comm is NULL");
-  *comm = nullptr;
+  if (comm != nullptr) *comm = nullptr;
   if (bootstrap.allgather == nullptr) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                        "arnormCommCreate: bootstrap.allgather is NULL; pass an all-gather callback or use "
                        "arnormCommCreateFromNccl");
   }
   arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-  // A bad config fails this rank in the first agreed step, not here: the
-  // other ranks are about to call the bootstrap and would wait in it forever.
+  // A NULL comm or a bad config fails this rank in the first agreed step,
+  // not here: the other ranks are about to call the bootstrap and would
+  // wait in it forever.
   arnormStatus_t config_status = ARNORM_SUCCESS;
-  if (config != nullptr) {
+  if (comm == nullptr) {
+    config_status = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                                "arnormCommCreate: comm is NULL (pass the address of an arnormComm_t)");
+  } else if (config != nullptr) {
     if (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16)) {
       config_status = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                                   "arnormCommCreate: config->struct_size %zu is not a valid sizeof(arnormConfig_t); "
@@ -649,6 +652,6 @@ extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
     arnormCommDestroy(c);                    // leaves memory alone if the probe is stuck
     return restore_last_error(st, msg);
   }
-  *comm = c;
+  *comm = c;  // not NULL: a NULL comm failed the first agreed step
   return ARNORM_SUCCESS;
 }

@@ -51,8 +51,13 @@ extern "C" arnormStatus_t arnormCommCreateFromNccl(arnormComm_t* comm, ncclComm_
                                                    const arnormConfig_t* config) {
   using namespace arnorm;
   clear_last_error();
-  if (comm == nullptr || nccl == nullptr) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNccl: comm and nccl must be non-NULL");
+  // (A NULL comm is refused by arnormCommCreate in its first agreed step,
+  // so that the other ranks do not wait for this one in the bootstrap; a
+  // NULL nccl cannot take part in it at all.)
+  if (nccl == nullptr) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "arnormCommCreateFromNccl: nccl is NULL (no collective step was started; the other ranks "
+                       "will wait in the bootstrap)");
   }
   int rank = 0, world = 0, device = 0;
   if (ncclCommUserRank(nccl, &rank) != ncclSuccess || ncclCommCount(nccl, &world) != ncclSuccess ||

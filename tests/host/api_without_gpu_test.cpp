@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -100,24 +101,24 @@ TEST(PublicApi, BadConfigIsRejected) {
   EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_CONFIG_INIT"));
 }
 
-// A rank with a bad config still takes part in the first agreed step, so
-// the others fail with it instead of waiting in the bootstrap for it.
-TEST(PublicApi, BadConfigOnOneRankFailsEveryRank) {
+// A rank with a bad argument it can still take part with (a bad config, a
+// NULL comm) joins the first agreed step, so the others fail with it instead
+// of waiting in the bootstrap for it. `bad` is rank 0's creation.
+void expect_one_bad_rank_fails_every_rank(const std::function<arnormStatus_t(arnormBootstrap_t)>& bad,
+                                          const char* bad_message) {
   ThreadGather g(2);
   arnormStatus_t st[2] = {ARNORM_SUCCESS, ARNORM_SUCCESS};
   std::string msg[2];
-  arnormComm_t c[2] = {nullptr, nullptr};
-  std::thread bad([&] {
-    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-    cfg.struct_size = 3;
-    st[0] = arnormCommCreate(&c[0], 0, 2, 0, g.bootstrap(0), &cfg);
+  arnormComm_t c1 = nullptr;
+  std::thread bad_rank([&] {
+    st[0] = bad(g.bootstrap(0));
     msg[0] = arnormGetLastErrorString();
   });
-  st[1] = arnormCommCreate(&c[1], 1, 2, 0, g.bootstrap(1), nullptr);
+  st[1] = arnormCommCreate(&c1, 1, 2, 0, g.bootstrap(1), nullptr);
   msg[1] = arnormGetLastErrorString();
-  bad.join();
+  bad_rank.join();
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st[0]);
-  EXPECT_NE(std::string::npos, msg[0].find("ARNORM_CONFIG_INIT")) << msg[0];
+  EXPECT_NE(std::string::npos, msg[0].find(bad_message)) << msg[0];
   EXPECT_NE(ARNORM_SUCCESS, st[1]);
   EXPECT_NE(ARNORM_ERROR_BOOTSTRAP, st[1]) << "rank 1 waited in the bootstrap for rank 0: " << msg[1];
   // With a GPU rank 1's own checks pass and it names rank 0; without one it
@@ -125,8 +126,24 @@ TEST(PublicApi, BadConfigOnOneRankFailsEveryRank) {
   if (st[1] == ARNORM_ERROR_REMOTE) {
     EXPECT_NE(std::string::npos, msg[1].find("rank 0 failed during 'local checks'")) << msg[1];
   }
-  EXPECT_EQ(nullptr, c[0]);
-  EXPECT_EQ(nullptr, c[1]);
+  EXPECT_EQ(nullptr, c1);
+}
+
+TEST(PublicApi, BadConfigOnOneRankFailsEveryRank) {
+  arnormComm_t c0 = nullptr;
+  expect_one_bad_rank_fails_every_rank(
+      [&](arnormBootstrap_t bs) {
+        arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+        cfg.struct_size = 3;
+        return arnormCommCreate(&c0, 0, 2, 0, bs, &cfg);
+      },
+      "ARNORM_CONFIG_INIT");
+  EXPECT_EQ(nullptr, c0);
+}
+
+TEST(PublicApi, NullCommOnOneRankFailsEveryRank) {
+  expect_one_bad_rank_fails_every_rank(
+      [](arnormBootstrap_t bs) { return arnormCommCreate(nullptr, 0, 2, 0, bs, nullptr); }, "comm is NULL");
 }
 
 TEST(PublicApi, CreateWithoutGpuFailsCleanly) {
