@@ -33,14 +33,18 @@ GetAddressRangeFn address_range_fn() {
 
 using PointerGetAttributeFn = CUresult (*)(void*, CUpointer_attribute, CUdeviceptr);
 
-// A cuMemMap'd piece: not legacy-IPC capable (cudaMalloc's memory is) and
-// not from a memory pool (whose allocations are not either). Where the pool
-// query fails the memory counts as no pool's.
+// A cuMemMap'd piece: not managed, not legacy-IPC capable (cudaMalloc's
+// memory is) and not from a memory pool (whose allocations are not either).
+// Managed memory is not IPC capable either, and managed allocations may lie
+// side by side: counting the next one as more of the buffer would let a
+// call run past the end of a short one. Where the pool query fails the
+// memory counts as no pool's.
 bool mapped_piece(const void* ptr) {
   static auto get = reinterpret_cast<PointerGetAttributeFn>(driver_entry("cuPointerGetAttribute"));
   const auto p = reinterpret_cast<CUdeviceptr>(ptr);
-  int legacy_ipc = 1;
-  if (!get || get(&legacy_ipc, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE, p) != CUDA_SUCCESS) return false;
+  int managed = 1, legacy_ipc = 1;
+  if (!get || get(&managed, CU_POINTER_ATTRIBUTE_IS_MANAGED, p) != CUDA_SUCCESS || managed != 0) return false;
+  if (get(&legacy_ipc, CU_POINTER_ATTRIBUTE_IS_LEGACY_CUDA_IPC_CAPABLE, p) != CUDA_SUCCESS) return false;
   void* pool = nullptr;
   if (get(&pool, CU_POINTER_ATTRIBUTE_MEMPOOL_HANDLE, p) != CUDA_SUCCESS) pool = nullptr;
   return legacy_ipc == 0 && pool == nullptr;
@@ -75,7 +79,9 @@ class CudaMemoryInspector final : public MemoryInspector {
     }
     f.is_device = a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
     f.device = a.device;
-    if (f.is_device && a.type == cudaMemoryTypeDevice) {
+    // Managed memory has a driver range too: a managed buffer shorter than
+    // the call is refused like a cudaMalloc one, not written past its end.
+    if (f.is_device) {
       if (GetAddressRangeFn fn = address_range_fn()) {
         CUdeviceptr base = 0;
         size_t size = 0;

@@ -705,6 +705,52 @@ TEST(Comm, CreatedFromAnNcclId) {
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
 }
 
+// Managed memory (cudaMallocManaged) is device memory to the library: a
+// call on it gives the definition's bits, and one that would run past the
+// end of the allocation is refused with nothing written, even where the
+// next managed allocation starts right there (managed memory is not IPC
+// capable, like cuMemMap's pieces, and was once taken for one).
+TEST(AllReduce, ManagedMemoryWorksAndItsLengthIsChecked) {
+  const size_t n = size_t{1} << 20;  // 2 MiB of bf16: whole pages
+  // A spacer after `in`, so that a call running past its end overlaps the
+  // spacer, not `out` (which the overlap check would refuse first).
+  void *in = nullptr, *spacer = nullptr, *out = nullptr;
+  ASSERT_EQ(cudaSuccess, cudaMallocManaged(&in, n * 2));
+  ASSERT_EQ(cudaSuccess, cudaMallocManaged(&spacer, n * 2));
+  ASSERT_EQ(cudaSuccess, cudaMallocManaged(&out, n * 2 + 4096));
+  const uint64_t iter = ++env().iteration;
+  const auto x = make_input<__nv_bfloat16>(rank(), iter, n);
+  cudaMemcpy(in, x.data(), n * 2, cudaMemcpyHostToDevice);
+  cudaMemset(out, kPoisonByte, n * 2 + 4096);
+  cudaDeviceSynchronize();
+  for (arnormAlgorithm_t algo : kPeerAlgos) {
+    ASSERT_EQ(ARNORM_SUCCESS, arnormAllReduce(env().comm, in, out, n, ARNORM_BFLOAT16, algo, env().stream))
+        << arnormGetLastErrorString();
+    CUDA_OK(cudaStreamSynchronize(env().stream));
+    std::vector<__nv_bfloat16> got(n);
+    cudaMemcpy(got.data(), out, n * 2, cudaMemcpyDeviceToHost);
+    EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<__nv_bfloat16>(iter, n, world())))
+        << arnormAlgorithmName(algo);
+  }
+  cudaMemset(out, kPoisonByte, n * 2 + 4096);
+  cudaDeviceSynchronize();
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT,
+            arnormAllReduce(env().comm, in, out, n + 1, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO, env().stream));
+  EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("bytes left"))
+      << arnormGetLastErrorString();
+  CUDA_OK(cudaStreamSynchronize(env().stream));
+  std::vector<unsigned char> after(n * 2 + 4096);
+  cudaMemcpy(after.data(), out, after.size(), cudaMemcpyDeviceToHost);
+  size_t written = 0;
+  for (unsigned char b : after) written += b != kPoisonByte;
+  EXPECT_EQ(0u, written) << "a refused call wrote its output";
+  cudaDeviceSynchronize();
+  barrier();
+  cudaFree(in);
+  cudaFree(spacer);
+  cudaFree(out);
+}
+
 // Holds a stream until the host sets *flag.
 __global__ void hold_stream(const volatile int* flag) {
   while (*flag == 0) __nanosleep(1000);
