@@ -127,44 +127,48 @@ arnormStatus_t run_nccl(arnormComm* comm, const arnormAddRmsNormArgs_t& a, cudaS
 
 extern "C" arnormStatus_t arnormSelectAlgorithmAddRmsNorm(arnormComm_t comm, size_t tokens, size_t hidden,
                                                           arnormDataType_t dtype, arnormAlgorithm_t* algo) {
-  using namespace arnorm;
-  clear_last_error();
-  if (comm == nullptr || algo == nullptr || !dtype_valid(dtype)) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormSelectAlgorithmAddRmsNorm: comm and algo must be non-NULL and dtype valid");
-  }
-  arnormAlgorithm_t resolved = ARNORM_ALGO_AUTO;
-  ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, ARNORM_ALGO_AUTO,
-                               static_cast<uint64_t>(tokens) * hidden * dtype_size(dtype), &resolved));
-  // The algorithm that would run, not only the table's pick.
-  if (resolved != ARNORM_ALGO_NCCL && hidden > 0) {
-    FusedRoute route;
-    ARNORM_TRY(route_peer(comm, ARNORM_ALGO_AUTO, resolved, tokens, hidden, dtype, "arnormSelectAlgorithmAddRmsNorm",
-                          &route));
-    resolved = route.algo;
-  }
-  *algo = resolved;
-  return ARNORM_SUCCESS;
+  return arnorm::guarded("arnormSelectAlgorithmAddRmsNorm", [&]() -> arnormStatus_t {
+    using namespace arnorm;
+    clear_last_error();
+    if (comm == nullptr || algo == nullptr || !dtype_valid(dtype)) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormSelectAlgorithmAddRmsNorm: comm and algo must be non-NULL and dtype valid");
+    }
+    arnormAlgorithm_t resolved = ARNORM_ALGO_AUTO;
+    ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, ARNORM_ALGO_AUTO,
+                                 static_cast<uint64_t>(tokens) * hidden * dtype_size(dtype), &resolved));
+    // The algorithm that would run, not only the table's pick.
+    if (resolved != ARNORM_ALGO_NCCL && hidden > 0) {
+      FusedRoute route;
+      ARNORM_TRY(route_peer(comm, ARNORM_ALGO_AUTO, resolved, tokens, hidden, dtype, "arnormSelectAlgorithmAddRmsNorm",
+                            &route));
+      resolved = route.algo;
+    }
+    *algo = resolved;
+    return ARNORM_SUCCESS;
+  });
 }
 
 extern "C" arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arnormAddRmsNormArgs_t* args,
                                                     cudaStream_t stream) {
-  using namespace arnorm;
-  clear_last_error();
-  if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormAllReduceAddRmsNorm: comm is NULL");
-  ARNORM_TRY(check_async_error(comm, "arnormAllReduceAddRmsNorm"));
-  DeviceGuard guard(comm->device);
-  if (!guard.ok()) {
-    return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormAllReduceAddRmsNorm: cannot select device %d", comm->device);
-  }
-  ARNORM_TRY(validate_add_rmsnorm(args, stream, comm->device, cuda_memory_inspector()));
-  const arnormAddRmsNormArgs_t& a = *args;
-  if (a.tokens == 0) return ARNORM_SUCCESS;
-  arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;
-  ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, a.algo,
-                               static_cast<uint64_t>(a.tokens) * a.hidden * dtype_size(a.dtype), &algo));
-  bool capturing = false;
-  ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
-  ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream, capturing) : run_peer(comm, a, algo, stream));
-  return note_call_issued(comm, stream, capturing);
+  return arnorm::guarded("arnormAllReduceAddRmsNorm", [&]() -> arnormStatus_t {
+    using namespace arnorm;
+    clear_last_error();
+    if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormAllReduceAddRmsNorm: comm is NULL");
+    ARNORM_TRY(check_async_error(comm, "arnormAllReduceAddRmsNorm"));
+    DeviceGuard guard(comm->device);
+    if (!guard.ok()) {
+      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormAllReduceAddRmsNorm: cannot select device %d", comm->device);
+    }
+    ARNORM_TRY(validate_add_rmsnorm(args, stream, comm->device, cuda_memory_inspector()));
+    const arnormAddRmsNormArgs_t& a = *args;
+    if (a.tokens == 0) return ARNORM_SUCCESS;
+    arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;
+    ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, a.algo,
+                                 static_cast<uint64_t>(a.tokens) * a.hidden * dtype_size(a.dtype), &algo));
+    bool capturing = false;
+    ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
+    ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream, capturing) : run_peer(comm, a, algo, stream));
+    return note_call_issued(comm, stream, capturing);
+  });
 }

@@ -46,36 +46,40 @@ arnormStatus_t run_peer_allreduce(arnormComm* comm, const AllReduceCall& call, a
 
 extern "C" arnormStatus_t arnormSelectAlgorithm(arnormComm_t comm, size_t count, arnormDataType_t dtype,
                                                 arnormAlgorithm_t* algo) {
-  using namespace arnorm;
-  clear_last_error();
-  if (comm == nullptr || algo == nullptr || !dtype_valid(dtype)) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormSelectAlgorithm: comm and algo must be non-NULL and dtype valid");
-  }
-  return resolve_algorithm(comm->table, comm->selection_context(), Op::kAllReduce, ARNORM_ALGO_AUTO,
-                           static_cast<uint64_t>(count) * dtype_size(dtype), algo);
+  return arnorm::guarded("arnormSelectAlgorithm", [&]() -> arnormStatus_t {
+    using namespace arnorm;
+    clear_last_error();
+    if (comm == nullptr || algo == nullptr || !dtype_valid(dtype)) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormSelectAlgorithm: comm and algo must be non-NULL and dtype valid");
+    }
+    return resolve_algorithm(comm->table, comm->selection_context(), Op::kAllReduce, ARNORM_ALGO_AUTO,
+                             static_cast<uint64_t>(count) * dtype_size(dtype), algo);
+  });
 }
 
 extern "C" arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf, void* recvbuf, size_t count,
                                           arnormDataType_t dtype, arnormAlgorithm_t algo, cudaStream_t stream) {
-  using namespace arnorm;
-  clear_last_error();
-  if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormAllReduce: comm is NULL");
-  ARNORM_TRY(check_async_error(comm, "arnormAllReduce"));
-  DeviceGuard guard(comm->device);
-  if (!guard.ok()) return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormAllReduce: cannot select device %d", comm->device);
-  const AllReduceCall call{sendbuf, recvbuf, count, dtype, algo, stream};
-  ARNORM_TRY(validate_allreduce(call, comm->device, cuda_memory_inspector()));
-  if (count == 0) return ARNORM_SUCCESS;
-  arnormAlgorithm_t chosen = ARNORM_ALGO_AUTO;
-  ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAllReduce, algo,
-                               static_cast<uint64_t>(count) * dtype_size(dtype), &chosen));
-  bool capturing = false;
-  ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
-  if (chosen == ARNORM_ALGO_NCCL) {
-    ARNORM_TRY(nccl_all_reduce(comm, sendbuf, recvbuf, count, dtype, stream, capturing, "arnormAllReduce"));
-  } else {
-    ARNORM_TRY(run_peer_allreduce(comm, call, chosen));
-  }
-  return note_call_issued(comm, stream, capturing);
+  return arnorm::guarded("arnormAllReduce", [&]() -> arnormStatus_t {
+    using namespace arnorm;
+    clear_last_error();
+    if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormAllReduce: comm is NULL");
+    ARNORM_TRY(check_async_error(comm, "arnormAllReduce"));
+    DeviceGuard guard(comm->device);
+    if (!guard.ok()) return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormAllReduce: cannot select device %d", comm->device);
+    const AllReduceCall call{sendbuf, recvbuf, count, dtype, algo, stream};
+    ARNORM_TRY(validate_allreduce(call, comm->device, cuda_memory_inspector()));
+    if (count == 0) return ARNORM_SUCCESS;
+    arnormAlgorithm_t chosen = ARNORM_ALGO_AUTO;
+    ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAllReduce, algo,
+                                 static_cast<uint64_t>(count) * dtype_size(dtype), &chosen));
+    bool capturing = false;
+    ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
+    if (chosen == ARNORM_ALGO_NCCL) {
+      ARNORM_TRY(nccl_all_reduce(comm, sendbuf, recvbuf, count, dtype, stream, capturing, "arnormAllReduce"));
+    } else {
+      ARNORM_TRY(run_peer_allreduce(comm, call, chosen));
+    }
+    return note_call_issued(comm, stream, capturing);
+  });
 }

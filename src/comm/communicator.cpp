@@ -103,54 +103,60 @@ DeviceGuard::~DeviceGuard() {
 }  // namespace arnorm
 
 extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
-  arnorm::clear_last_error();
-  if (comm == nullptr) return ARNORM_SUCCESS;
-  arnorm::DeviceGuard guard(comm->device);
-  arnormStatus_t status = ARNORM_SUCCESS;
-  auto note = [&](cudaError_t e, const char* what) {
-    if (e != cudaSuccess && status == ARNORM_SUCCESS) {
-      status = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommDestroy: %s failed: %s", what, cudaGetErrorString(e));
+  return arnorm::guarded("arnormCommDestroy", [&]() -> arnormStatus_t {
+    arnorm::clear_last_error();
+    if (comm == nullptr) return ARNORM_SUCCESS;
+    arnorm::DeviceGuard guard(comm->device);
+    arnormStatus_t status = ARNORM_SUCCESS;
+    auto note = [&](cudaError_t e, const char* what) {
+      if (e != cudaSuccess && status == ARNORM_SUCCESS) {
+        status = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommDestroy: %s failed: %s", what, cudaGetErrorString(e));
+      }
+    };
+    if (comm->probe_stuck) {
+      // A kernel of this communicator never finished; every free would wait on it.
+      delete comm;
+      return ARNORM_FAIL(ARNORM_ERROR_PEER_TIMEOUT,
+                         "arnormCommDestroy: the setup probe never finished, so the workspace was left "
+                         "allocated (freeing it would wait forever); the process should not reuse this GPU");
     }
-  };
-  if (comm->probe_stuck) {
-    // A kernel of this communicator never finished; every free would wait on it.
+    // First: the watchdog must stop before anything it touches goes away.
+    status = arnorm::release_nccl(comm);
+    note(arnorm::close_peer_mappings(comm), "cudaIpcCloseMemHandle");
+    if (comm->phase_clock) {
+      arnorm::report_phase_clock(comm);
+      note(cudaFree(comm->phase_clock), "cudaFree(phase clock)");
+    }
+    if (comm->workspace) note(cudaFree(comm->workspace), "cudaFree(workspace)");
+    if (comm->error_host) note(cudaFreeHost(comm->error_host), "cudaFreeHost(error record)");
+    if (comm->order_event) note(cudaEventDestroy(comm->order_event), "cudaEventDestroy");
     delete comm;
-    return ARNORM_FAIL(ARNORM_ERROR_PEER_TIMEOUT,
-                       "arnormCommDestroy: the setup probe never finished, so the workspace was left "
-                       "allocated (freeing it would wait forever); the process should not reuse this GPU");
-  }
-  // First: the watchdog must stop before anything it touches goes away.
-  status = arnorm::release_nccl(comm);
-  note(arnorm::close_peer_mappings(comm), "cudaIpcCloseMemHandle");
-  if (comm->phase_clock) {
-    arnorm::report_phase_clock(comm);
-    note(cudaFree(comm->phase_clock), "cudaFree(phase clock)");
-  }
-  if (comm->workspace) note(cudaFree(comm->workspace), "cudaFree(workspace)");
-  if (comm->error_host) note(cudaFreeHost(comm->error_host), "cudaFreeHost(error record)");
-  if (comm->order_event) note(cudaEventDestroy(comm->order_event), "cudaEventDestroy");
-  delete comm;
-  return status;
+    return status;
+  });
 }
 
 extern "C" arnormStatus_t arnormCommGetAsyncError(arnormComm_t comm) {
-  arnorm::clear_last_error();
-  if (comm == nullptr) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommGetAsyncError: comm is NULL");
-  }
-  return arnorm::check_async_error(comm, "arnormCommGetAsyncError");
+  return arnorm::guarded("arnormCommGetAsyncError", [&]() -> arnormStatus_t {
+    arnorm::clear_last_error();
+    if (comm == nullptr) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommGetAsyncError: comm is NULL");
+    }
+    return arnorm::check_async_error(comm, "arnormCommGetAsyncError");
+  });
 }
 
 extern "C" arnormStatus_t arnormCommGetInfo(arnormComm_t comm, arnormCommInfo_t* info) {
-  arnorm::clear_last_error();
-  if (comm == nullptr || info == nullptr) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommGetInfo: comm and info must be non-NULL");
-  }
-  info->rank = comm->rank;
-  info->world_size = comm->world_size;
-  info->device = comm->device;
-  info->peer_access = comm->peer_access ? 1 : 0;
-  info->workspace_bytes = comm->peer_access ? comm->layout.total_bytes : 0;
-  info->max_blocks = comm->max_blocks;
-  return ARNORM_SUCCESS;
+  return arnorm::guarded("arnormCommGetInfo", [&]() -> arnormStatus_t {
+    arnorm::clear_last_error();
+    if (comm == nullptr || info == nullptr) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommGetInfo: comm and info must be non-NULL");
+    }
+    info->rank = comm->rank;
+    info->world_size = comm->world_size;
+    info->device = comm->device;
+    info->peer_access = comm->peer_access ? 1 : 0;
+    info->workspace_bytes = comm->peer_access ? comm->layout.total_bytes : 0;
+    info->max_blocks = comm->max_blocks;
+    return ARNORM_SUCCESS;
+  });
 }

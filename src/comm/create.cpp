@@ -606,52 +606,54 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
 
 extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int world_size, int device,
                                            arnormBootstrap_t bootstrap, const arnormConfig_t* config) {
-  using namespace arnorm;
-  clear_last_error();
-  if (comm != nullptr) *comm = nullptr;
-  if (bootstrap.allgather == nullptr) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreate: bootstrap.allgather is NULL; pass an all-gather callback or use "
-                       "arnormCommCreateFromNccl");
-  }
-  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-  // A NULL comm or a bad config fails this rank in the first agreed step,
-  // not here: the other ranks are about to call the bootstrap and would
-  // wait in it forever.
-  arnormStatus_t config_status = ARNORM_SUCCESS;
-  if (comm == nullptr) {
-    config_status = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                                "arnormCommCreate: comm is NULL (pass the address of an arnormComm_t)");
-  } else if (config != nullptr) {
-    if (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16)) {
-      config_status = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                                  "arnormCommCreate: config->struct_size %zu is not a valid sizeof(arnormConfig_t); "
-                                  "start from ARNORM_CONFIG_INIT",
-                                  config->struct_size);
-    } else {
-      std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
+  return arnorm::guarded("arnormCommCreate", [&]() -> arnormStatus_t {
+    using namespace arnorm;
+    clear_last_error();
+    if (comm != nullptr) *comm = nullptr;
+    if (bootstrap.allgather == nullptr) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormCommCreate: bootstrap.allgather is NULL; pass an all-gather callback or use "
+                         "arnormCommCreateFromNccl");
     }
-  }
-  // Without a valid world size the bootstrap cannot even be called (its
-  // buffers are sized by it): fail here, before any collective step.
-  if (world_size < 1 || world_size > kMaxWorld || rank < 0 || rank >= world_size) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreate: rank %d / world_size %d: need 1 <= world_size <= %d and 0 <= rank < "
-                       "world_size (no collective step was started; the other ranks will wait in the bootstrap)",
-                       rank, world_size, kMaxWorld);
-  }
-  auto* c = new arnormComm();
-  c->rank = rank;
-  c->world_size = world_size;
-  c->device = device;
-  DeviceGuard guard(device >= 0 ? device : 0);
-  const arnormStatus_t st = create(c, bootstrap, cfg, config_status);
-  if (st != ARNORM_SUCCESS) {
-    const std::string msg = last_error();
-    c->owns_nccl = c->owns_nccl && c->nccl;  // destroy what this rank made
-    arnormCommDestroy(c);                    // leaves memory alone if the probe is stuck
-    return restore_last_error(st, msg);
-  }
-  *comm = c;  // not NULL: a NULL comm failed the first agreed step
-  return ARNORM_SUCCESS;
+    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+    // A NULL comm or a bad config fails this rank in the first agreed step,
+    // not here: the other ranks are about to call the bootstrap and would
+    // wait in it forever.
+    arnormStatus_t config_status = ARNORM_SUCCESS;
+    if (comm == nullptr) {
+      config_status = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                                  "arnormCommCreate: comm is NULL (pass the address of an arnormComm_t)");
+    } else if (config != nullptr) {
+      if (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16)) {
+        config_status = ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                                    "arnormCommCreate: config->struct_size %zu is not a valid sizeof(arnormConfig_t); "
+                                    "start from ARNORM_CONFIG_INIT",
+                                    config->struct_size);
+      } else {
+        std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
+      }
+    }
+    // Without a valid world size the bootstrap cannot even be called (its
+    // buffers are sized by it): fail here, before any collective step.
+    if (world_size < 1 || world_size > kMaxWorld || rank < 0 || rank >= world_size) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormCommCreate: rank %d / world_size %d: need 1 <= world_size <= %d and 0 <= rank < "
+                         "world_size (no collective step was started; the other ranks will wait in the bootstrap)",
+                         rank, world_size, kMaxWorld);
+    }
+    auto* c = new arnormComm();
+    c->rank = rank;
+    c->world_size = world_size;
+    c->device = device;
+    DeviceGuard guard(device >= 0 ? device : 0);
+    const arnormStatus_t st = create(c, bootstrap, cfg, config_status);
+    if (st != ARNORM_SUCCESS) {
+      const std::string msg = last_error();
+      c->owns_nccl = c->owns_nccl && c->nccl;  // destroy what this rank made
+      arnormCommDestroy(c);                    // leaves memory alone if the probe is stuck
+      return restore_last_error(st, msg);
+    }
+    *comm = c;  // not NULL: a NULL comm failed the first agreed step
+    return ARNORM_SUCCESS;
+  });
 }

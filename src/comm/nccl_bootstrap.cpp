@@ -49,64 +49,68 @@ int nccl_allgather(const void* send, void* recv, size_t bytes, void* user) {
 
 extern "C" arnormStatus_t arnormCommCreateFromNccl(arnormComm_t* comm, ncclComm_t nccl,
                                                    const arnormConfig_t* config) {
-  using namespace arnorm;
-  clear_last_error();
-  // (A NULL comm is refused by arnormCommCreate in its first agreed step,
-  // so that the other ranks do not wait for this one in the bootstrap; a
-  // NULL nccl cannot take part in it at all.)
-  if (nccl == nullptr) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreateFromNccl: nccl is NULL (no collective step was started; the other ranks "
-                       "will wait in the bootstrap)");
-  }
-  int rank = 0, world = 0, device = 0;
-  if (ncclCommUserRank(nccl, &rank) != ncclSuccess || ncclCommCount(nccl, &world) != ncclSuccess ||
-      ncclCommCuDevice(nccl, &device) != ncclSuccess) {
-    return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreateFromNccl: cannot query the NCCL communicator");
-  }
-  DeviceGuard guard(device);
-  NcclAllGather state;
-  state.comm = nccl;
-  state.world = world;
-  if (cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking) != cudaSuccess) {
-    return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreateFromNccl: cannot create the bootstrap stream");
-  }
-  const arnormBootstrap_t bootstrap{nccl_allgather, &state};
-  if (config != nullptr &&
-      (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16))) {
-    // arnormCommCreate refuses it in its first agreed step, on every rank.
-    return arnormCommCreate(comm, rank, world, device, bootstrap, config);
-  }
-  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-  if (config != nullptr) std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
-  cfg.struct_size = sizeof(cfg);
-  cfg.nccl_comm = nccl;
-  return arnormCommCreate(comm, rank, world, device, bootstrap, &cfg);
+  return arnorm::guarded("arnormCommCreateFromNccl", [&]() -> arnormStatus_t {
+    using namespace arnorm;
+    clear_last_error();
+    // (A NULL comm is refused by arnormCommCreate in its first agreed step,
+    // so that the other ranks do not wait for this one in the bootstrap; a
+    // NULL nccl cannot take part in it at all.)
+    if (nccl == nullptr) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormCommCreateFromNccl: nccl is NULL (no collective step was started; the other ranks "
+                         "will wait in the bootstrap)");
+    }
+    int rank = 0, world = 0, device = 0;
+    if (ncclCommUserRank(nccl, &rank) != ncclSuccess || ncclCommCount(nccl, &world) != ncclSuccess ||
+        ncclCommCuDevice(nccl, &device) != ncclSuccess) {
+      return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreateFromNccl: cannot query the NCCL communicator");
+    }
+    DeviceGuard guard(device);
+    NcclAllGather state;
+    state.comm = nccl;
+    state.world = world;
+    if (cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking) != cudaSuccess) {
+      return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreateFromNccl: cannot create the bootstrap stream");
+    }
+    const arnormBootstrap_t bootstrap{nccl_allgather, &state};
+    if (config != nullptr &&
+        (config->struct_size < offsetof(arnormConfig_t, timeout_seconds) || config->struct_size > (1u << 16))) {
+      // arnormCommCreate refuses it in its first agreed step, on every rank.
+      return arnormCommCreate(comm, rank, world, device, bootstrap, config);
+    }
+    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+    if (config != nullptr) std::memcpy(&cfg, config, std::min(sizeof(cfg), config->struct_size));
+    cfg.struct_size = sizeof(cfg);
+    cfg.nccl_comm = nccl;
+    return arnormCommCreate(comm, rank, world, device, bootstrap, &cfg);
+  });
 }
 
 extern "C" arnormStatus_t arnormCommCreateFromNcclId(arnormComm_t* comm, ncclUniqueId id, int rank,
                                                      int world_size, int device,
                                                      const arnormConfig_t* config) {
-  using namespace arnorm;
-  clear_last_error();
-  if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: comm is NULL");
-  *comm = nullptr;
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess || device < 0 || device >= count) {
-    cudaGetLastError();
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: device %d does not exist", device);
-  }
-  DeviceGuard guard(device);
-  // Nonblocking, so that the watchdog may abort it (comm/nccl_calls.h);
-  // its initialisation waits for every rank as ncclCommInitRank does.
-  ncclComm_t nccl = nullptr;
-  ARNORM_TRY(nccl_init_nonblocking(&nccl, world_size, id, rank, 0.0, "arnormCommCreateFromNcclId"));
-  const arnormStatus_t st = arnormCommCreateFromNccl(comm, nccl, config);
-  if (st != ARNORM_SUCCESS) {
-    const std::string msg = last_error();
-    ncclCommAbort(nccl);  // a rank that failed creation may leave the comm with work in flight
-    return restore_last_error(st, msg);
-  }
-  (*comm)->owns_nccl = true;
-  return ARNORM_SUCCESS;
+  return arnorm::guarded("arnormCommCreateFromNcclId", [&]() -> arnormStatus_t {
+    using namespace arnorm;
+    clear_last_error();
+    if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: comm is NULL");
+    *comm = nullptr;
+    int count = 0;
+    if (cudaGetDeviceCount(&count) != cudaSuccess || device < 0 || device >= count) {
+      cudaGetLastError();
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: device %d does not exist", device);
+    }
+    DeviceGuard guard(device);
+    // Nonblocking, so that the watchdog may abort it (comm/nccl_calls.h);
+    // its initialisation waits for every rank as ncclCommInitRank does.
+    ncclComm_t nccl = nullptr;
+    ARNORM_TRY(nccl_init_nonblocking(&nccl, world_size, id, rank, 0.0, "arnormCommCreateFromNcclId"));
+    const arnormStatus_t st = arnormCommCreateFromNccl(comm, nccl, config);
+    if (st != ARNORM_SUCCESS) {
+      const std::string msg = last_error();
+      ncclCommAbort(nccl);  // a rank that failed creation may leave the comm with work in flight
+      return restore_last_error(st, msg);
+    }
+    (*comm)->owns_nccl = true;
+    return ARNORM_SUCCESS;
+  });
 }

@@ -3,6 +3,8 @@
 // returns a status. Nothing here aborts the process.
 #pragma once
 
+#include <exception>
+#include <new>
 #include <string>
 
 #include "arnorm/arnorm.h"
@@ -24,6 +26,32 @@ arnormStatus_t restore_last_error(arnormStatus_t status, const std::string& mess
 void clear_last_error();
 
 const std::string& last_error();
+
+// Runs a C entry point's body. An exception (std::bad_alloc from a host
+// container, say) must not cross the C ABI, where it would terminate the
+// process: it becomes a status with a message instead.
+template <class Body>
+arnormStatus_t guarded(const char* entry, Body&& body) noexcept {
+  arnormStatus_t status = ARNORM_ERROR_INTERNAL;
+  const char* what = "an unknown exception";
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    status = ARNORM_ERROR_OUT_OF_MEMORY;
+    what = "host memory ran out";
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  try {
+    return fail_at(status, __FILE__, __LINE__,
+                   strprintf("%s: %s; nothing more was launched by this call, which may have stopped part way "
+                             "(for arnormCommCreate: the other ranks may wait in the bootstrap)",
+                             entry, what));
+  } catch (...) {
+    return status;  // no memory even for the message
+  }
+}
 
 }  // namespace arnorm
 
