@@ -28,6 +28,26 @@ inline void check(arnormStatus_t status) {
   }
 }
 
+// Arguments of a fused call: activations x (tokens x hidden, this rank's
+// part), residual and residual_out (either may be nullptr), weight gamma
+// (hidden elements of weight_dtype), out y; the other fields keep the
+// header's defaults (epsilon 1e-6, AUTO) until set.
+inline arnormAddRmsNormArgs_t add_rmsnorm_args(const void* input, const void* residual, void* residual_out,
+                                               const void* weight, void* out, size_t tokens, size_t hidden,
+                                               arnormDataType_t dtype, arnormDataType_t weight_dtype) {
+  arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+  a.input = input;
+  a.residual = residual;
+  a.residual_out = residual_out;
+  a.weight = weight;
+  a.out = out;
+  a.tokens = tokens;
+  a.hidden = hidden;
+  a.dtype = dtype;
+  a.weight_dtype = weight_dtype;
+  return a;
+}
+
 class Communicator {
  public:
   Communicator(int rank, int world_size, int device, arnormBootstrap_t bootstrap,
@@ -61,7 +81,28 @@ class Communicator {
     check(arnormAllReduce(comm_, send, recv, count, dtype, algo, stream));
   }
 
-  // Throws the asynchronous error a kernel recorded, if any.
+  // The fused all-reduce + residual add + RMSNorm (semantics, aliasing and
+  // batch invariance: arnormAllReduceAddRmsNorm in arnorm.h). Start `args`
+  // from add_rmsnorm_args() or ARNORM_ADD_RMSNORM_ARGS_INIT.
+  void all_reduce_add_rmsnorm(const arnormAddRmsNormArgs_t& args, cudaStream_t stream) const {
+    check(arnormAllReduceAddRmsNorm(comm_, &args, stream));
+  }
+
+  // The algorithm AUTO resolves to for a plain all-reduce of this size.
+  arnormAlgorithm_t select_algorithm(size_t count, arnormDataType_t dtype) const {
+    arnormAlgorithm_t a = ARNORM_ALGO_AUTO;
+    check(arnormSelectAlgorithm(comm_, count, dtype, &a));
+    return a;
+  }
+
+  // The algorithm a fused AUTO call of this shape runs.
+  arnormAlgorithm_t select_algorithm_add_rmsnorm(size_t tokens, size_t hidden, arnormDataType_t dtype) const {
+    arnormAlgorithm_t a = ARNORM_ALGO_AUTO;
+    check(arnormSelectAlgorithmAddRmsNorm(comm_, tokens, hidden, dtype, &a));
+    return a;
+  }
+
+  // Throws the asynchronous error recorded since creation, if any.
   void check_async() const { check(arnormCommGetAsyncError(comm_)); }
 
  private:

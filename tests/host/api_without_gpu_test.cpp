@@ -171,4 +171,36 @@ TEST(CppWrapper, ThrowsWithStatusAndMessage) {
   }
 }
 
+// The fused op through the wrapper: the arguments land where the C call
+// reads them, and a refusal comes back as an exception with the C message.
+TEST(CppWrapper, FusedCallCarriesItsArgumentsAndThrows) {
+  int in = 0, res = 0, res_out = 0, w = 0, y = 0;
+  const arnormAddRmsNormArgs_t a =
+      arnorm::add_rmsnorm_args(&in, &res, &res_out, &w, &y, 3, 4096, ARNORM_FLOAT16, ARNORM_FLOAT32);
+  EXPECT_EQ(sizeof(arnormAddRmsNormArgs_t), a.struct_size);
+  EXPECT_EQ(&in, a.input);
+  EXPECT_EQ(&res, a.residual);
+  EXPECT_EQ(&res_out, a.residual_out);
+  EXPECT_EQ(&w, a.weight);
+  EXPECT_EQ(&y, a.out);
+  EXPECT_EQ(3u, a.tokens);
+  EXPECT_EQ(4096u, a.hidden);
+  EXPECT_EQ(ARNORM_FLOAT16, a.dtype);
+  EXPECT_EQ(ARNORM_FLOAT32, a.weight_dtype);
+  EXPECT_EQ(ARNORM_ALGO_AUTO, a.algo);
+  EXPECT_FLOAT_EQ(1e-6f, a.epsilon);
+  const arnorm::Communicator none(static_cast<arnormComm_t>(nullptr));
+  for (int which = 0; which < 3; ++which) {
+    try {
+      if (which == 0) none.all_reduce_add_rmsnorm(a, nullptr);
+      if (which == 1) none.select_algorithm(1024, ARNORM_BFLOAT16);
+      if (which == 2) none.select_algorithm_add_rmsnorm(1, 4096, ARNORM_BFLOAT16);
+      FAIL() << "expected an exception (" << which << ")";
+    } catch (const arnorm::Error& e) {
+      EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, e.status()) << which;
+      EXPECT_NE(std::string::npos, std::string(e.what()).find("NULL")) << e.what();
+    }
+  }
+}
+
 }  // namespace
