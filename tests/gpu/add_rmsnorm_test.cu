@@ -207,6 +207,102 @@ TEST(AddRmsNorm, Fp32WeightWithBf16AndFp16Activations) {
   }
 }
 
+// fp32 weights (vllm-project/vllm#48324) on the rows the kernels above
+// 7168 take: clusters of four and eight CTAs (8192-16384), the two-shot's
+// rounds and one CTA per row (32768).
+TEST(AddRmsNorm, Fp32WeightOnWideRows) {
+  for (size_t hidden : {8192, 12288, 16384, 32768}) {
+    check_case<__nv_bfloat16, float>(env().comm, {3, hidden});
+    check_case<__half, float>(env().comm, {2, hidden});
+  }
+  check_case<__nv_bfloat16, float>(env().comm, {130, 8192});
+}
+
+// Each rank's alignment picks its kernel instance (vectorized or not) and,
+// at 2049-4096, a WIDE CTA or a cluster, for itself: odd ranks pass pointers
+// one element off 16 bytes, even ranks aligned ones. Every rank must still
+// get the definition's bits, the same on every rank, through every algorithm.
+TEST(AddRmsNorm, AlignmentMayDifferBetweenRanks) {
+  const size_t misalign = rank() % 2;
+  for (size_t hidden : {1000, 4096, 7168}) {
+    for (size_t tokens : {1, 16, 130}) {
+      const Case c{tokens, hidden};
+      const uint64_t salt = ++env().iteration;
+      const auto ids = iota_ids(tokens);
+      std::vector<__nv_bfloat16> first;
+      for (arnormAlgorithm_t algo : kPeer) {
+        char what[120];
+        std::snprintf(what, sizeof(what), "%s tokens=%zu hidden=%zu, rank %d misaligned by %zu",
+                      arnormAlgorithmName(algo), tokens, hidden, rank(), misalign);
+        const auto got = run_fused<__nv_bfloat16, __nv_bfloat16>(env().comm, algo, c, ids, salt, misalign);
+        check_against_definition<__nv_bfloat16, __nv_bfloat16>(c, ids, salt, got, what);
+        EXPECT_TRUE(same_on_all_ranks(hash_bytes(got.y.data(), got.y.size() * 2))) << what << ": ranks differ";
+        if (first.empty()) first = got.y;
+        EXPECT_EQ(0u, count_bit_mismatches(got.y, first)) << what << ": differs from one-shot";
+      }
+    }
+  }
+}
+
+// Calls chained on one stream with no host sync between them, as a model's
+// layers run: each fused call updates the residual in place and its out is
+// the next plain all-reduce's input, whose result is the next fused call's
+// input. The bits must be those of the same calls with a sync after each.
+// A kernel that read its input or residual before the previous call had
+// written it, or that let the next kernel start before its own writes were
+// done (NaN rows from early completion, vllm-project/vllm#45448), breaks it.
+TEST(AddRmsNorm, ChainedCallsWithoutSyncMatchSyncedCalls) {
+  const size_t steps = 6;
+  for (size_t hidden : {4096, 7168}) {
+    for (size_t tokens : {1, 16, 130}) {
+      for (arnormAlgorithm_t algo : kPeer) {
+        const size_t n = tokens * hidden;
+        const uint64_t salt = ++env().iteration;
+        const auto ids = iota_ids(tokens);
+        std::vector<__nv_bfloat16> synced_y, synced_r;
+        for (bool sync : {true, false}) {
+          Buf x((steps + 1) * n * 2), r(n * 2), y(steps * n * 2), w(hidden * 2);
+          cudaMemset(x.ptr, kPoisonByte, x.bytes);
+          cudaMemset(y.ptr, kPoisonByte, y.bytes);
+          upload(x, rows_of<__nv_bfloat16>(rank(), ids, hidden, salt));
+          upload(r, rows_of<__nv_bfloat16>(1000, ids, hidden, salt));
+          upload(w, make_input<__nv_bfloat16>(2000, salt, hidden));
+          cudaDeviceSynchronize();
+          for (size_t k = 0; k < steps; ++k) {
+            arnormAddRmsNormArgs_t a =
+                fused_args(x.as<__nv_bfloat16>(k * n), r.ptr, r.ptr, w.ptr, y.as<__nv_bfloat16>(k * n), tokens, hidden);
+            a.algo = algo;
+            EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream))
+                << arnormGetLastErrorString();
+            if (sync) EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+            EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(env().comm, y.as<__nv_bfloat16>(k * n),
+                                                      x.as<__nv_bfloat16>((k + 1) * n), n, ARNORM_BFLOAT16, algo,
+                                                      env().stream))
+                << arnormGetLastErrorString();
+            if (sync) EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+          }
+          EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+          EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(env().comm)) << arnormGetLastErrorString();
+          const auto got_y = download<__nv_bfloat16>(y.ptr, steps * n);
+          const auto got_r = download<__nv_bfloat16>(r.ptr, n);
+          const std::string what = std::string(arnormAlgorithmName(algo)) + " tokens=" + std::to_string(tokens) +
+                                   " hidden=" + std::to_string(hidden);
+          if (sync) {
+            size_t nan = 0;
+            for (auto v : got_y) nan += __bfloat162float(v) != __bfloat162float(v);
+            EXPECT_EQ(0u, nan) << what << ": the synced chain itself has NaN";
+            synced_y = got_y;
+            synced_r = got_r;
+          } else {
+            EXPECT_EQ(0u, count_bit_mismatches(got_y, synced_y)) << what << ": outs differ from the synced chain";
+            EXPECT_EQ(0u, count_bit_mismatches(got_r, synced_r)) << what << ": residual differs from the synced chain";
+          }
+        }
+      }
+    }
+  }
+}
+
 // All nine (activation, weight) type pairs the library builds, each with a
 // small epsilon and one that changes every output (1, against mean squares
 // of about 3 to 12 for world sizes 1 to 8).
