@@ -187,6 +187,21 @@ int time_column(const Options& opt, const Rank& rank, const Shape& s, const Buff
       fill_weight(buf.weight, s.hidden, s.weight_dtype, seed, rank.stream) != 0 ||
       reset_outputs(s, buf, seed, rank.stream) != 0)
     return 1;
+  // The timed replays are checked too: against one eager call of the same
+  // column on the same inputs (its algorithm met the definition in
+  // check_row), bit for bit, out and the residual every replay updated in
+  // place. arnorm's columns only: their sum of these integers is exactly
+  // zero, so the residual must come back unchanged after every replay;
+  // NCCL's order of rounding need not give zero.
+  const bool check_replays =
+      opt.check != 0 && (algo == Algo::kOneshot || algo == Algo::kTwoshot || algo == Algo::kAuto);
+  if (check_replays) {
+    if (make_enqueue(opt, rank, s, algo, buf)(rank.stream) != 0) return 1;
+    TOOLS_CUDA_TRY(cudaMemcpyAsync(buf.ref_out, buf.out, s.bytes, cudaMemcpyDeviceToDevice, rank.stream));
+    TOOLS_CUDA_TRY(
+        cudaMemcpyAsync(buf.ref_residual, buf.residual, s.bytes, cudaMemcpyDeviceToDevice, rank.stream));
+    if (reset_outputs(s, buf, seed, rank.stream) != 0) return 1;
+  }
   TimingResult timing;
   const TimingConfig cfg{opt.warmup, opt.iters, opt.replays};
   if (time_in_graph(make_enqueue(opt, rank, s, algo, buf), cfg, rank.stream, *rank.host, &timing) !=
@@ -194,6 +209,17 @@ int time_column(const Options& opt, const Rank& rank, const Shape& s, const Buff
     return 1;
   lo->median_us = timing.median_us;
   if (timing.op_failed) lo->failed = 1;
+  if (check_replays && !timing.op_failed) {
+    const FusedCheck fc{buf.out,        buf.residual, buf.weight, s.tokens, s.hidden, s.dtype,
+                        s.weight_dtype, static_cast<float>(opt.epsilon), rank.ctx.world_size, seed};
+    uint64_t n = 0;
+    if (count_fused_differences(fc, buf.ref_out, buf.ref_residual, buf.counter, rank.stream, &n) != 0)
+      return 1;
+    if (n != 0)
+      TOOLS_ERROR("%s, %zu x %zu of %s: %llu values differ after the timed replays from one eager call",
+                  algo_name(algo), s.tokens, s.hidden, dtype_name(s.dtype), static_cast<unsigned long long>(n));
+    lo->wrong += n;
+  }
   if (algo != Algo::kNccl) {
     const arnormStatus_t st = arnormCommGetAsyncError(rank.comm);
     if (st != ARNORM_SUCCESS) {
