@@ -27,6 +27,12 @@
  * it. Replays of captured graphs are not seen by the library: order them
  * with the communicator's eager calls and with each other yourself (same
  * stream, or events). Do not call a communicator from two threads at once.
+ * A peer-memory call's CTAs wait for its peers' CTAs while holding their
+ * SMs (and the fused two-shot needs all of its CTAs resident at once): do
+ * not let it overlap, on another stream, other work that also waits for
+ * peers (a second communicator's calls, NCCL collectives). If ranks started
+ * such work in different orders, each could hold the SMs the other needs
+ * until the timeout ends both.
  */
 #ifndef ARNORM_ARNORM_H
 #define ARNORM_ARNORM_H
@@ -76,7 +82,7 @@ typedef enum {
  * bytes); the environment variable ARNORM_ALGO=oneshot|twoshot|nccl forces
  * one for every AUTO call of the process. How the peer-memory algorithms
  * move data is chosen by size (LL, the epoch inside every 8-byte word, for
- * one-shot up to 16 KiB per rank and two-shot up to 512 KiB; above that
+ * one-shot up to 16 KiB per rank and two-shot up to 256 KiB; above that
  * plain data into slots that hold a NaN sentinel until the data arrive;
  * fused one-shot rows whose hidden size is not a multiple of 8 always use
  * LL); ARNORM_PROTOCOL=ll|sentinel forces the protocol (results are the
