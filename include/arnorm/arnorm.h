@@ -48,7 +48,7 @@ extern "C" {
 
 #define ARNORM_VERSION_MAJOR 0
 #define ARNORM_VERSION_MINOR 8
-#define ARNORM_VERSION_PATCH 2
+#define ARNORM_VERSION_PATCH 3
 
 #if defined(__GNUC__)
 #define ARNORM_API __attribute__((visibility("default")))

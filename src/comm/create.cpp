@@ -64,8 +64,9 @@ class Collective {
     all->assign(world_, T{});
     if (bs_.allgather(&mine, all->data(), sizeof(T), bs_.user) != 0) {
       return ARNORM_FAIL(ARNORM_ERROR_BOOTSTRAP,
-                         "arnormCommCreate: the bootstrap all-gather failed during '%s' on rank %d", step,
-                         rank_);
+                         "arnormCommCreate: the bootstrap all-gather failed during '%s' on rank %d (ranks "
+                         "whose all-gather did not fail may still be waiting in it for this one)",
+                         step, rank_);
     }
     return ARNORM_SUCCESS;
   }

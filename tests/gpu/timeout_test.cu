@@ -103,8 +103,12 @@ TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
       if (rank() == 0) {
         arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, res.ptr, w.ptr, out.ptr, tokens, hidden);
         a.algo = algo;
+        const auto t0 = std::chrono::steady_clock::now();
         EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(c, &a, env().stream));
         EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+        // Later steps' waits allow up to three timeouts (the header's bound).
+        EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3.0 + 1.0)
+            << "the wait was not bounded: " << arnormAlgorithmName(algo) << " hidden " << hidden;
         EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << arnormAlgorithmName(algo) << " hidden " << hidden;
         const std::string msg = arnormGetLastErrorString();
         EXPECT_NE(std::string::npos, msg.find("arnormAllReduceAddRmsNorm")) << msg;
