@@ -133,16 +133,16 @@ typedef struct {
                               memory is missing or ARNORM_ALGO=nccl; otherwise every
                               call runs on peer memory (the table's NCCL rows then
                               run two-shot, and ARNORM_ALGO_NCCL is UNSUPPORTED).
-                              NCCL-served calls are bounded on the host: one that
-                              NCCL has not enqueued within timeout_seconds fails with
-                              ARNORM_ERROR_PEER_TIMEOUT; an eager one still running
-                              timeout_seconds after its stream reached it is reported
-                              by arnormCommGetAsyncError (and fails every later call)
+                              NCCL-served calls are bounded on the host: an eager one
+                              still running timeout_seconds + bytes / 50 MB/s after
+                              its stream reached it is reported by
+                              arnormCommGetAsyncError (and fails every later call)
                               with PEER_TIMEOUT; NCCL does not say which rank is
-                              missing. arnorm aborts an NCCL comm it created (which
-                              ends its kernels); one passed in here is yours to abort
-                              (a blocking one may also hold a call in NCCL's host
-                              code). Calls captured in a CUDA graph are not watched. */
+                              missing. arnorm then aborts an NCCL comm it created
+                              (which ends its kernels); one passed in here is yours
+                              to abort. Calls captured in a CUDA graph, and a call
+                              that a blocking comm holds in NCCL's host code, are
+                              not bounded. */
   int nccl_fallback;       /* 1: route to NCCL what peer memory cannot serve;
                               0: fail with ARNORM_ERROR_UNSUPPORTED instead */
 } arnormConfig_t;

@@ -452,12 +452,17 @@ arnormStatus_t create_own_nccl(arnormComm* c, Collective& coll) {
   ARNORM_TRY(coll.agree("NCCL unique id", st));
   std::vector<ncclUniqueId> ids;
   ARNORM_TRY(coll.allgather(id, &ids, "NCCL unique id exchange"));
-  // Every rank was in the exchange just above, so a rank that does not join
-  // within a minute (or the timeout, if longer) is gone. Nonblocking, so
-  // that the watchdog may abort it (comm/nccl_calls.h).
-  st = nccl_init_nonblocking(&c->nccl, c->world_size, ids[0], c->rank, std::max(60.0, c->timeout_seconds),
-                             "arnormCommCreate");
-  c->owns_nccl = c->nccl != nullptr;
+  // Blocking (NCCL's default), unless NCCL_COMM_BLOCKING=0 makes it
+  // nonblocking: settled here either way.
+  ncclResult_t r = ncclCommInitRank(&c->nccl, c->world_size, ids[0], c->rank);
+  if (c->nccl != nullptr) r = nccl_settle(c->nccl, r);
+  if (r != ncclSuccess) {
+    if (c->nccl != nullptr) ncclCommAbort(c->nccl);
+    c->nccl = nullptr;
+    st = ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreate: ncclCommInitRank failed: %s", ncclGetErrorString(r));
+  } else {
+    c->owns_nccl = true;
+  }
   return coll.agree("NCCL comm init", st);
 }
 

@@ -36,10 +36,10 @@ int nccl_allgather(const void* send, void* recv, size_t bytes, void* user) {
   }
   char* send_slot = s->buffer + s->world * s->capacity;
   if (cudaMemcpyAsync(send_slot, send, bytes, cudaMemcpyHostToDevice, s->stream) != cudaSuccess) return 2;
-  // A nonblocking comm (arnorm's own, or the caller's) may answer
-  // ncclInProgress; creation waits for every rank as the bootstrap does.
-  const ncclResult_t r = ncclAllGather(send_slot, s->buffer, bytes, ncclChar, s->comm, s->stream);
-  if (nccl_settle(s->comm, r, 0.0) != ncclSuccess) return 3;
+  // A nonblocking comm may answer ncclInProgress; creation waits for every
+  // rank as the bootstrap does.
+  if (nccl_settle(s->comm, ncclAllGather(send_slot, s->buffer, bytes, ncclChar, s->comm, s->stream)) != ncclSuccess)
+    return 3;
   if (cudaMemcpyAsync(recv, s->buffer, s->world * bytes, cudaMemcpyDeviceToHost, s->stream) != cudaSuccess) return 4;
   return cudaStreamSynchronize(s->stream) == cudaSuccess ? 0 : 5;
 }
@@ -92,18 +92,25 @@ extern "C" arnormStatus_t arnormCommCreateFromNcclId(arnormComm_t* comm, ncclUni
   return arnorm::guarded("arnormCommCreateFromNcclId", [&]() -> arnormStatus_t {
     using namespace arnorm;
     clear_last_error();
-    if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: comm is NULL");
-    *comm = nullptr;
+    // A NULL comm still joins NCCL's initialisation and creation's first
+    // agreed step, which refuses it on every rank.
+    if (comm != nullptr) *comm = nullptr;
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || device < 0 || device >= count) {
       cudaGetLastError();
       return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: device %d does not exist", device);
     }
     DeviceGuard guard(device);
-    // Nonblocking, so that the watchdog may abort it (comm/nccl_calls.h);
-    // its initialisation waits for every rank as ncclCommInitRank does.
+    // Waits for every rank as ncclCommInitRank does (NCCL_COMM_BLOCKING=0
+    // may make it nonblocking: settled here).
     ncclComm_t nccl = nullptr;
-    ARNORM_TRY(nccl_init_nonblocking(&nccl, world_size, id, rank, 0.0, "arnormCommCreateFromNcclId"));
+    ncclResult_t r = ncclCommInitRank(&nccl, world_size, id, rank);
+    if (nccl != nullptr) r = nccl_settle(nccl, r);
+    if (r != ncclSuccess) {
+      if (nccl != nullptr) ncclCommAbort(nccl);
+      return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreateFromNcclId: ncclCommInitRank failed: %s",
+                         ncclGetErrorString(r));
+    }
     const arnormStatus_t st = arnormCommCreateFromNccl(comm, nccl, config);
     if (st != ARNORM_SUCCESS) {
       const std::string msg = last_error();

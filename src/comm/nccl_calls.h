@@ -2,15 +2,20 @@
 // missing peer by themselves (BOUNDED WAIT, device/sync.cuh); NCCL's kernels
 // wait as NCCL does, so a host thread watches them instead (WATCHED CALLS,
 // core/call_watchdog.h):
-// - a call that NCCL has not even enqueued within the timeout (a
-//   nonblocking comm's ncclInProgress: connecting to peers that never come)
-//   fails on the spot with ARNORM_ERROR_PEER_TIMEOUT;
-// - an eager call still running on its stream `timeout` seconds after the
-//   stream reached it expires on the watchdog's thread.
-// Either way the communicator records the error (arnormCommGetAsyncError,
-// and every later operation fails with it) and, if arnorm created the NCCL
-// comm, aborts it, which ends its kernels. A comm the caller passed in is
-// the caller's to abort. Calls captured in a CUDA graph are not watched.
+// - an eager call still running on its stream timeout + bytes / 50 MB/s
+//   after the stream reached it expires on the watchdog's thread (the bytes
+//   term keeps a large call on a slow link from being taken for a lost peer);
+// - a call that a nonblocking comm has not enqueued within the timeout of
+//   its stream reaching it fails on the spot.
+// Either way the communicator records ARNORM_ERROR_PEER_TIMEOUT
+// (arnormCommGetAsyncError, and every later operation fails with it) and, if
+// arnorm created the NCCL comm, aborts it, which ends its kernels. The abort
+// takes nccl_mu, which every NCCL call holds, so it never frees the comm
+// under a call. arnorm's comms are blocking (NCCL's default; a nonblocking
+// comm runs every collective on a thread of its own, tens of microseconds a
+// call), so a call holds the lock only while NCCL enqueues it. A comm the
+// caller passed in is the caller's to abort. Calls captured in a CUDA graph
+// are not watched.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -43,6 +48,7 @@ struct HostAsyncError {
 struct NcclWatch {
   std::mutex nccl_mu;     // held across every NCCL call on the comm and the abort
   bool aborted = false;   // under nccl_mu: the comm is gone (ncclCommAbort frees it)
+  std::atomic<bool> stopping{false};  // teardown: an expiry still waiting for nccl_mu gives up
   uint64_t watched = 0;   // calls handed to the watchdog
   std::mutex pool_mu;
   std::vector<cudaEvent_t> free_events;
@@ -51,17 +57,11 @@ struct NcclWatch {
   ~NcclWatch();           // stops the watchdog first, then destroys the events
 };
 
-// Creates an NCCL comm in nonblocking mode (so that a watchdog may abort it
-// while a call is in progress) and waits for its initialisation, at most
-// `seconds` when positive, else as long as NCCL takes. On expiry the comm is
-// aborted and the call fails with ARNORM_ERROR_PEER_TIMEOUT naming `op`.
-arnormStatus_t nccl_init_nonblocking(ncclComm_t* out, int world, const ncclUniqueId& id, int rank,
-                                     double seconds, const char* op);
-
 // Waits until `r`, the result of an NCCL call on `nccl`, is no longer
-// ncclInProgress: at most `seconds` when positive, else without bound.
-// Returns the settled result, or ncclInProgress on expiry.
-ncclResult_t nccl_settle(ncclComm_t nccl, ncclResult_t r, double seconds);
+// ncclInProgress (a nonblocking comm, NCCL_COMM_BLOCKING=0 included),
+// without bound: for creation, which waits for every rank as the bootstrap
+// does.
+ncclResult_t nccl_settle(ncclComm_t nccl, ncclResult_t r);
 
 // One sum all-reduce on the communicator's NCCL comm for the public call
 // `op`, under the bounds above. `capturing`: the stream is being captured
@@ -70,7 +70,9 @@ arnormStatus_t nccl_all_reduce(arnormComm* comm, const void* send, void* recv, s
                                arnormDataType_t dtype, cudaStream_t stream, bool capturing, const char* op);
 
 // For arnormCommDestroy: stops the watchdog and releases the NCCL comm if
-// this communicator owns it and it was not aborted.
+// this communicator owns it and it was not aborted: destroyed if healthy,
+// aborted if a call is still pending or the comm reports an error (so that
+// teardown never waits on it).
 arnormStatus_t release_nccl(arnormComm* comm);
 
 }  // namespace arnorm

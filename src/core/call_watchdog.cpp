@@ -4,10 +4,9 @@
 
 namespace arnorm {
 
-CallWatchdog::CallWatchdog(double timeout_seconds, Hooks hooks, double poll_seconds, size_t max_pending)
+CallWatchdog::CallWatchdog(double timeout_seconds, Hooks hooks, double poll_seconds)
     : timeout_(timeout_seconds),
       poll_(poll_seconds),
-      max_pending_(max_pending == 0 ? 1 : max_pending),
       hooks_(std::move(hooks)),
       thread_([this] { run(); }) {}
 
@@ -17,7 +16,6 @@ CallWatchdog::~CallWatchdog() {
     stop_ = true;
   }
   work_.notify_all();
-  room_.notify_all();
   if (thread_.joinable()) thread_.join();
   for (const WatchedCall& c : calls_) {
     hooks_.release(c.before);
@@ -27,7 +25,6 @@ CallWatchdog::~CallWatchdog() {
 
 bool CallWatchdog::watch(const WatchedCall& call) {
   std::unique_lock<std::mutex> lock(mu_);
-  room_.wait(lock, [&] { return stop_ || expired_ || calls_.size() < max_pending_; });
   if (stop_ || expired_) {
     lock.unlock();
     hooks_.release(call.before);
@@ -77,14 +74,12 @@ void CallWatchdog::run() {
       hooks_.release(front.after);
       lock.lock();
       calls_.pop_front();
-      room_.notify_all();
       continue;
     }
-    if (started && waited > timeout_) {
-      hooks_.expire(front, waited);
+    if (started && waited > (front.limit > 0 ? front.limit : timeout_)) {
+      hooks_.expire(front, waited);  // first: a refused watch() finds the error recorded
       lock.lock();
       expired_ = true;
-      room_.notify_all();
       // Nothing more is watched; the markers held are released at stop.
       work_.wait(lock, [&] { return stop_; });
       return;

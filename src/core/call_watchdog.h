@@ -11,6 +11,9 @@
 // Only the oldest pending call is polled. That is enough because the
 // communicator orders its eager calls one after another (one stream at a
 // time, order_after_previous_call), so they finish in the order watched.
+// watch() never waits: the calls held are bounded by what the stream can
+// have queued, and a caller waiting for room behind a stream that earlier
+// work holds could wait forever.
 //
 // Core logic only (no CUDA): the markers are opaque and the hooks say whether
 // the stream has passed one; comm/nccl_calls.cpp supplies CUDA events.
@@ -32,6 +35,7 @@ struct WatchedCall {
   const char* op = "";     // the public call, for the error message
   void* before = nullptr;  // markers, opaque here
   void* after = nullptr;
+  double limit = 0;        // seconds this call may run; 0: the watchdog's timeout
 };
 
 class CallWatchdog {
@@ -45,18 +49,16 @@ class CallWatchdog {
     std::function<void(const WatchedCall& call, double waited)> expire;
   };
 
-  // Starts the thread. `max_pending` bounds the markers held at once: watch()
-  // waits for room, which comes within the timeout (a call finishes or one
-  // expires), so the wait is bounded too.
-  CallWatchdog(double timeout_seconds, Hooks hooks, double poll_seconds = 0.001, size_t max_pending = 256);
+  // Starts the thread.
+  CallWatchdog(double timeout_seconds, Hooks hooks, double poll_seconds = 0.001);
   // Stops the thread and releases every marker still held. Never waits for
   // a call to finish.
   ~CallWatchdog();
   CallWatchdog(const CallWatchdog&) = delete;
   CallWatchdog& operator=(const CallWatchdog&) = delete;
 
-  // Hands a call's markers to the watchdog. False once it has expired: the
-  // call is not watched and its markers are released here.
+  // Hands a call's markers to the watchdog; never waits. False once it has
+  // expired: the call is not watched and its markers are released here.
   bool watch(const WatchedCall& call);
   bool expired() const;
   size_t pending() const;
@@ -67,12 +69,10 @@ class CallWatchdog {
 
   const double timeout_;
   const double poll_;
-  const size_t max_pending_;
   Hooks hooks_;
 
   mutable std::mutex mu_;
   std::condition_variable work_;  // a call was watched, or stop
-  std::condition_variable room_;  // a call finished, or expiry, or stop
   std::deque<WatchedCall> calls_;
   bool stop_ = false;
   bool expired_ = false;

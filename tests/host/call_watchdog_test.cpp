@@ -121,29 +121,26 @@ TEST(CallWatchdog, TheClockStartsWhenTheStreamReachesTheCall) {
   EXPECT_EQ(1, m.expiries.load());
 }
 
-TEST(CallWatchdog, AFullQueueWaitsForRoomAndNoLonger) {
+// watch() never waits, however many calls are held: a caller made to wait
+// for room behind a stream that earlier work holds could wait forever. A
+// call's own limit replaces the timeout.
+TEST(CallWatchdog, WatchNeverWaitsAndACallsLimitCounts) {
   Markers m;
-  CallWatchdog w(0.2, m.hooks(), 0.001, /*max_pending=*/2);
-  const WatchedCall a{1, "op", m.make(), m.make()}, b{2, "op", m.make(), m.make()}, c{3, "op", m.make(), m.make()};
-  ASSERT_TRUE(w.watch(a));
-  ASSERT_TRUE(w.watch(b));
-  std::atomic<bool> third_watched{false};
-  std::thread t([&] {
-    EXPECT_TRUE(w.watch(c));
-    third_watched = true;
-  });
-  std::this_thread::sleep_for(30ms);
-  EXPECT_FALSE(third_watched.load()) << "a third call was taken with room for two";
-  Markers::pass(a.after);
-  ASSERT_TRUE(eventually([&] { return third_watched.load(); }));
-  t.join();
-  // Room also comes from an expiry: b started and never finishes.
-  Markers::pass(b.before);
-  const WatchedCall d{4, "op", m.make(), m.make()};
-  std::thread u([&] { EXPECT_FALSE(w.watch(d)) << "watched after expiry"; });
-  ASSERT_TRUE(eventually([&] { return w.expired(); }));
-  u.join();
-  EXPECT_EQ(2u, m.expired_call.seq);
+  CallWatchdog w(0.05, m.hooks());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<WatchedCall> calls;
+  for (uint64_t i = 1; i <= 2000; ++i) {
+    calls.push_back(WatchedCall{i, "op", m.make(), m.make(), i == 1 ? 0.3 : 0.0});
+    ASSERT_TRUE(w.watch(calls.back()));
+  }
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 0.5);
+  EXPECT_EQ(2000u, w.pending());
+  // The first call starts; its own limit (0.3 s), not the timeout (0.05 s), applies.
+  const auto started = std::chrono::steady_clock::now();
+  Markers::pass(calls[0].before);
+  ASSERT_TRUE(eventually([&] { return m.expiries.load() > 0; }));
+  EXPECT_GE(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), 0.3);
+  EXPECT_EQ(1u, m.expired_call.seq);
 }
 
 TEST(CallWatchdog, StoppingReleasesWhatIsHeldWithoutWaiting) {
