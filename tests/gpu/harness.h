@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "arnorm/arnorm.h"
+#include "arnorm/arnorm.hpp"
 #include "arnorm/arnorm_nccl.h"
 #include "common/launcher.h"
 
@@ -164,18 +165,12 @@ constexpr unsigned char kPoisonByte = 0xFF;  // NaN in every float type
 
 // Arguments of a fused call with the header's defaults (bf16 activations and
 // weight, default epsilon and algorithm) on the given buffers; residual and
-// residual_out may be nullptr.
+// residual_out may be nullptr. (The C++ wrapper's helper, so the tests use
+// what a user would.)
 inline arnormAddRmsNormArgs_t fused_args(const void* input, const void* residual, void* residual_out,
                                          const void* weight, void* out, size_t tokens, size_t hidden) {
-  arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
-  a.input = input;
-  a.residual = residual;
-  a.residual_out = residual_out;
-  a.weight = weight;
-  a.out = out;
-  a.tokens = tokens;
-  a.hidden = hidden;
-  return a;
+  return arnorm::add_rmsnorm_args(input, residual, residual_out, weight, out, tokens, hidden, ARNORM_BFLOAT16,
+                                  ARNORM_BFLOAT16);
 }
 
 }  // namespace arnorm_test
