@@ -122,9 +122,9 @@ typedef struct {
                               with ARNORM_ERROR_UNSUPPORTED before anything runs. */
   double timeout_seconds;  /* how long a call waits for a peer; 0: 5 s. A kernel's
                               first wait gives up after it, naming the missing rank;
-                              waits of later steps allow 2-3 times it (so that the
-                              rank stuck behind the lost one names the lost one, not
-                              be named), so a call ends within 3 x timeout_seconds.
+                              waits of later steps allow 2-3 times it (so that a rank
+                              stuck behind the lost one is not named in its place),
+                              so a call ends within 3 x timeout_seconds.
                               NCCL-served calls: see nccl_comm. */
   const char* tuning_file; /* selection table (JSON); NULL: $ARNORM_TUNING_FILE,
                               else the built-in table */
@@ -167,9 +167,11 @@ ARNORM_API arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
  * the last operation on every rank has completed. NULL is accepted. */
 ARNORM_API arnormStatus_t arnormCommDestroy(arnormComm_t comm);
 
-/* Error recorded since creation by a kernel or by the watchdog of
- * NCCL-served calls (a peer that did not arrive in time). ARNORM_SUCCESS if none. Once set, every later operation on the
- * communicator fails with it and writes nothing; destroy and recreate. */
+/* Error recorded since creation: by a kernel (a peer that did not arrive in
+ * time), or on the host for an NCCL-served call (a peer that did not arrive
+ * in time, or an NCCL error on the NCCL comm arnorm created). ARNORM_SUCCESS
+ * if none. Once set, every later operation on the communicator fails with it
+ * and writes nothing; destroy and recreate. */
 ARNORM_API arnormStatus_t arnormCommGetAsyncError(arnormComm_t comm);
 
 typedef struct {
