@@ -9,11 +9,12 @@ namespace arnorm_test {
 namespace {
 
 // A communicator of its own with a 1 s timeout: after a test here its
-// state differs between ranks, so no other test may use it.
-void create_private_comm(arnormComm_t* c) {
+// state differs between ranks, so no other test may use it. `nccl`: the
+// NCCL comm it is given (nullptr: arnorm makes its own where it needs one).
+void create_private_comm(arnormComm_t* c, ncclComm_t nccl = env().nccl) {
   arnormConfig_t cfg = ARNORM_CONFIG_INIT;
   cfg.timeout_seconds = 1.0;
-  cfg.nccl_comm = env().nccl;
+  cfg.nccl_comm = nccl;
   arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
   ARNORM_OK(arnormCommCreate(c, rank(), world(), env().ctx.device, bs, &cfg));
 }
@@ -160,10 +161,7 @@ TEST(ZZ_Timeout, MissingPeerInNcclServedCallIsReported) {
   ARNORM_SKIP_WITHOUT_NCCL();
   const ScopedEnv force("ARNORM_ALGO", "nccl");
   arnormComm_t c = nullptr;
-  arnormConfig_t cfg = ARNORM_CONFIG_INIT;
-  cfg.timeout_seconds = 1.0;
-  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
-  ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  ASSERT_NO_FATAL_FAILURE(create_private_comm(&c, nullptr));
   const size_t n = 8192;
   DeviceBuffer in(n * 2), out(n * 2);
   cudaMemset(in.ptr, 0, n * 2);
