@@ -155,17 +155,17 @@ arnormStatus_t nccl_all_reduce(arnormComm* c, const void* send, void* recv, size
     }
   }
   std::unique_lock<std::mutex> lock(w.nccl_mu);
-  auto refuse = [&] {
+  // Every early return: the lock and the markers go back, the status stays.
+  auto leave = [&](arnormStatus_t status) {
     lock.unlock();
     drop_markers();
-    return check_async_error(c, op);
+    return status;
   };
+  auto refuse = [&] { return leave(check_async_error(c, op)); };
   if (w.aborted || c->host_error.status.load(std::memory_order_acquire) != 0) return refuse();
   if (before != nullptr && cudaEventRecord(before, stream) != cudaSuccess) {
-    lock.unlock();
-    drop_markers();
-    return ARNORM_FAIL(ARNORM_ERROR_CUDA, "%s: cudaEventRecord before the NCCL call failed: %s", op,
-                       cudaGetErrorString(cudaGetLastError()));
+    return leave(ARNORM_FAIL(ARNORM_ERROR_CUDA, "%s: cudaEventRecord before the NCCL call failed: %s", op,
+                             cudaGetErrorString(cudaGetLastError())));
   }
   ncclResult_t r = ncclAllReduce(send, recv, count, to_nccl(dtype), ncclSum, c->nccl, stream);
   // A nonblocking comm answers ncclInProgress while NCCL enqueues the call
@@ -204,15 +204,11 @@ arnormStatus_t nccl_all_reduce(arnormComm* c, const void* send, void* recv, size
                                   op, c->rank, ncclGetErrorString(r)));
       abort_owned_locked(c);
     }
-    lock.unlock();
-    drop_markers();
-    return ARNORM_FAIL(ARNORM_ERROR_NCCL, "%s: ncclAllReduce failed: %s", op, ncclGetErrorString(r));
+    return leave(ARNORM_FAIL(ARNORM_ERROR_NCCL, "%s: ncclAllReduce failed: %s", op, ncclGetErrorString(r)));
   }
   if (after != nullptr && cudaEventRecord(after, stream) != cudaSuccess) {
-    lock.unlock();
-    drop_markers();
-    return ARNORM_FAIL(ARNORM_ERROR_CUDA, "%s: cudaEventRecord after the NCCL call failed: %s", op,
-                       cudaGetErrorString(cudaGetLastError()));
+    return leave(ARNORM_FAIL(ARNORM_ERROR_CUDA, "%s: cudaEventRecord after the NCCL call failed: %s", op,
+                             cudaGetErrorString(cudaGetLastError())));
   }
   lock.unlock();
   if (capturing) return ARNORM_SUCCESS;
