@@ -171,7 +171,10 @@ ARNORM_API arnormStatus_t arnormCommDestroy(arnormComm_t comm);
  * time), or on the host for an NCCL-served call (a peer that did not arrive
  * in time, or an NCCL error on the NCCL comm arnorm created). ARNORM_SUCCESS
  * if none. Once set, every later operation on the communicator fails with it
- * and writes nothing; destroy and recreate. */
+ * and writes nothing; destroy and recreate. A peer-memory call that timed out
+ * writes NaN over all its outputs, and so does every call of this rank that
+ * was already queued (or replayed from a graph) behind it: none of them
+ * returns data that a late peer wrote for a call this rank gave up on. */
 ARNORM_API arnormStatus_t arnormCommGetAsyncError(arnormComm_t comm);
 
 typedef struct {

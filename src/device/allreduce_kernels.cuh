@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_oneshot_kernel(
   const PhaseClock clock(s, e, t0);
   clock.mark(1);
   // After an abort every poll gives up at once and the output is NaN.
-  const PollWait wait = poll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, call);
   auto sum_and_store = [&](auto sum_unit) {
     for (size_t u = ur.lo + threadIdx.x; u < ur.hi; u += blockDim.x) {
       const uint4 own = u == ur.lo + threadIdx.x ? ur.first : load_unit<T, kVec>(in, u, n);
@@ -216,7 +216,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_ll_kern
   const uint64_t e = call.e;
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
-  const PollWait wait = poll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, call);
 
   // 1. reduce-scatter push
   if (!call.aborted) {
@@ -319,7 +319,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 2) allreduce_twoshot_kernel(
   const CallStart call = op_begin(read);
   const uint64_t e = call.e;
   const size_t cap = s.layout.twoshot_shard_capacity(sizeof(T)) / K;  // units per slot
-  const PollWait wait = poll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, call);
   const size_t parity = s.layout.data_parity_offset(e);
   // Rank r's data region (r compile-time: the base stays a kernel parameter).
   auto region = [&](int r) { return reinterpret_cast<uint4*>(s.ws[r] + parity); };

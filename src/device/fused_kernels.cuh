@@ -359,7 +359,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_oneshot_kernel(Fuse
   const size_t slot_bytes = s.layout.oneshot_slot_bytes(sizeof(T));
   if (!call.aborted) ll_push<T, kVec, R>(s, e, slot_bytes, in, n, ur.lo, ur.hi, ur.first);
 
-  const PollWait wait = poll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, call);
   const uint64_t* src[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) src[r] = r < world ? ll_slot<R>(s, me, r, e, slot_bytes) : nullptr;
@@ -507,7 +507,7 @@ __device__ __forceinline__ void fused_oneshot_body(const FusedParams& p, Epilogu
   const uint64_t e = call.e;
   const PhaseClock clock(s, e, t0);
   clock.mark(1);
-  const PollWait wait = poll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, call);
   if constexpr (kLL) {
     const uint64_t* src[R];
     ll_oneshot_begin<T, kVec, R>(s, call, in, n, ur, src);
@@ -680,7 +680,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
   clock.mark(1);
   const uint32_t flag = ll_flag(e);
   const size_t slot_bytes = s.layout.twoshot_ll_slot_bytes(sizeof(T));
-  const PollWait wait = poll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, call);
 
   // 1. reduce-scatter push
   if (!call.aborted) {
@@ -917,7 +917,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
   const bool ring = kRing && r1 - r0 > S;
   // Local row i's slot offset: i % S, which is i itself without a ring.
   auto slot_of = [&](size_t i) { return kRing ? i % S : i; };
-  const PollWait wait = poll_wait_of(s, e);
+  const PollWait wait = poll_wait_of(s, call);
   uint4* local = snt_region<R>(s, me, e);
   const size_t G = fused_rows_per_step(H, sizeof(T));
   // Rows of [r0, r1) whose epilogue is done: epilogue thread 0 raises it,

@@ -152,10 +152,11 @@ struct PollWait {
   uint64_t epoch;
   int32_t op;
   int rank;
+  bool aborted;  // the call started after an earlier wait on this rank gave up
 };
 
-__device__ __forceinline__ PollWait poll_wait_of(const SyncParams& s, uint64_t e) {
-  return PollWait{s.control, s.error, s.timeout_ns, e, s.op, s.rank};
+__device__ __forceinline__ PollWait poll_wait_of(const SyncParams& s, const CallStart& call) {
+  return PollWait{s.control, s.error, s.timeout_ns, call.e, s.op, s.rank, call.aborted};
 }
 
 // BOUNDED WAIT on a batch of B units whose data is their own signal (LL
@@ -164,10 +165,14 @@ __device__ __forceinline__ PollWait poll_wait_of(const SyncParams& s, uint64_t e
 // whether it is complete; dead entries (live[j] false) are skipped. Every
 // fetch of a round is issued before any is checked, so a batch costs about
 // one round trip once its data is there. True with raw[] complete; false if
-// any unit never arrived (its writer is recorded).
+// any unit never arrived (its writer is recorded), and false at once in a
+// call that started aborted: a unit that looks complete then may hold data a
+// late peer wrote for a call this rank gave up on (a sentinel unit carries
+// no epoch), which must not pass as this call's.
 template <int B, typename Raw, typename PeerOf, typename Fetch, typename Done>
 __device__ __forceinline__ bool poll_batch_of(const bool (&live)[B], PeerOf peer_of, const PollWait& w,
                                               Raw (&raw)[B], Fetch fetch, Done done) {
+  if (w.aborted) return false;
   bool pending[B];
 #pragma unroll
   for (int j = 0; j < B; ++j)

@@ -149,6 +149,79 @@ TEST(ZZ_Timeout, MissingPeerInTwoShotIsReported) {
   }
 }
 
+// Holds a stream until the host sets *flag.
+__global__ void hold_stream(const volatile int* flag) {
+  while (*flag == 0) __nanosleep(1000);
+}
+
+// Last too: data a late peer writes after this rank gave up must not pass as
+// a later call's. Rank 0 queues call A, then (behind a held stream) calls B
+// and C, both after A and so both started aborted. A times out; only then do
+// the other ranks make A, which completes (rank 0 had pushed) and writes
+// their A data into rank 0's region of A's parity, which is C's too. Rank 0's
+// C must come out NaN: sentinel units carry no epoch, so that data looks
+// complete to it. The one-shot over sentinel units, plain (128 KiB) and fused
+// (3 x 7168).
+TEST(ZZ_Timeout, LatePeerDataDoesNotPassInLaterCalls) {
+  ARNORM_SKIP_WITHOUT_PEERS();
+  int* flag = nullptr;
+  ASSERT_EQ(cudaSuccess, cudaHostAlloc(&flag, sizeof(int), cudaHostAllocMapped));
+  int* dflag = nullptr;
+  ASSERT_EQ(cudaSuccess, cudaHostGetDevicePointer(&dflag, flag, 0));
+  // Loaded now: a kernel's first launch (lazy loading) may wait for the
+  // kernels in flight, which would make call A time out before B and C are
+  // queued, and the host then refuses them.
+  *flag = 1;
+  hold_stream<<<1, 1, 0, env().stream>>>(dflag);
+  ASSERT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  for (const bool fused : {false, true}) {
+    SCOPED_TRACE(fused ? "fused one-shot, 3 x 7168" : "plain one-shot, 65536 elements");
+    const size_t tokens = 3, hidden = 7168, n = fused ? tokens * hidden : size_t{1} << 16;
+    arnormComm_t c = nullptr;
+    ASSERT_NO_FATAL_FAILURE(create_private_comm(&c));
+    DeviceBuffer in(n * 2), res(n * 2), w(hidden * 2), out_a(n * 2), out_b(n * 2), out_c(n * 2);
+    for (const DeviceBuffer* b : {&in, &res, &w, &out_a, &out_b, &out_c}) cudaMemset(b->ptr, 0, b->bytes);
+    cudaDeviceSynchronize();
+    auto call = [&](const DeviceBuffer& out) {
+      if (!fused) return arnormAllReduce(c, in.ptr, out.ptr, n, ARNORM_BFLOAT16, ARNORM_ALGO_ONESHOT, env().stream);
+      arnormAddRmsNormArgs_t a = fused_args(in.ptr, res.ptr, nullptr, w.ptr, out.ptr, tokens, hidden);
+      a.algo = ARNORM_ALGO_ONESHOT;
+      return arnormAllReduceAddRmsNorm(c, &a, env().stream);
+    };
+    *flag = 0;
+    if (rank() == 0) {
+      EXPECT_EQ(ARNORM_SUCCESS, call(out_a)) << arnormGetLastErrorString();
+      hold_stream<<<1, 1, 0, env().stream>>>(dflag);
+      EXPECT_EQ(ARNORM_SUCCESS, call(out_b)) << arnormGetLastErrorString();
+      EXPECT_EQ(ARNORM_SUCCESS, call(out_c)) << arnormGetLastErrorString();
+      const auto t0 = std::chrono::steady_clock::now();
+      while (arnormCommGetAsyncError(c) == ARNORM_SUCCESS &&
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 10.0) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      EXPECT_EQ(ARNORM_ERROR_PEER_TIMEOUT, arnormCommGetAsyncError(c)) << "call A did not time out";
+    }
+    barrier();
+    if (rank() != 0) {
+      EXPECT_EQ(ARNORM_SUCCESS, call(out_a)) << arnormGetLastErrorString();
+      EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+      EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << "rank 0 had pushed call A";
+    }
+    barrier();
+    if (rank() == 0) {
+      *flag = 1;
+      EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+      EXPECT_EQ(n, nan_count(out_a, n)) << "call A timed out";
+      EXPECT_EQ(n, nan_count(out_b, n)) << "call B started aborted";
+      EXPECT_EQ(n, nan_count(out_c, n)) << "call C summed a late peer's data of call A";
+    }
+    cudaDeviceSynchronize();
+    barrier();
+    arnormCommDestroy(c);
+  }
+  cudaFreeHost(flag);
+}
+
 // Last too: an NCCL-served call (ARNORM_ALGO=nccl: arnorm's own NCCL comm)
 // that rank 0 makes alone, after one call every rank made (so NCCL is
 // connected and its kernel, not its set-up, is what waits). The watchdog
