@@ -158,13 +158,17 @@ typedef struct {
  * checks that every pair of GPUs can reach each other with loads and stores.
  * All ranks reach the same decisions: if any rank fails a step, every rank
  * returns an error (ARNORM_ERROR_REMOTE naming the failing rank on the
- * others). Must not be called during CUDA-graph capture. `config` may be
- * NULL for defaults. */
+ * others). It may run while a stream of the process captures a CUDA graph:
+ * its allocations, copies and waits run in relaxed capture mode on private
+ * streams, so the capture is neither refused nor changed, and nothing of
+ * creation is captured. `config` may be NULL for defaults. */
 ARNORM_API arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int world_size, int device,
                                 arnormBootstrap_t bootstrap, const arnormConfig_t* config);
 
 /* Releases everything the communicator owns. Not collective; call it after
- * the last operation on every rank has completed. NULL is accepted. */
+ * the last operation on every rank has completed, and after the last replay
+ * of any graph that captured its calls. NULL is accepted. Like creation, it
+ * may run while a stream captures a graph. */
 ARNORM_API arnormStatus_t arnormCommDestroy(arnormComm_t comm);
 
 /* Error recorded since creation: by a kernel (a peer that did not arrive in

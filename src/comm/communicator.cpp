@@ -100,6 +100,27 @@ DeviceGuard::~DeviceGuard() {
   if (previous_ >= 0 && cudaGetDevice(&now) == cudaSuccess && now != previous_) cudaSetDevice(previous_);
 }
 
+RelaxedCaptureMode::RelaxedCaptureMode() {
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  set_ = cudaThreadExchangeStreamCaptureMode(&mode) == cudaSuccess;
+  if (set_) previous_ = mode;
+  else cudaGetLastError();
+}
+
+RelaxedCaptureMode::~RelaxedCaptureMode() {
+  if (set_) cudaThreadExchangeStreamCaptureMode(&previous_);
+}
+
+cudaError_t copy_to_host_privately(void* dst, const void* src, size_t bytes) {
+  cudaStream_t stream = nullptr;
+  cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) return e;
+  e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  cudaStreamDestroy(stream);
+  return e;
+}
+
 }  // namespace arnorm
 
 extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
@@ -107,6 +128,7 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
     arnorm::clear_last_error();
     if (comm == nullptr) return ARNORM_SUCCESS;
     arnorm::DeviceGuard guard(comm->device);
+    const arnorm::RelaxedCaptureMode relaxed;  // CAPTURE-SAFE SET-UP
     arnormStatus_t status = ARNORM_SUCCESS;
     auto note = [&](cudaError_t e, const char* what) {
       if (e != cudaSuccess && status == ARNORM_SUCCESS) {

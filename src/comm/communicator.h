@@ -92,6 +92,30 @@ class DeviceGuard {
   bool ok_ = false;
 };
 
+// CAPTURE-SAFE SET-UP. Creation and teardown allocate, free, copy and wait,
+// which CUDA refuses while any stream of the process captures in global mode:
+// the call fails and the capture is invalidated (vllm#55973). With the
+// calling thread in relaxed capture mode for the scope, those calls are not
+// refused and touch no capture, provided none of them uses the legacy stream
+// (a capturing blocking stream would take it into its capture): set-up's
+// copies, memsets and waits run on private non-blocking streams. Restores the
+// thread's previous mode on exit.
+class RelaxedCaptureMode {
+ public:
+  RelaxedCaptureMode();
+  ~RelaxedCaptureMode();
+  RelaxedCaptureMode(const RelaxedCaptureMode&) = delete;
+  RelaxedCaptureMode& operator=(const RelaxedCaptureMode&) = delete;
+
+ private:
+  cudaStreamCaptureMode previous_ = cudaStreamCaptureModeGlobal;
+  bool set_ = false;
+};
+
+// Copies device memory to the host on a private non-blocking stream and
+// waits for it (CAPTURE-SAFE SET-UP: never the legacy stream).
+cudaError_t copy_to_host_privately(void* dst, const void* src, size_t bytes);
+
 // Closes the IPC mappings of the peers' workspaces (not the addresses that
 // ranks of this process lent) and forgets every peer's; returns the first
 // CUDA error, after trying them all.

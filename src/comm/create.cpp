@@ -396,8 +396,9 @@ arnormStatus_t run_probe(arnormComm* c, uint64_t nonce, uint64_t* identities_hos
     if (q != cudaSuccess) {
       st = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: the peer-access probe failed: %s",
                        cudaGetErrorString(q));
-    } else if (cudaMemcpy(identities_host, identities, kMaxRanks * sizeof(uint64_t), cudaMemcpyDeviceToHost) !=
-               cudaSuccess) {
+    } else if (cudaMemcpyAsync(identities_host, identities, kMaxRanks * sizeof(uint64_t), cudaMemcpyDeviceToHost,
+                               stream) != cudaSuccess ||
+               cudaStreamSynchronize(stream) != cudaSuccess) {
       st = ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: reading the probe result failed");
     }
   }
@@ -423,7 +424,7 @@ arnormStatus_t verify_probe(arnormComm* c, uint64_t nonce, const uint64_t* ident
                        c->rank);
   }
   ProbeBlock probe{};
-  ARNORM_CUDA_TRY(cudaMemcpy(&probe, c->workspace + c->layout.probe_offset, sizeof(probe), cudaMemcpyDeviceToHost));
+  ARNORM_CUDA_TRY(copy_to_host_privately(&probe, c->workspace + c->layout.probe_offset, sizeof(probe)));
   for (int q = 0; q < c->world_size; ++q) {
     if (probe.token[q] != probe_token(nonce, q)) {
       return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
@@ -486,10 +487,15 @@ arnormStatus_t finish_local(arnormComm* c) {
     void* marks = nullptr;
     const size_t bytes = kPhaseClockWords * sizeof(unsigned long long);
     ARNORM_CUDA_TRY(cudaMalloc(&marks, bytes));
-    if (cudaMemset(marks, 0, bytes) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess) {
+    cudaStream_t stream = nullptr;  // CAPTURE-SAFE SET-UP: not the legacy stream
+    cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+    if (e == cudaSuccess) e = cudaMemsetAsync(marks, 0, bytes, stream);
+    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+    if (stream) cudaStreamDestroy(stream);
+    if (e != cudaSuccess) {
       cudaFree(marks);
       return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: clearing the phase clock's buffer failed: %s",
-                         cudaGetErrorString(cudaGetLastError()));
+                         cudaGetErrorString(e));
     }
     c->phase_clock = static_cast<unsigned long long*>(marks);
   }
@@ -652,6 +658,7 @@ extern "C" arnormStatus_t arnormCommCreate(arnormComm_t* comm, int rank, int wor
     c->world_size = world_size;
     c->device = device;
     DeviceGuard guard(device >= 0 ? device : 0);
+    const RelaxedCaptureMode relaxed;  // CAPTURE-SAFE SET-UP
     const arnormStatus_t st = create(c, bootstrap, cfg, config_status);
     if (st != ARNORM_SUCCESS) {
       const std::string msg = last_error();

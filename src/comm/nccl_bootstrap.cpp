@@ -66,6 +66,7 @@ extern "C" arnormStatus_t arnormCommCreateFromNccl(arnormComm_t* comm, ncclComm_
       return ARNORM_FAIL(ARNORM_ERROR_NCCL, "arnormCommCreateFromNccl: cannot query the NCCL communicator");
     }
     DeviceGuard guard(device);
+    const RelaxedCaptureMode relaxed;  // CAPTURE-SAFE SET-UP
     NcclAllGather state;
     state.comm = nccl;
     state.world = world;
@@ -101,6 +102,7 @@ extern "C" arnormStatus_t arnormCommCreateFromNcclId(arnormComm_t* comm, ncclUni
       return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreateFromNcclId: device %d does not exist", device);
     }
     DeviceGuard guard(device);
+    const RelaxedCaptureMode relaxed;  // CAPTURE-SAFE SET-UP (NCCL's own set-up too)
     // Waits for every rank as ncclCommInitRank does (NCCL_COMM_BLOCKING=0
     // may make it nonblocking: settled here).
     ncclComm_t nccl = nullptr;

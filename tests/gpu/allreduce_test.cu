@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <thread>
 
 #include <unistd.h>
@@ -823,6 +824,59 @@ TEST(Comm, NcclServedCallsAreTimedFromWhenTheStreamReachesThem) {
   barrier();
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
   cudaFreeHost(flag);
+}
+
+// vllm#55973: a workspace created while a stream captured a CUDA graph broke
+// the capture. Creation and destruction with a global-mode capture open on a
+// stream of the same thread (the strictest case: a capture in any thread
+// refuses an unsafe call of this one) succeed, and the capture survives and
+// replays; the communicator works. Both kinds of stream: a blocking one takes
+// the legacy stream into its capture.
+TEST(Comm, CreateAndDestroyLeaveACaptureInProgressIntact) {
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  DeviceBuffer marker(sizeof(uint32_t));
+  for (const bool blocking : {false, true}) {
+    SCOPED_TRACE(blocking ? "blocking capture stream" : "non-blocking capture stream");
+    cudaStream_t cs = nullptr;
+    ASSERT_EQ(cudaSuccess, cudaStreamCreateWithFlags(&cs, blocking ? cudaStreamDefault : cudaStreamNonBlocking));
+    // Captures fill(value) around `step` and checks the capture replays it.
+    auto around_capture = [&](unsigned char value, const std::function<arnormStatus_t()>& step) {
+      ASSERT_EQ(cudaSuccess, cudaMemset(marker.ptr, 0, marker.bytes));
+      ASSERT_EQ(cudaSuccess, cudaDeviceSynchronize());
+      ASSERT_EQ(cudaSuccess, cudaStreamBeginCapture(cs, cudaStreamCaptureModeGlobal));
+      cudaMemsetAsync(marker.ptr, value, marker.bytes, cs);
+      const arnormStatus_t st = step();
+      const std::string msg = arnormGetLastErrorString();
+      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+      const cudaError_t q = cudaStreamIsCapturing(cs, &status);
+      cudaGraph_t graph = nullptr;
+      const cudaError_t end = cudaStreamEndCapture(cs, &graph);
+      EXPECT_EQ(ARNORM_SUCCESS, st) << msg;
+      EXPECT_EQ(cudaSuccess, q);
+      EXPECT_EQ(cudaStreamCaptureStatusActive, status) << "the capture was invalidated";
+      ASSERT_EQ(cudaSuccess, end) << cudaGetErrorName(end);
+      cudaGraphExec_t exec = nullptr;
+      ASSERT_EQ(cudaSuccess, cudaGraphInstantiate(&exec, graph, 0));
+      ASSERT_EQ(cudaSuccess, cudaGraphLaunch(exec, cs));
+      ASSERT_EQ(cudaSuccess, cudaStreamSynchronize(cs));
+      uint32_t got = 0;
+      ASSERT_EQ(cudaSuccess, cudaMemcpy(&got, marker.ptr, sizeof(got), cudaMemcpyDeviceToHost));
+      EXPECT_EQ(0x01010101u * value, got) << "the replayed graph lost its captured work";
+      cudaGraphExecDestroy(exec);
+      cudaGraphDestroy(graph);
+    };
+    arnormComm_t c = nullptr;
+    around_capture(0x5A, [&] { return arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, nullptr); });
+    ASSERT_NE(nullptr, c);
+    const size_t n = 4099;
+    const uint64_t iter = ++env().iteration;
+    const auto got = run_once<__nv_bfloat16>(c, ARNORM_ALGO_AUTO, n, iter, false, 0, 0, true);
+    EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<__nv_bfloat16>(iter, n, world(), true)));
+    cudaDeviceSynchronize();
+    barrier();  // every rank's last call on c is done before any destroys it
+    around_capture(0x33, [&] { return arnormCommDestroy(c); });
+    cudaStreamDestroy(cs);
+  }
 }
 
 TEST(Comm, InfoReportsPeerAccessAndBudget) {
