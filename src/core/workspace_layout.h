@@ -18,10 +18,18 @@
 // keeps the max_blocks epoch counters equal to the number of calls made so
 // far, on every rank (EPOCH in device/sync.cuh). The call with epoch e writes peers' regions of parity e % 2 only. A
 // rank reaches epoch e+2 only after its epoch-(e+1) kernel has seen data that
-// every peer pushed in its epoch-(e+1) kernel, which that peer started only
-// after its epoch-e kernel had finished reading (and clearing) parity e % 2.
-// So a region is never overwritten while a peer still reads it, with no
-// barrier at the end.
+// every peer pushed in its epoch-(e+1) kernel (directly, or through the
+// owners of the shards it reads where the fused two-shot leaves a rank no
+// shard), which that peer started only after its epoch-e kernel had finished
+// reading (and clearing) parity e % 2. So a region is never overwritten while
+// a peer still reads it, with no barrier at the end.
+// What this relies on beyond the PTX memory model, whose relaxed pushes and
+// polls form no release/acquire chain here: a kernel's loads have returned
+// and its stores (the clears) are performed at its GPU's L2, the point of
+// coherence for peers' NVLink stores too, before the next kernel of the
+// stream issues anything. Every flag-in-data all-reduce (NCCL's LL, the
+// Lamport kernels) relies on the same; a fence at the end of every call
+// would make it formal at a cost on every call.
 #pragma once
 
 #include <cstddef>
