@@ -242,14 +242,22 @@ typedef struct {
   void* out;                   /* y: tokens x hidden, dtype */
   size_t tokens;
   size_t hidden;               /* >= 1 */
-  float epsilon;               /* >= 0 */
+  float epsilon;               /* >= 0, the model's own (often 1e-5 or 1e-6) */
   arnormDataType_t dtype;      /* activations: input, residual, outputs */
   arnormDataType_t weight_dtype; /* any of the three, e.g. fp32 gamma with bf16 activations */
   arnormAlgorithm_t algo;
 } arnormAddRmsNormArgs_t;
 
-#define ARNORM_ADD_RMSNORM_ARGS_INIT \
-  {sizeof(arnormAddRmsNormArgs_t), NULL, NULL, NULL, NULL, NULL, 0, 0, 1e-6f, ARNORM_BFLOAT16, ARNORM_BFLOAT16, ARNORM_ALGO_AUTO}
+/* What ARNORM_ADD_RMSNORM_ARGS_INIT leaves for the caller: dtype,
+ * weight_dtype and epsilon have no default, and a call that does not set
+ * them is refused. A guessed weight type reads an fp32 gamma as bf16 pairs,
+ * and a guessed epsilon is silently another model's. */
+#define ARNORM_DTYPE_UNSET ((arnormDataType_t)-1)
+#define ARNORM_EPSILON_UNSET (-1.0f)
+
+#define ARNORM_ADD_RMSNORM_ARGS_INIT                                                           \
+  {sizeof(arnormAddRmsNormArgs_t), NULL, NULL, NULL, NULL, NULL, 0, 0, ARNORM_EPSILON_UNSET, \
+   ARNORM_DTYPE_UNSET, ARNORM_DTYPE_UNSET, ARNORM_ALGO_AUTO}
 
 ARNORM_API arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arnormAddRmsNormArgs_t* args,
                                                     cudaStream_t stream);

@@ -30,11 +30,12 @@ inline void check(arnormStatus_t status) {
 
 // Arguments of a fused call: activations x (tokens x hidden, this rank's
 // part), residual and residual_out (either may be nullptr), weight gamma
-// (hidden elements of weight_dtype), out y; the other fields keep the
-// header's defaults (epsilon 1e-6, AUTO) until set.
+// (hidden elements of weight_dtype), out y, and the model's epsilon; algo
+// stays AUTO until set.
 inline arnormAddRmsNormArgs_t add_rmsnorm_args(const void* input, const void* residual, void* residual_out,
                                                const void* weight, void* out, size_t tokens, size_t hidden,
-                                               arnormDataType_t dtype, arnormDataType_t weight_dtype) {
+                                               arnormDataType_t dtype, arnormDataType_t weight_dtype,
+                                               float epsilon) {
   arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
   a.input = input;
   a.residual = residual;
@@ -45,6 +46,7 @@ inline arnormAddRmsNormArgs_t add_rmsnorm_args(const void* input, const void* re
   a.hidden = hidden;
   a.dtype = dtype;
   a.weight_dtype = weight_dtype;
+  a.epsilon = epsilon;
   return a;
 }
 

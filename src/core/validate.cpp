@@ -115,6 +115,14 @@ arnormStatus_t validate_add_rmsnorm(const arnormAddRmsNormArgs_t* a, cudaStream_
                        "%s: args->struct_size is %zu, expected %zu; start from ARNORM_ADD_RMSNORM_ARGS_INIT", op,
                        a->struct_size, sizeof(arnormAddRmsNormArgs_t));
   }
+  const bool no_dtype = a->dtype == ARNORM_DTYPE_UNSET, no_weight_dtype = a->weight_dtype == ARNORM_DTYPE_UNSET;
+  if (no_dtype || no_weight_dtype) {
+    const char* what = no_dtype && no_weight_dtype ? "dtype and weight_dtype are" : no_dtype ? "dtype is" : "weight_dtype is";
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: %s not set; ARNORM_ADD_RMSNORM_ARGS_INIT leaves dtype (the activations') and "
+                       "weight_dtype (gamma's, which may differ) to the caller",
+                       op, what);
+  }
   if (!dtype_valid(a->dtype) || !dtype_valid(a->weight_dtype)) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                        "%s: dtype %d / weight_dtype %d: each must be ARNORM_FLOAT32, ARNORM_FLOAT16 or "
@@ -127,6 +135,12 @@ arnormStatus_t validate_add_rmsnorm(const arnormAddRmsNormArgs_t* a, cudaStream_
   }
   if (a->hidden == 0) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: hidden is 0; a row needs at least one element", op);
+  }
+  if (a->epsilon == ARNORM_EPSILON_UNSET) {
+    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                       "%s: epsilon is not set; ARNORM_ADD_RMSNORM_ARGS_INIT leaves it to the caller: pass the "
+                       "model's RMSNorm epsilon (often 1e-5 or 1e-6)",
+                       op);
   }
   if (!(a->epsilon >= 0.f) || a->epsilon > 1e30f) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "%s: epsilon %g must be a finite value >= 0", op,

@@ -163,14 +163,13 @@ class ScopedEnv {
 
 constexpr unsigned char kPoisonByte = 0xFF;  // NaN in every float type
 
-// Arguments of a fused call with the header's defaults (bf16 activations and
-// weight, default epsilon and algorithm) on the given buffers; residual and
-// residual_out may be nullptr. (The C++ wrapper's helper, so the tests use
-// what a user would.)
+// Arguments of a fused call with bf16 activations and weight, epsilon 1e-6
+// and AUTO on the given buffers; residual and residual_out may be nullptr.
+// (The C++ wrapper's helper, so the tests use what a user would.)
 inline arnormAddRmsNormArgs_t fused_args(const void* input, const void* residual, void* residual_out,
                                          const void* weight, void* out, size_t tokens, size_t hidden) {
   return arnorm::add_rmsnorm_args(input, residual, residual_out, weight, out, tokens, hidden, ARNORM_BFLOAT16,
-                                  ARNORM_BFLOAT16);
+                                  ARNORM_BFLOAT16, 1e-6f);
 }
 
 }  // namespace arnorm_test

@@ -176,7 +176,7 @@ TEST(CppWrapper, ThrowsWithStatusAndMessage) {
 TEST(CppWrapper, FusedCallCarriesItsArgumentsAndThrows) {
   int in = 0, res = 0, res_out = 0, w = 0, y = 0;
   const arnormAddRmsNormArgs_t a =
-      arnorm::add_rmsnorm_args(&in, &res, &res_out, &w, &y, 3, 4096, ARNORM_FLOAT16, ARNORM_FLOAT32);
+      arnorm::add_rmsnorm_args(&in, &res, &res_out, &w, &y, 3, 4096, ARNORM_FLOAT16, ARNORM_FLOAT32, 1e-5f);
   EXPECT_EQ(sizeof(arnormAddRmsNormArgs_t), a.struct_size);
   EXPECT_EQ(&in, a.input);
   EXPECT_EQ(&res, a.residual);
@@ -188,7 +188,7 @@ TEST(CppWrapper, FusedCallCarriesItsArgumentsAndThrows) {
   EXPECT_EQ(ARNORM_FLOAT16, a.dtype);
   EXPECT_EQ(ARNORM_FLOAT32, a.weight_dtype);
   EXPECT_EQ(ARNORM_ALGO_AUTO, a.algo);
-  EXPECT_FLOAT_EQ(1e-6f, a.epsilon);
+  EXPECT_FLOAT_EQ(1e-5f, a.epsilon);
   const arnorm::Communicator none(static_cast<arnormComm_t>(nullptr));
   for (int which = 0; which < 3; ++which) {
     try {

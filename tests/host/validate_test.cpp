@@ -151,6 +151,9 @@ class ValidateFused : public Validate {
     a.weight = reinterpret_cast<const void*>(kB);
     a.tokens = 1000;
     a.hidden = 8;
+    a.epsilon = 1e-6f;
+    a.dtype = ARNORM_BFLOAT16;
+    a.weight_dtype = ARNORM_BFLOAT16;
     return a;
   }
   void expect_error(const arnormAddRmsNormArgs_t& a, const char* fragment) {
@@ -173,9 +176,37 @@ TEST_F(ValidateFused, AcceptsGoodCalls) {
   EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "fp32 weight";
   a.epsilon = 0.f;
   EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "epsilon 0";
-  a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+  a = args();
+  a.tokens = 0;
+  a.input = a.residual = a.weight = nullptr;
+  a.out = a.residual_out = nullptr;
   a.hidden = 4096;
   EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << "0 tokens: a no-op, buffers unread";
+}
+
+// The initialiser guesses neither type nor epsilon (vllm#48324: an fp32
+// gamma read as bf16): each unset field is named, even in a call of 0 tokens.
+TEST_F(ValidateFused, InitLeavesTypesAndEpsilonToTheCaller) {
+  arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+  const arnormAddRmsNormArgs_t good = args();
+  a.input = good.input;
+  a.residual = good.residual;
+  a.residual_out = good.residual_out;
+  a.out = good.out;
+  a.weight = good.weight;
+  a.tokens = good.tokens;
+  a.hidden = good.hidden;
+  expect_error(a, "dtype and weight_dtype are not set");
+  a.dtype = ARNORM_BFLOAT16;
+  expect_error(a, "weight_dtype is not set");
+  a.weight_dtype = ARNORM_FLOAT32;
+  expect_error(a, "epsilon is not set");
+  a.epsilon = 1e-5f;
+  EXPECT_EQ(ARNORM_SUCCESS, validate_add_rmsnorm(&a, nullptr, 0, mem)) << last_error();
+  a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+  a.hidden = 4096;
+  a.weight_dtype = ARNORM_BFLOAT16;
+  expect_error(a, "dtype is not set");
 }
 
 TEST_F(ValidateFused, RejectsBadArguments) {
