@@ -120,7 +120,12 @@ typedef struct {
                               (with 64 MiB, rows up to 3.9 million fp32 elements at
                               8 ranks); a fused call whose row does not fit fails
                               with ARNORM_ERROR_UNSUPPORTED before anything runs. */
-  double timeout_seconds;  /* how long a call waits for a peer; 0: 5 s. A kernel's
+  double timeout_seconds;  /* how long a call waits for a peer; 0: the environment's
+                              ARNORM_TIMEOUT_SECONDS, else 5 s. Every rank must use
+                              the same. A rank that is only late by more than this
+                              (uneven loading or compilation) ends the communicator
+                              as a dead one would: synchronise ranks after such
+                              phases, or raise it. A kernel's
                               first wait gives up after it, naming the missing rank;
                               waits of later steps allow 2-3 times it (so that a rank
                               stuck behind the lost one is not named in its place),

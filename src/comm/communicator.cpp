@@ -63,9 +63,10 @@ arnormStatus_t check_async_error(const arnormComm* comm, const char* op) {
   if (status == 0) return ARNORM_SUCCESS;
   return ARNORM_FAIL(static_cast<arnormStatus_t>(status),
                      "%s refused: an earlier %s (kernel epoch %llu) on rank %d timed out after %.1f s "
-                     "waiting for rank %d, which never arrived. Check that every rank makes the same "
-                     "sequence of calls with the same arguments and that rank %d is alive; then "
-                     "destroy and recreate the communicator",
+                     "waiting for rank %d, which did not arrive in that time. Check that every rank makes "
+                     "the same sequence of calls with the same arguments and that rank %d is alive; if it "
+                     "was only late (ranks that load or compile unevenly drift apart), raise "
+                     "timeout_seconds or ARNORM_TIMEOUT_SECONDS. Then destroy and recreate the communicator",
                      op, op_code_name(r->op), static_cast<unsigned long long>(r->epoch), r->rank,
                      comm->timeout_seconds, r->peer, r->peer);
 }

@@ -170,8 +170,23 @@ arnormStatus_t read_forced_protocol(Protocol* forced) {
 arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* hello) {
   if (!(cfg.timeout_seconds >= 0) || !std::isfinite(cfg.timeout_seconds) || cfg.timeout_seconds > 86400) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreate: timeout_seconds %g must be in [0, 86400] (0 = default 5 s)",
+                       "arnormCommCreate: timeout_seconds %g must be in [0, 86400] (0 = ARNORM_TIMEOUT_SECONDS, "
+                       "else 5 s)",
                        cfg.timeout_seconds);
+  }
+  // ARNORM_TIMEOUT_SECONDS: the timeout where the config leaves it 0, for
+  // operators who cannot change the code (ranks that load or compile
+  // unevenly drift apart by more than the default). Agreed like the config's.
+  if (cfg.timeout_seconds == 0) {
+    if (const char* v = std::getenv("ARNORM_TIMEOUT_SECONDS"); v != nullptr && *v != '\0') {
+      char* end = nullptr;
+      const double t = std::strtod(v, &end);
+      if (end == v || *end != '\0' || !(t > 0) || t > 86400) {
+        return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                           "arnormCommCreate: ARNORM_TIMEOUT_SECONDS='%s' is not a number of seconds in (0, 86400]", v);
+      }
+      c->timeout_seconds = t;
+    }
   }
   int count = 0;
   ARNORM_CUDA_TRY(cudaGetDeviceCount(&count));

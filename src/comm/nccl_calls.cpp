@@ -39,7 +39,8 @@ void record_lost_peer(arnormComm* c, const char* op, const std::string& what) {
       c, ARNORM_ERROR_PEER_TIMEOUT,
       strprintf("an earlier %s served by NCCL on rank %d %s: some rank never joined it. NCCL does not say "
                 "which; the peer-memory algorithms do. Check that every rank makes the same sequence of calls "
-                "with the same arguments and is alive; then %s",
+                "with the same arguments and is alive (if one was only late, raise timeout_seconds or "
+                "ARNORM_TIMEOUT_SECONDS); then %s",
                 op, c->rank, what.c_str(),
                 c->owns_nccl ? "destroy and recreate the communicator (arnorm aborts the NCCL comm it created, "
                                "which ends its kernels)"

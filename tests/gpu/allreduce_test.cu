@@ -550,6 +550,53 @@ TEST(Comm, SetupFailureOnOneRankFailsEveryRank) {
   }
   EXPECT_EQ(nullptr, c);
   if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_FUSED_RING_SLOTS"));
+  // ... and on what decides every call's algorithm and protocol, and on the
+  // timeout (a rank that gave up sooner would leave its peers waiting).
+  {
+    const ScopedEnv algo("ARNORM_ALGO", odd ? "twoshot" : "oneshot");
+    EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+    EXPECT_EQ(nullptr, c);
+    if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_ALGO"));
+  }
+  {
+    const ScopedEnv protocol("ARNORM_PROTOCOL", odd ? "sentinel" : "ll");
+    EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+    EXPECT_EQ(nullptr, c);
+    if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("ARNORM_PROTOCOL"));
+  }
+  cfg.timeout_seconds = odd ? 2.0 : 3.0;
+  EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+  EXPECT_EQ(nullptr, c);
+  if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("timeout_seconds"));
+  cfg.timeout_seconds = 0;
+  {  // ... also where it comes from ARNORM_TIMEOUT_SECONDS (the config leaving it 0)
+    const ScopedEnv timeout("ARNORM_TIMEOUT_SECONDS", odd ? "2" : "3");
+    EXPECT_NE(ARNORM_SUCCESS, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
+    EXPECT_EQ(nullptr, c);
+    if (rank() == 0) EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("timeout_seconds"));
+  }
+  {
+    const ScopedEnv timeout("ARNORM_TIMEOUT_SECONDS", odd ? "soon" : "3");
+    const arnormStatus_t st_timeout = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+    const std::string msg = arnormGetLastErrorString();
+    EXPECT_EQ(nullptr, c);
+    EXPECT_EQ(odd ? ARNORM_ERROR_INVALID_ARGUMENT : ARNORM_ERROR_REMOTE, st_timeout) << msg;
+    if (odd) EXPECT_NE(std::string::npos, msg.find("ARNORM_TIMEOUT_SECONDS='soon'")) << msg;
+  }
+  // A name ARNORM_ALGO does not know fails the rank that read it, and every
+  // other rank with it.
+  {
+    const ScopedEnv algo("ARNORM_ALGO", odd ? "fastest" : "auto");
+    const arnormStatus_t st_algo = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+    const std::string msg = arnormGetLastErrorString();
+    EXPECT_EQ(nullptr, c);
+    if (odd) {
+      EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st_algo) << msg;
+      EXPECT_NE(std::string::npos, msg.find("ARNORM_ALGO='fastest'")) << msg;
+    } else {
+      EXPECT_EQ(ARNORM_ERROR_REMOTE, st_algo) << msg;
+    }
+  }
   // A budget too small for the layout.
   cfg.workspace_bytes = 4096;
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
