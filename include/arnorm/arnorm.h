@@ -18,7 +18,8 @@
  * A call served by NCCL is summed in NCCL's order and does not carry that
  * bitwise promise: that happens where peer memory is unavailable, when
  * forced, and for plain all-reduces the selection table sends to NCCL
- * because NCCL is faster there (large messages; see data/tuning-default.json;
+ * because NCCL is faster there (large messages; the built-in table, of which
+ * data/tuning-default.json is a copy in the tuning-file format;
  * force ARNORM_ALGO_TWOSHOT to keep arnorm's summation order). The fused op
  * never goes to NCCL while peer memory is available.
  *
@@ -131,8 +132,11 @@ typedef struct {
                               stuck behind the lost one is not named in its place),
                               so a call ends within 3 x timeout_seconds.
                               NCCL-served calls: see nccl_comm. */
-  const char* tuning_file; /* selection table (JSON); NULL: $ARNORM_TUNING_FILE,
-                              else the built-in table */
+  const char* tuning_file; /* selection table (JSON, the format of
+                              data/tuning-default.json); NULL: $ARNORM_TUNING_FILE,
+                              else the built-in table. Its rules decide the (op,
+                              world size) pairs it names, the built-in ones the
+                              rest; unknown keys are errors. */
   void* nccl_comm;         /* an ncclComm_t of the same ranks used for the NCCL
                               path; NULL: arnorm creates its own only where peer
                               memory is missing or ARNORM_ALGO=nccl; otherwise every

@@ -75,14 +75,29 @@ SelectionTable SelectionTable::builtin() {
 }
 
 bool SelectionTable::parse_json(const std::string& text, SelectionTable* out, std::string* error) {
-  nlohmann::json doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object()) {
+  nlohmann::json doc;
+  try {
+    doc = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    *error = std::string("not valid JSON: ") + e.what();  // (names the byte where it broke)
+    return false;
+  }
+  if (!doc.is_object()) {
     *error = "not a JSON object";
     return false;
   }
   if (!doc.contains("version") || doc["version"] != 1) {
     *error = "missing or unsupported \"version\" (expected 1)";
     return false;
+  }
+  // A misspelt key would otherwise leave its rules unread without a word.
+  for (const auto& item : doc.items()) {
+    const std::string& k = item.key();
+    if (k != "version" && k != "comment" && k != op_name(Op::kAllReduce) && k != op_name(Op::kAddRmsNorm)) {
+      *error = strprintf("unknown key \"%s\" (expected version, comment, %s, %s)", k.c_str(),
+                         op_name(Op::kAllReduce), op_name(Op::kAddRmsNorm));
+      return false;
+    }
   }
   SelectionTable t;
   const Op ops[] = {Op::kAllReduce, Op::kAddRmsNorm};
@@ -97,6 +112,15 @@ bool SelectionTable::parse_json(const std::string& text, SelectionTable* out, st
     for (size_t i = 0; i < arr.size(); ++i) {
       const auto& r = arr[i];
       const std::string where = strprintf("%s[%zu]", key, i);
+      if (r.is_object()) {
+        for (const auto& item : r.items()) {
+          const std::string& k = item.key();
+          if (k != "world_size" && k != "max_bytes" && k != "algo" && k != "comment") {
+            *error = where + ": unknown key \"" + k + "\" (a rule has world_size, max_bytes, algo, comment)";
+            return false;
+          }
+        }
+      }
       if (!r.is_object() || !r.contains("world_size") || !r["world_size"].is_number_integer() ||
           !r.contains("algo") || !r["algo"].is_string() || !r.contains("max_bytes")) {
         *error = where + ": each rule needs integer world_size, max_bytes (integer or null), string algo";
@@ -128,6 +152,18 @@ bool SelectionTable::parse_json(const std::string& text, SelectionTable* out, st
       t.rules_.push_back(rule);
     }
   }
+  // The file decides the (op, world size) pairs it has rules for; every other
+  // pair the built-in table covers keeps the built-in rules (a table that
+  // `arnorm-bench --tune` measured for one op and world size changes only those).
+  const SelectionTable builtin_table = builtin();
+  std::vector<SelectionRule> kept;
+  for (const SelectionRule& b : builtin_table.rules_) {
+    const bool given = std::any_of(t.rules_.begin(), t.rules_.end(), [&](const SelectionRule& r) {
+      return r.op == b.op && r.world_size == b.world_size;
+    });
+    if (!given) kept.push_back(b);
+  }
+  t.rules_.insert(t.rules_.end(), kept.begin(), kept.end());
   // Ascending max_bytes within each (op, world size), so lookup takes the first match.
   std::stable_sort(t.rules_.begin(), t.rules_.end(), [](const SelectionRule& a, const SelectionRule& b) {
     if (a.op != b.op) return a.op < b.op;

@@ -24,8 +24,10 @@ struct SelectionRule {
 class SelectionTable {
  public:
   static SelectionTable builtin();
-  // Parses the JSON format of data/tuning-default.json. On failure returns
-  // false and a message saying where the text is wrong.
+  // Parses the JSON format of data/tuning-default.json. The file's rules
+  // decide each (op, world size) it names; every other pair of the built-in
+  // table keeps the built-in rules. Unknown keys are errors. On failure
+  // returns false and a message saying where the text is wrong.
   static bool parse_json(const std::string& text, SelectionTable* out, std::string* error);
 
   // Rule lookup; world sizes the table lacks use the nearest smaller world

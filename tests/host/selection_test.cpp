@@ -44,7 +44,12 @@ TEST(Selection, BadJsonIsRejectedWithAReason) {
     const char* text;
     const char* fragment;
   } cases[] = {
-      {"not json", "not a JSON object"},
+      {"not json", "not valid JSON"},
+      {R"({"version":1,})", "not valid JSON"},
+      {"[1, 2]", "not a JSON object"},
+      {R"({"version":1,"all_reduce":[]})", "unknown key \"all_reduce\""},
+      {R"({"version":1,"allreduce":[{"world_size":2,"max_bytes":null,"algo":"oneshot","min_bytes":5}]})",
+       "allreduce[0]: unknown key \"min_bytes\""},
       {R"({"allreduce":[]})", "version"},
       {R"({"version":1,"allreduce":{}})", "array"},
       {R"({"version":1,"allreduce":[{"world_size":2,"algo":"oneshot"}]})", "max_bytes"},
@@ -59,6 +64,32 @@ TEST(Selection, BadJsonIsRejectedWithAReason) {
     EXPECT_FALSE(SelectionTable::parse_json(c.text, &t, &err)) << c.text;
     EXPECT_NE(std::string::npos, err.find(c.fragment)) << c.text << " -> " << err;
   }
+}
+
+// A file decides only the (op, world size) pairs it names: what a tuning run
+// at one world size writes leaves every other pair as built in, and a file
+// of no rules is the built-in table.
+TEST(Selection, PairsAFileLeavesOutKeepTheBuiltInRules) {
+  const SelectionTable builtin = SelectionTable::builtin();
+  SelectionTable t;
+  std::string err;
+  ASSERT_TRUE(SelectionTable::parse_json(R"({"version":1,"allreduce":[
+      {"world_size":4,"max_bytes":null,"algo":"twoshot"}]})",
+                                         &t, &err))
+      << err;
+  EXPECT_EQ(ARNORM_ALGO_TWOSHOT, t.lookup(Op::kAllReduce, 4, 1024));
+  for (int world : {2, 8}) {
+    for (uint64_t bytes : {uint64_t{1024}, uint64_t{1} << 20, uint64_t{1} << 30}) {
+      EXPECT_EQ(builtin.lookup(Op::kAllReduce, world, bytes), t.lookup(Op::kAllReduce, world, bytes)) << world;
+    }
+  }
+  for (int world : {2, 4, 8}) {
+    for (uint64_t bytes : {uint64_t{1024}, uint64_t{1} << 20, uint64_t{1} << 30}) {
+      EXPECT_EQ(builtin.lookup(Op::kAddRmsNorm, world, bytes), t.lookup(Op::kAddRmsNorm, world, bytes)) << world;
+    }
+  }
+  ASSERT_TRUE(SelectionTable::parse_json(R"({"version":1,"comment":"nothing measured"})", &t, &err)) << err;
+  EXPECT_EQ(builtin.hash(), t.hash());
 }
 
 TEST(Selection, HashSeesEveryField) {
