@@ -41,6 +41,14 @@ for w in ${WORLDS:-2 4 8}; do [ "$w" -le "$ngpu" ] && worlds="$worlds $w"; done
 summary=()
 status=0
 note() { summary+=("$1"); }
+# True when the log shows at least $2 (default 1) tests passed: a binary that
+# skipped everything (fewer GPUs visible to CUDA than nvidia-smi lists) or a
+# filter that matched less than it should exits 0 and must not count as PASS.
+passed() {
+  local n
+  n=$(grep -Eo '^\[  PASSED  \] [0-9]+' "$1" | head -1 | grep -Eo '[0-9]+$')
+  [ "${n:-0}" -ge "${2:-1}" ]
+}
 
 run_tests() {
   for w in $worlds; do
@@ -55,7 +63,7 @@ run_tests() {
     note "tests   world $w, global capture first in a process: $r"
     log="$OUT/gpu-tests-w$w.log"
     echo "== GPU tests, world $w (log: $log)"
-    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" > "$log" 2>&1 && passed "$log"; then r=PASS; else r=FAIL; status=1; fi
     grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
     note "tests   world $w: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1)$(grep -Eo 'SKIPPED \] [0-9]+ tests?' "$log" | head -1 | sed 's/SKIPPED \]/; skipped/'))"
     # Every two-shot call over the sentinel protocol (small calls and narrow
@@ -64,7 +72,7 @@ run_tests() {
     log="$OUT/gpu-tests-w$w-sentinel.log"
     echo "== GPU tests, world $w, ARNORM_PROTOCOL=sentinel (log: $log)"
     if ARNORM_PROTOCOL=sentinel timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" \
-        --gtest_filter='AllReduce.*:AddRmsNorm.*:ZZ_Timeout.*' > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+        --gtest_filter='AllReduce.*:AddRmsNorm.*:ZZ_Timeout.*' > "$log" 2>&1 && passed "$log"; then r=PASS; else r=FAIL; status=1; fi
     grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
     note "tests   world $w, sentinel everywhere: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1))"
   done
@@ -82,7 +90,7 @@ run_tests() {
     [ "$w" -gt "$ngpu" ] || continue
     log="$OUT/gpu-tests-w$w-shared.log"
     echo "== GPU tests, world $w on $ngpu GPU(s), ranks taking turns (log: $log)"
-    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" --share-gpus > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+    if timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" --share-gpus > "$log" 2>&1 && passed "$log"; then r=PASS; else r=FAIL; status=1; fi
     grep -E '^\[  (PASSED|FAILED) |FAILURE|tests ran' "$log" | tail -5
     note "tests   world $w on $ngpu GPU(s), shared: $r ($(grep -Eo '[0-9]+ tests? from [0-9]+ test suites? ran' "$log" | head -1)$(grep -Eo 'SKIPPED \] [0-9]+ tests?' "$log" | head -1 | sed 's/SKIPPED \]/; skipped/'))"
   done
@@ -104,7 +112,8 @@ run_sanitizer() {
     log="$OUT/sanitize-$tool.log"
     echo "== compute-sanitizer $tool, world $w${share:+ on one GPU} (log: $log)"
     if ARNORM_LAUNCH_WRAPPER="compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 9" \
-        timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" $share --gtest_filter="$filter" > "$log" 2>&1; then r=PASS; else r=FAIL; status=1; fi
+        timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" $share --gtest_filter="$filter" > "$log" 2>&1 &&
+        passed "$log" 9; then r=PASS; else r=FAIL; status=1; fi  # (9 entries in the filter: none may vanish)
     local summaries
     summaries=$(grep -cE '(ERROR|RACECHECK) SUMMARY' "$log")
     if [ "$summaries" -ne "$w" ]; then r="FAIL ($summaries sanitizer summaries for $w ranks)"; status=1; fi

@@ -441,9 +441,10 @@ TEST(AddRmsNorm, LocalKnobsMayDifferBetweenRanks) {
   arnormCommDestroy(c);
 }
 
-// A row's outputs are the same bits alone, inside larger batches at any
-// position, misaligned, and through any algorithm.
-void check_batch_invariance(size_t hidden, std::initializer_list<size_t> token_counts) {
+// A row's outputs are the same bits alone (one-shot, one row, the default
+// communicator), inside larger batches on `comm` at any position, misaligned,
+// and through any algorithm.
+void check_batch_invariance(arnormComm_t comm, size_t hidden, std::initializer_list<size_t> token_counts) {
   const uint64_t salt = ++env().iteration;
   const std::vector<uint64_t> probe = {11, 12, 13};
   std::vector<std::vector<__nv_bfloat16>> alone;
@@ -456,7 +457,7 @@ void check_batch_invariance(size_t hidden, std::initializer_list<size_t> token_c
           // probe row k goes to position (pos + k) % tokens; the others are filler rows
           std::vector<uint64_t> ids = iota_ids(tokens, 1000);
           for (size_t k = 0; k < probe.size() && k < tokens; ++k) ids[(pos + k) % tokens] = probe[k];
-          const auto got = run_fused<__nv_bfloat16, __nv_bfloat16>(env().comm, algo, {tokens, hidden}, ids, salt, misalign);
+          const auto got = run_fused<__nv_bfloat16, __nv_bfloat16>(comm, algo, {tokens, hidden}, ids, salt, misalign);
           for (size_t k = 0; k < probe.size() && k < tokens; ++k) {
             const size_t at = (pos + k) % tokens;
             std::vector<__nv_bfloat16> row(got.y.begin() + at * hidden, got.y.begin() + (at + 1) * hidden);
@@ -471,13 +472,23 @@ void check_batch_invariance(size_t hidden, std::initializer_list<size_t> token_c
 }
 
 TEST(AddRmsNorm, BatchInvariance) {
-  for (size_t hidden : {7, 1000, 4096, 7168}) check_batch_invariance(hidden, {3, 17, 130, 700});
+  for (size_t hidden : {7, 1000, 4096, 7168}) check_batch_invariance(env().comm, hidden, {3, 17, 130, 700});
+}
+
+// The same where a call's rows do not all fit the workspace at once: the
+// probe rows land in the first, a middle and the last chunk of the suite's
+// small workspace (ChunkedBeyondWorkspace's shapes), and in reused row slots
+// of the default one (RowSlotsReusedWithinOneCall's).
+TEST(AddRmsNorm, BatchInvarianceAcrossChunksAndRowSlots) {
+  check_batch_invariance(env().small_comm, 4096, {100});
+  check_batch_invariance(env().small_comm, 7168, {37});
+  check_batch_invariance(env().comm, 4096, {3000});
 }
 
 // Rows split over clusters of 4 and 8 CTAs (one-shot) and rows too wide for
 // a cluster (one CTA per row, in rounds) give the two-shot's bits too.
 TEST(AddRmsNorm, BatchInvarianceWideRows) {
-  for (size_t hidden : {16384, 32768, 70001}) check_batch_invariance(hidden, {3, 17});
+  for (size_t hidden : {16384, 32768, 70001}) check_batch_invariance(env().comm, hidden, {3, 17});
 }
 
 // NCCL + separate norm: same definition up to NCCL's summation order.
@@ -501,9 +512,12 @@ TEST(AddRmsNorm, AgreesWithNcclThenNorm) {
   if (rank() == 0) std::printf("[ info ] largest |arnorm - (NCCL all-reduce + norm)| over bf16 outputs: %g\n", worst_all);
 }
 
+// A graph that captured a copy of fresh input and the call, replayed on new
+// data each time: every replay writes the bits an eager call on the same
+// input writes (both outputs poisoned first), the same on every rank.
 TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
   const size_t tokens = 16, hidden = 7168, n = tokens * hidden;
-  Buf staging(n * 2), in(n * 2), res(n * 2), out(n * 2), w(hidden * 2);
+  Buf staging(n * 2), in(n * 2), res(n * 2), out(n * 2), eager_out(n * 2), w(hidden * 2);
   upload(w, make_input<__nv_bfloat16>(2000, 1, hidden));
   cudaMemset(res.ptr, 0, n * 2);
   cudaDeviceSynchronize();
@@ -520,15 +534,24 @@ TEST(AddRmsNorm, GraphReplayAndZeroTokens) {
     CUDA_OK(cudaStreamEndCapture(env().stream, &graph));
     ARNORM_OK(st);
     CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
-    std::vector<__nv_bfloat16> first;
     for (int replay = 0; replay < 3; ++replay) {
-      upload(staging, make_input<__nv_bfloat16>(rank(), 77 + replay, n));
+      const uint64_t iter = ++env().iteration;
+      upload(staging, make_input<__nv_bfloat16>(rank(), iter, n));
+      cudaMemset(out.ptr, kPoisonByte, out.bytes);
+      cudaMemset(eager_out.ptr, kPoisonByte, eager_out.bytes);
       cudaDeviceSynchronize();
       CUDA_OK(cudaGraphLaunch(exec, env().stream));
+      arnormAddRmsNormArgs_t eager = a;  // the replay's input is still in `in`
+      eager.out = eager_out.ptr;
+      EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &eager, env().stream))
+          << arnormGetLastErrorString();
       CUDA_OK(cudaStreamSynchronize(env().stream));
       const auto got = download<__nv_bfloat16>(out.ptr, n);
-      // Replay 0 and 2 of the same data (salt 77 vs 79 differ), so compare
-      // replay results across ranks; the definition is checked elsewhere.
+      const auto want = download<__nv_bfloat16>(eager_out.ptr, n);
+      size_t nan = 0;
+      for (const __nv_bfloat16 v : want) nan += std::isnan(to_float(v));
+      EXPECT_EQ(0u, nan) << arnormAlgorithmName(algo) << ": the eager call left NaN (finite inputs)";
+      EXPECT_EQ(0u, count_bit_mismatches(got, want)) << arnormAlgorithmName(algo) << ", replay " << replay;
       EXPECT_TRUE(same_on_all_ranks(hash_bytes(got.data(), n * 2))) << arnormAlgorithmName(algo);
     }
     cudaGraphExecDestroy(exec);
@@ -666,14 +689,33 @@ TEST(AddRmsNorm, GlobalCaptureOfEveryRoute) {
   }
 }
 
-void expect_bad(const arnormAddRmsNormArgs_t& a, const char* fragment, const Buf& out) {
+// A buffer a rejected call could write, filled with a byte of its own.
+struct Watched {
+  const char* name;
+  const Buf* buf;
+  unsigned char fill;
+};
+
+void fill_watched(std::initializer_list<Watched> watched) {
+  for (const Watched& w : watched) cudaMemset(w.buf->ptr, w.fill, w.buf->bytes);
+  cudaDeviceSynchronize();
+}
+
+// Every watched buffer still holds only its fill byte.
+void expect_untouched(std::initializer_list<Watched> watched, const std::string& what) {
+  cudaDeviceSynchronize();
+  for (const Watched& w : watched) {
+    const auto bytes = download<unsigned char>(w.buf->ptr, w.buf->bytes);
+    size_t touched = 0;
+    for (unsigned char b : bytes) touched += b != w.fill;
+    EXPECT_EQ(0u, touched) << what << " wrote to " << w.name;
+  }
+}
+
+void expect_bad(const arnormAddRmsNormArgs_t& a, const char* fragment, std::initializer_list<Watched> watched) {
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream));
   EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find(fragment)) << arnormGetLastErrorString();
-  cudaDeviceSynchronize();
-  const auto bytes = download<unsigned char>(out.ptr, out.bytes);
-  size_t touched = 0;
-  for (unsigned char b : bytes) touched += b != kPoisonByte;
-  EXPECT_EQ(0u, touched) << "a rejected call wrote to out (" << fragment << ")";
+  expect_untouched(watched, std::string("a rejected call (") + fragment + ")");
 }
 
 // arnormSelectAlgorithmAddRmsNorm names what an AUTO call runs. On the
@@ -711,43 +753,64 @@ TEST(AddRmsNorm, SelectNamesOnlyWhatAnAutoCallRuns) {
   barrier();
 }
 
+// Nothing launched, nothing written: every buffer the call names keeps its
+// own fill byte, including input and residual, which the aliasing cases
+// would have written. (residual_out is residual in the good call.)
 TEST(AddRmsNorm, BadInputIsRejectedBeforeLaunch) {
   const size_t tokens = 4, hidden = 4096, n = tokens * hidden;
   Buf in(n * 2), res(n * 2), out(n * 2), w(hidden * 2), small_w(100 * 2);
-  cudaMemset(out.ptr, kPoisonByte, out.bytes);
+  const std::initializer_list<Watched> all = {
+      {"input", &in, 0x11}, {"residual", &res, 0x22}, {"out", &out, kPoisonByte}, {"weight", &w, 0x3C},
+      {"the short weight", &small_w, 0x3D}};
+  fill_watched(all);
   const arnormAddRmsNormArgs_t good = fused_args(in.ptr, res.ptr, res.ptr, w.ptr, out.ptr, tokens, hidden);
   arnormAddRmsNormArgs_t a = good;
   a.weight = small_w.ptr;
-  expect_bad(a, "weight", out);  // a weight shorter than hidden
+  expect_bad(a, "weight", all);  // a weight shorter than hidden
   a = good;
   a.tokens = tokens + 1;
-  expect_bad(a, "bytes left", out);  // shapes disagree with the buffers
+  expect_bad(a, "bytes left", all);  // shapes disagree with the buffers
   a = good;
   a.out = static_cast<char*>(in.ptr) + 2;
   a.tokens = 1;
-  expect_bad(a, "out overlaps input", out);
+  expect_bad(a, "out overlaps input", all);
   a = good;
   a.residual_out = static_cast<char*>(res.ptr) + 16;
   a.tokens = 1;
-  expect_bad(a, "overlaps residual without being equal", out);
+  expect_bad(a, "overlaps residual without being equal", all);
   a = good;
   a.residual_out = in.ptr;
-  expect_bad(a, "residual_out overlaps input", out);
+  expect_bad(a, "residual_out overlaps input", all);
+  a = good;
+  a.residual_out = w.ptr;
+  a.tokens = 1;
+  expect_bad(a, "residual_out overlaps input or weight", all);
   a = good;
   a.weight_dtype = static_cast<arnormDataType_t>(5);
-  expect_bad(a, "weight_dtype 5", out);
+  expect_bad(a, "weight_dtype 5", all);
+  a = good;
+  a.dtype = static_cast<arnormDataType_t>(42);
+  expect_bad(a, "dtype 42", all);
   a = good;
   a.hidden = 0;
-  expect_bad(a, "hidden is 0", out);
+  expect_bad(a, "hidden is 0", all);
   a = good;
   a.epsilon = -1.f;
-  expect_bad(a, "epsilon", out);
+  expect_bad(a, "epsilon", all);
   a = good;
   a.struct_size = 8;
-  expect_bad(a, "struct_size", out);
+  expect_bad(a, "struct_size", all);
   a = good;
   a.weight = nullptr;
-  expect_bad(a, "weight is NULL", out);
+  expect_bad(a, "weight is NULL", all);
+  // Zero tokens: accepted, and a no-op through every algorithm.
+  for (arnormAlgorithm_t algo : {ARNORM_ALGO_AUTO, ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
+    a = good;
+    a.tokens = 0;
+    a.algo = algo;
+    EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduceAddRmsNorm(env().comm, &a, env().stream)) << arnormGetLastErrorString();
+    expect_untouched(all, std::string("a call of 0 tokens (") + arnormAlgorithmName(algo) + ")");
+  }
 }
 
 }  // namespace

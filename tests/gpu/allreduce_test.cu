@@ -62,8 +62,15 @@ void check_sizes(arnormComm_t comm, const std::vector<size_t>& sizes, bool in_pl
     EXPECT_EQ(ARNORM_SUCCESS, arnormSelectAlgorithm(comm, n, dtype_of<T>(), &auto_pick));
     for (arnormAlgorithm_t algo : kPeerAlgos) {
       // AUTO may send a large plain all-reduce to NCCL, whose summation
-      // order differs; NcclPathExactOnIntegers covers that path.
-      if (algo == ARNORM_ALGO_AUTO && auto_pick == ARNORM_ALGO_NCCL) continue;
+      // order differs: checked on integer inputs, which every order sums
+      // exactly. (Every rank picks the same, so the iterations stay in step.)
+      if (algo == ARNORM_ALGO_AUTO && auto_pick == ARNORM_ALGO_NCCL) {
+        const uint64_t int_iter = ++env().iteration;
+        const std::vector<T> got = run_once<T>(comm, algo, n, int_iter, in_place, 0, 0, true);
+        EXPECT_EQ(0u, count_bit_mismatches(got, reference_sum<T>(int_iter, n, world(), true)))
+            << "auto (NCCL) n=" << n << " dtype=" << arnormDataTypeName(dtype_of<T>()) << (in_place ? " in place" : "");
+        continue;
+      }
       const std::vector<T> got = run_once<T>(comm, algo, n, iter, in_place);
       EXPECT_EQ(0u, count_bit_mismatches(got, ref))
           << arnormAlgorithmName(algo) << " n=" << n << " dtype=" << arnormDataTypeName(dtype_of<T>())
@@ -805,7 +812,7 @@ __global__ void hold_stream(const volatile int* flag) {
 }
 
 // WATCHED CALLS (comm/nccl_calls.h), the path every rank takes: arnorm's own
-// NCCL comm (nonblocking) serves plain and fused calls, eager and behind
+// NCCL comm serves plain and fused calls, eager and behind
 // earlier work that holds the stream for twice the timeout. The watchdog
 // times a call from when its stream reaches it, so nothing expires; the
 // results are exact (integers) and the communicator stays healthy.
@@ -838,6 +845,9 @@ TEST(Comm, NcclServedCallsAreTimedFromWhenTheStreamReachesThem) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << "expired while the stream was held: "
                                                         << arnormGetLastErrorString();
+  // Every rank lets its stream go at about the same time: a rank released
+  // a timeout later than its peers would make their calls wait for it.
+  barrier();
   *flag = 1;
   EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));

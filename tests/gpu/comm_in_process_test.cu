@@ -232,11 +232,11 @@ TEST(CommInProcess, RanksOnTwoGpusReduceExactly) {
   int gpus = 0;
   cudaGetDeviceCount(&gpus);
   if (gpus < 2) GTEST_SKIP() << "needs 2 GPUs visible to one process";
+  const uint64_t iter = ++env().iteration;  // on every rank: the counters stay in step
   if (rank() == 0) {
     const std::vector<int> devices = {env().ctx.device, (env().ctx.device + 1) % gpus};
     std::vector<arnormStatus_t> st;
     std::vector<std::string> msg;
-    const uint64_t iter = ++env().iteration;
     thread_ranks(devices, &st, &msg, [&](int r, arnormComm_t c, arnorm_tools::HostCollectives&) {
       arnormCommInfo_t info{};
       EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetInfo(c, &info));
@@ -247,9 +247,11 @@ TEST(CommInProcess, RanksOnTwoGpusReduceExactly) {
         const auto in = make_input<__nv_bfloat16>(r, iter + n, n);
         const auto ref = reference_sum<__nv_bfloat16>(iter + n, n, 2);
         DeviceBuffer d_in(n * 2), d_out(n * 2);
-        cudaMemcpy(d_in.ptr, in.data(), n * 2, cudaMemcpyHostToDevice);
+        // Input and poison on the call's stream: ordered before it (a legacy-stream
+        // memset or a copy from pageable memory need not be).
+        cudaMemcpyAsync(d_in.ptr, in.data(), n * 2, cudaMemcpyHostToDevice, s);
         for (arnormAlgorithm_t algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
-          cudaMemset(d_out.ptr, 0xFF, n * 2);
+          cudaMemsetAsync(d_out.ptr, 0xFF, n * 2, s);
           EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, d_in.ptr, d_out.ptr, n, ARNORM_BFLOAT16, algo, s))
               << arnormGetLastErrorString();
           EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(s));

@@ -79,6 +79,31 @@ TEST(PublicApi, NamesAndSizes) {
   EXPECT_EQ(0u, arnormDataTypeSize(static_cast<arnormDataType_t>(99)));
 }
 
+// From a C translation unit (c_api_use.c, compiled as C11 with warnings as
+// errors): the headers, the init macros and the entry points.
+extern "C" {
+arnormStatus_t arnorm_c_fused_without_comm(void);
+size_t arnorm_c_config_defaults(size_t* workspace_bytes, double* timeout_seconds, int* nccl_fallback);
+const char* arnorm_c_algorithm_name(void);
+int arnorm_c_entry_points_linked(void);
+int arnorm_c_init_leaves_types_unset(void);
+}
+
+TEST(PublicApi, HeadersCompileAndWorkFromC) {
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnorm_c_fused_without_comm());
+  EXPECT_NE(std::string::npos, std::string(arnormGetLastErrorString()).find("comm is NULL"));
+  size_t workspace = 1;
+  double timeout = 1;
+  int fallback = 0;
+  EXPECT_EQ(sizeof(arnormConfig_t), arnorm_c_config_defaults(&workspace, &timeout, &fallback));
+  EXPECT_EQ(0u, workspace);  // 0: the default budget
+  EXPECT_EQ(0.0, timeout);   // 0: the default timeout
+  EXPECT_EQ(1, fallback);
+  EXPECT_STREQ("twoshot", arnorm_c_algorithm_name());
+  EXPECT_EQ(15, arnorm_c_entry_points_linked());
+  EXPECT_EQ(1, arnorm_c_init_leaves_types_unset());
+}
+
 TEST(PublicApi, NullArgumentsAreErrorsNotCrashes) {
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommCreate(nullptr, 0, 1, 0, {gather_one, nullptr}, nullptr));
   arnormComm_t c = reinterpret_cast<arnormComm_t>(0x1);
