@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the build dependencies from Debian/Ubuntu packages (root or sudo).
-# The CUDA toolkit (nvcc, >= 12.4) and NCCL must already be installed, as on
+# The CUDA toolkit (nvcc, >= 12.8) and NCCL must already be installed, as on
 # any CUDA machine; set CUDACXX or put nvcc on PATH if it is not found.
 set -euo pipefail
 pkgs=(cmake ninja-build g++ libgtest-dev libgmock-dev nlohmann-json3-dev libcli11-dev)

@@ -48,8 +48,8 @@ extern "C" {
 #endif
 
 #define ARNORM_VERSION_MAJOR 0
-#define ARNORM_VERSION_MINOR 8
-#define ARNORM_VERSION_PATCH 3
+#define ARNORM_VERSION_MINOR 9
+#define ARNORM_VERSION_PATCH 0
 
 #if defined(__GNUC__)
 #define ARNORM_API __attribute__((visibility("default")))
