@@ -12,8 +12,8 @@
 # SHARED_WORLDS (default 2 4 8) are the world sizes larger than the machine
 # that the tests still run, with ranks taking turns on the GPUs
 # (--share-gpus: protocols and results, no timing, no NCCL); SHARED_WORLDS=
-# turns that off. On one H200 (0.8.2) the three take about 81, 130 and 225 s
-# and `tests` as a whole about 11 minutes; where one call is limited to 10
+# turns that off. On one H200 (0.9.0) the three take about 100, 183 and 298 s
+# and `tests` as a whole about 13 minutes; where one call is limited to 10
 # minutes, run `SHARED_WORLDS= ... tests`, the shared worlds, `sanitize` and
 # `bench` in separate calls.
 # NVLink multicast stays off throughout.
