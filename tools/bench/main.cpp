@@ -283,7 +283,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // app.exit prints the help or the error; CLI11's own codes (105, 109,
+    // ...) become the documented 1 for a usage error.
+    return app.exit(e) == 0 ? 0 : kExitFailure;
   }
   if (!finish_options(raw, &opt)) return kExitFailure;
   opt.argv.assign(argv, argv + argc);
