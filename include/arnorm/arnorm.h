@@ -74,6 +74,7 @@ typedef enum {
 } arnormStatus_t;
 
 typedef enum {
+  ARNORM_DTYPE_UNSET = -1, /* what ARNORM_ADD_RMSNORM_ARGS_INIT leaves; never valid in a call */
   ARNORM_FLOAT32 = 0,
   ARNORM_FLOAT16 = 1,
   ARNORM_BFLOAT16 = 2
@@ -185,9 +186,10 @@ ARNORM_API arnormStatus_t arnormCommDestroy(arnormComm_t comm);
  * in time, or an NCCL error on the NCCL comm arnorm created). ARNORM_SUCCESS
  * if none. Once set, every later operation on the communicator fails with it
  * and writes nothing; destroy and recreate. A peer-memory call that timed out
- * writes NaN over all its outputs, and so does every call of this rank that
- * was already queued (or replayed from a graph) behind it: none of them
- * returns data that a late peer wrote for a call this rank gave up on. */
+ * writes NaN over all its outputs, and so does every peer-memory call of
+ * this rank that was already queued (or replayed from a graph) behind it:
+ * none of them returns data that a late peer wrote for a call this rank gave
+ * up on. */
 ARNORM_API arnormStatus_t arnormCommGetAsyncError(arnormComm_t comm);
 
 typedef struct {
@@ -240,7 +242,8 @@ ARNORM_API arnormStatus_t arnormSelectAlgorithm(arnormComm_t comm, size_t count,
  *
  * out must not overlap any other buffer; residual_out must not overlap
  * input or weight, and may overlap residual only by being equal to it.
- * tokens == 0 is a no-op. Collective: every rank passes the same tokens,
+ * tokens == 0 is a no-op (the other fields must still be valid).
+ * Collective: every rank passes the same tokens,
  * hidden, dtypes, epsilon and algo. */
 typedef struct {
   size_t struct_size;          /* sizeof(arnormAddRmsNormArgs_t) */
@@ -258,10 +261,10 @@ typedef struct {
 } arnormAddRmsNormArgs_t;
 
 /* What ARNORM_ADD_RMSNORM_ARGS_INIT leaves for the caller: dtype,
- * weight_dtype and epsilon have no default, and a call that does not set
- * them is refused. A guessed weight type reads an fp32 gamma as bf16 pairs,
- * and a guessed epsilon is silently another model's. */
-#define ARNORM_DTYPE_UNSET ((arnormDataType_t)-1)
+ * weight_dtype (ARNORM_DTYPE_UNSET) and epsilon have no default, and a call
+ * that does not set them is refused, even one of 0 tokens. A guessed weight
+ * type reads an fp32 gamma as bf16 pairs, and a guessed epsilon is silently
+ * another model's. */
 #define ARNORM_EPSILON_UNSET (-1.0f)
 
 #define ARNORM_ADD_RMSNORM_ARGS_INIT                                                           \

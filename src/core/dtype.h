@@ -16,6 +16,7 @@ inline size_t dtype_size(arnormDataType_t t) {
     case ARNORM_FLOAT32: return 4;
     case ARNORM_FLOAT16: return 2;
     case ARNORM_BFLOAT16: return 2;
+    case ARNORM_DTYPE_UNSET: break;
   }
   return 0;
 }

@@ -15,6 +15,7 @@ extern "C" const char* arnormDataTypeName(arnormDataType_t dtype) {
     case ARNORM_FLOAT32: return "float32";
     case ARNORM_FLOAT16: return "float16";
     case ARNORM_BFLOAT16: return "bfloat16";
+    case ARNORM_DTYPE_UNSET: return "unset";
   }
   return "invalid";
 }

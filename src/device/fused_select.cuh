@@ -88,6 +88,7 @@ FusedKernel for_activation(const AddRmsNormLaunch& l) {
     case ARNORM_FLOAT32: return for_weight<T, float>(l);
     case ARNORM_FLOAT16: return for_weight<T, __half>(l);
     case ARNORM_BFLOAT16: return for_weight<T, __nv_bfloat16>(l);
+    case ARNORM_DTYPE_UNSET: break;  // refused by validation before any launch
   }
   return nullptr;
 }

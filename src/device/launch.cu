@@ -102,6 +102,7 @@ arnormStatus_t launch_allreduce(const AllReduceLaunch& l, cudaStream_t stream) {
     case ARNORM_FLOAT32: return launch_typed<float>(l, stream);
     case ARNORM_FLOAT16: return launch_typed<__half>(l, stream);
     case ARNORM_BFLOAT16: return launch_typed<__nv_bfloat16>(l, stream);
+    case ARNORM_DTYPE_UNSET: break;  // refused by validation before any launch
   }
   return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: dtype %d has no kernel", l.dtype);
 }

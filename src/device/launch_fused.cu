@@ -70,6 +70,7 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
     case ARNORM_FLOAT32: kernel = select_fused_kernel_f32(l); break;
     case ARNORM_FLOAT16: kernel = select_fused_kernel_f16(l); break;
     case ARNORM_BFLOAT16: kernel = select_fused_kernel_bf16(l); break;
+    case ARNORM_DTYPE_UNSET: break;  // refused by validation before any launch
   }
   if (kernel == nullptr) {
     return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_add_rmsnorm: no kernel for algo %d dtype %d weight %d", l.algo,

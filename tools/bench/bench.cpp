@@ -53,6 +53,8 @@ const char* dtype_name(arnormDataType_t dtype) {
       return "half";
     case ARNORM_BFLOAT16:
       return "bf16";
+    case ARNORM_DTYPE_UNSET:
+      break;
   }
   return "?";
 }
@@ -77,6 +79,8 @@ ncclDataType_t nccl_type(arnormDataType_t dtype) {
       return ncclFloat16;
     case ARNORM_BFLOAT16:
       return ncclBfloat16;
+    case ARNORM_DTYPE_UNSET:
+      break;
   }
   return ncclFloat32;
 }

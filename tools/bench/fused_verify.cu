@@ -27,6 +27,8 @@ int dispatch(arnormDataType_t dtype, const char* what, Fn&& fn) {
       return fn(__half{});
     case ARNORM_BFLOAT16:
       return fn(__nv_bfloat16{});
+    case ARNORM_DTYPE_UNSET:
+      break;
   }
   TOOLS_ERROR("%s: unknown data type %d", what, static_cast<int>(dtype));
   return 1;

@@ -67,6 +67,8 @@ int fill_verifiable(void* buf, size_t count, arnormDataType_t dtype, int rank, u
       return fill_typed<__half>(buf, count, rank, seed, stream);
     case ARNORM_BFLOAT16:
       return fill_typed<__nv_bfloat16>(buf, count, rank, seed, stream);
+    case ARNORM_DTYPE_UNSET:
+      break;
   }
   TOOLS_ERROR("fill_verifiable: unknown data type %d", static_cast<int>(dtype));
   return 1;
