@@ -181,9 +181,9 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
     if (const char* v = std::getenv("ARNORM_TIMEOUT_SECONDS"); v != nullptr && *v != '\0') {
       char* end = nullptr;
       const double t = std::strtod(v, &end);
-      if (end == v || *end != '\0' || !(t > 0) || t > 86400) {
+      if (end == v || *end != '\0' || !(t >= 0.001) || t > 86400) {
         return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                           "arnormCommCreate: ARNORM_TIMEOUT_SECONDS='%s' is not a number of seconds in (0, 86400]", v);
+                           "arnormCommCreate: ARNORM_TIMEOUT_SECONDS='%s' is not a number of seconds in [0.001, 86400]", v);
       }
       c->timeout_seconds = t;
     }
@@ -233,7 +233,7 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     }
     if (h.version != a.version) return differ("the arnorm version");
     if (h.workspace_bytes != a.workspace_bytes) return differ("workspace_bytes");
-    if (h.timeout_ns != a.timeout_ns) return differ("timeout_seconds");
+    if (h.timeout_ns != a.timeout_ns) return differ("timeout_seconds (the config's, or ARNORM_TIMEOUT_SECONDS)");
     if (h.table_hash != a.table_hash) return differ("the selection table");
     if (h.forced != a.forced) return differ("ARNORM_ALGO");
     if (h.forced_protocol != a.forced_protocol) return differ("ARNORM_PROTOCOL");

@@ -12,10 +12,11 @@ namespace arnorm {
 void report_phase_clock(const arnormComm* comm) {
   if (comm->phase_clock == nullptr) return;
   std::vector<unsigned long long> words(kPhaseClockWords);
-  // Calls may still run on the caller's streams (non-blocking ones too).
-  if (cudaDeviceSynchronize() != cudaSuccess ||
-      cudaMemcpy(words.data(), comm->phase_clock, words.size() * sizeof(words[0]), cudaMemcpyDeviceToHost) !=
-      cudaSuccess) {
+  // Destroy runs after the communicator's last call has completed (the
+  // header's contract), so the marks are final; no device-wide wait and no
+  // legacy-stream copy, which would break a capture in progress
+  // (CAPTURE-SAFE SET-UP).
+  if (copy_to_host_privately(words.data(), comm->phase_clock, words.size() * sizeof(words[0])) != cudaSuccess) {
     cudaGetLastError();
     std::fprintf(stderr, "arnorm phase clock, rank %d: could not read the marks\n", comm->rank);
     return;

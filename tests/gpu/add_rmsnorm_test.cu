@@ -795,7 +795,7 @@ TEST(AddRmsNorm, BadInputIsRejectedBeforeLaunch) {
   a.hidden = 0;
   expect_bad(a, "hidden is 0", all);
   a = good;
-  a.epsilon = -1.f;
+  a.epsilon = -0.5f;  // (-1 is ARNORM_EPSILON_UNSET, refused with its own message)
   expect_bad(a, "epsilon", all);
   a = good;
   a.struct_size = 8;
