@@ -806,11 +806,6 @@ TEST(AllReduce, ManagedMemoryWorksAndItsLengthIsChecked) {
   cudaFree(out);
 }
 
-// Holds a stream until the host sets *flag.
-__global__ void hold_stream(const volatile int* flag) {
-  while (*flag == 0) __nanosleep(1000);
-}
-
 // WATCHED CALLS (comm/nccl_calls.h), the path every rank takes: arnorm's own
 // NCCL comm serves plain and fused calls, eager and behind
 // earlier work that holds the stream for twice the timeout. The watchdog
@@ -824,11 +819,8 @@ TEST(Comm, NcclServedCallsAreTimedFromWhenTheStreamReachesThem) {
   arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
   arnormComm_t c = nullptr;
   ARNORM_OK(arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg));
-  int* flag = nullptr;
-  ASSERT_EQ(cudaSuccess, cudaHostAlloc(&flag, sizeof(int), cudaHostAllocMapped));
-  *flag = 0;
-  int* dflag = nullptr;
-  ASSERT_EQ(cudaSuccess, cudaHostGetDevicePointer(&dflag, flag, 0));
+  StreamHold held;
+  ASSERT_TRUE(held.ok());
   const size_t n = 1000, calls = 40;
   const uint64_t iter = ++env().iteration;
   const std::vector<__nv_bfloat16> x = make_input<__nv_bfloat16>(rank(), iter, n, true);
@@ -836,7 +828,7 @@ TEST(Comm, NcclServedCallsAreTimedFromWhenTheStreamReachesThem) {
   cudaMemcpy(in.ptr, x.data(), n * 2, cudaMemcpyHostToDevice);
   cudaMemset(out.ptr, kPoisonByte, out.bytes);
   cudaDeviceSynchronize();
-  hold_stream<<<1, 1, 0, env().stream>>>(dflag);
+  held.hold(env().stream);
   for (size_t i = 0; i < calls; ++i) {
     EXPECT_EQ(ARNORM_SUCCESS, arnormAllReduce(c, in.ptr, out.as<__nv_bfloat16>(i * n), n, ARNORM_BFLOAT16,
                                               ARNORM_ALGO_AUTO, env().stream))
@@ -848,7 +840,7 @@ TEST(Comm, NcclServedCallsAreTimedFromWhenTheStreamReachesThem) {
   // Every rank lets its stream go at about the same time: a rank released
   // a timeout later than its peers would make their calls wait for it.
   barrier();
-  *flag = 1;
+  held.release();
   EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << arnormGetLastErrorString();
@@ -880,7 +872,6 @@ TEST(Comm, NcclServedCallsAreTimedFromWhenTheStreamReachesThem) {
   cudaDeviceSynchronize();
   barrier();
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
-  cudaFreeHost(flag);
 }
 
 // vllm#55973: a workspace created while a stream captured a CUDA graph broke

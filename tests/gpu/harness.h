@@ -142,6 +142,25 @@ uint64_t sum_over_ranks(uint64_t value);
 
 void barrier();
 
+// Holds a stream at a point of its queue until release(): a kernel spinning
+// on a flag in mapped host memory (stream_hold.cu). The kernel is loaded at
+// construction, so hold() never waits for kernels in flight.
+class StreamHold {
+ public:
+  StreamHold();
+  ~StreamHold();
+  StreamHold(const StreamHold&) = delete;
+  StreamHold& operator=(const StreamHold&) = delete;
+  bool ok() const { return flag_ != nullptr && loaded_; }
+  void hold(cudaStream_t stream);  // the stream's later work waits from here
+  void release();
+
+ private:
+  volatile int* flag_ = nullptr;
+  int* device_flag_ = nullptr;
+  bool loaded_ = false;
+};
+
 // Sets an environment variable for its lifetime, then puts back what was
 // there (a value set from outside, or none).
 class ScopedEnv {

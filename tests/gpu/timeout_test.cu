@@ -149,11 +149,6 @@ TEST(ZZ_Timeout, MissingPeerInTwoShotIsReported) {
   }
 }
 
-// Holds a stream until the host sets *flag.
-__global__ void hold_stream(const volatile int* flag) {
-  while (*flag == 0) __nanosleep(1000);
-}
-
 // Last too: data a late peer writes after this rank gave up must not pass as
 // a later call's. Rank 0 queues call A, then (behind a held stream) calls B
 // and C, both after A and so both started aborted. A times out; only then do
@@ -164,16 +159,10 @@ __global__ void hold_stream(const volatile int* flag) {
 // (3 x 7168).
 TEST(ZZ_Timeout, LatePeerDataDoesNotPassInLaterCalls) {
   ARNORM_SKIP_WITHOUT_PEERS();
-  int* flag = nullptr;
-  ASSERT_EQ(cudaSuccess, cudaHostAlloc(&flag, sizeof(int), cudaHostAllocMapped));
-  int* dflag = nullptr;
-  ASSERT_EQ(cudaSuccess, cudaHostGetDevicePointer(&dflag, flag, 0));
-  // Loaded now: a kernel's first launch (lazy loading) may wait for the
-  // kernels in flight, which would make call A time out before B and C are
-  // queued, and the host then refuses them.
-  *flag = 1;
-  hold_stream<<<1, 1, 0, env().stream>>>(dflag);
-  ASSERT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
+  // (StreamHold loads its kernel now: a first launch at hold() could wait for
+  // call A in flight, which would time out before B and C are queued.)
+  StreamHold held;
+  ASSERT_TRUE(held.ok());
   for (const bool fused : {false, true}) {
     SCOPED_TRACE(fused ? "fused one-shot, 3 x 7168" : "plain one-shot, 65536 elements");
     const size_t tokens = 3, hidden = 7168, n = fused ? tokens * hidden : size_t{1} << 16;
@@ -188,10 +177,9 @@ TEST(ZZ_Timeout, LatePeerDataDoesNotPassInLaterCalls) {
       a.algo = ARNORM_ALGO_ONESHOT;
       return arnormAllReduceAddRmsNorm(c, &a, env().stream);
     };
-    *flag = 0;
     if (rank() == 0) {
       EXPECT_EQ(ARNORM_SUCCESS, call(out_a)) << arnormGetLastErrorString();
-      hold_stream<<<1, 1, 0, env().stream>>>(dflag);
+      held.hold(env().stream);
       EXPECT_EQ(ARNORM_SUCCESS, call(out_b)) << arnormGetLastErrorString();
       EXPECT_EQ(ARNORM_SUCCESS, call(out_c)) << arnormGetLastErrorString();
       const auto t0 = std::chrono::steady_clock::now();
@@ -209,7 +197,7 @@ TEST(ZZ_Timeout, LatePeerDataDoesNotPassInLaterCalls) {
     }
     barrier();
     if (rank() == 0) {
-      *flag = 1;
+      held.release();
       EXPECT_EQ(cudaSuccess, cudaStreamSynchronize(env().stream));
       EXPECT_EQ(n, nan_count(out_a, n)) << "call A timed out";
       EXPECT_EQ(n, nan_count(out_b, n)) << "call B started aborted";
@@ -219,7 +207,6 @@ TEST(ZZ_Timeout, LatePeerDataDoesNotPassInLaterCalls) {
     barrier();
     arnormCommDestroy(c);
   }
-  cudaFreeHost(flag);
 }
 
 // Last too: an NCCL-served call (ARNORM_ALGO=nccl: arnorm's own NCCL comm)
