@@ -113,13 +113,8 @@ RelaxedCaptureMode::~RelaxedCaptureMode() {
 }
 
 cudaError_t copy_to_host_privately(void* dst, const void* src, size_t bytes) {
-  cudaStream_t stream = nullptr;
-  cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
-  if (e != cudaSuccess) return e;
-  e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream);
-  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
-  cudaStreamDestroy(stream);
-  return e;
+  return on_private_stream(
+      [&](cudaStream_t s) { return cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, s); });
 }
 
 }  // namespace arnorm

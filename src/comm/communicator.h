@@ -112,8 +112,20 @@ class RelaxedCaptureMode {
   bool set_ = false;
 };
 
-// Copies device memory to the host on a private non-blocking stream and
-// waits for it (CAPTURE-SAFE SET-UP: never the legacy stream).
+// Runs work(stream) on a private non-blocking stream and waits for it
+// (CAPTURE-SAFE SET-UP: never the legacy stream); the first error wins.
+template <typename Work>
+cudaError_t on_private_stream(Work work) {
+  cudaStream_t stream = nullptr;
+  cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
+  if (e != cudaSuccess) return e;
+  e = work(stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  cudaStreamDestroy(stream);
+  return e;
+}
+
+// Copies device memory to the host through on_private_stream.
 cudaError_t copy_to_host_privately(void* dst, const void* src, size_t bytes);
 
 // Closes the IPC mappings of the peers' workspaces (not the addresses that

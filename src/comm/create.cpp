@@ -288,18 +288,18 @@ arnormStatus_t allocate_local(arnormComm* c, uint64_t nonce, cudaIpcMemHandle_t*
   // its copy lands (seen: ranks sharing one GPU, whose probe then read a
   // wrong identity in 3 of 8 full test runs). So the writes go on a stream
   // of their own, which is synchronised.
-  cudaStream_t stream = nullptr;
-  ARNORM_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   const uint64_t identity = identity_of(nonce, c->rank);
-  cudaError_t w = cudaMemsetAsync(c->workspace, 0, c->layout.total_bytes, stream);
-  // The data regions start clean: all-ones, the sentinel (device/sentinel.cuh).
-  if (w == cudaSuccess)
-    w = cudaMemsetAsync(c->workspace + c->layout.data_offset, kSentinelByte, 2 * c->layout.data_bytes_per_parity, stream);
-  if (w == cudaSuccess)
-    w = cudaMemcpyAsync(c->workspace + c->layout.control_offset + offsetof(ControlBlock, identity), &identity,
-                        sizeof(identity), cudaMemcpyHostToDevice, stream);
-  if (w == cudaSuccess) w = cudaStreamSynchronize(stream);
-  cudaStreamDestroy(stream);
+  const cudaError_t w = on_private_stream([&](cudaStream_t stream) {
+    cudaError_t e = cudaMemsetAsync(c->workspace, 0, c->layout.total_bytes, stream);
+    // The data regions start clean: all-ones, the sentinel (device/sentinel.cuh).
+    if (e == cudaSuccess)
+      e = cudaMemsetAsync(c->workspace + c->layout.data_offset, kSentinelByte, 2 * c->layout.data_bytes_per_parity,
+                          stream);
+    if (e == cudaSuccess)
+      e = cudaMemcpyAsync(c->workspace + c->layout.control_offset + offsetof(ControlBlock, identity), &identity,
+                          sizeof(identity), cudaMemcpyHostToDevice, stream);
+    return e;
+  });
   if (w != cudaSuccess) {
     return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: initialising the workspace failed: %s (%s)",
                        cudaGetErrorString(w), cudaGetErrorName(w));
@@ -502,11 +502,7 @@ arnormStatus_t finish_local(arnormComm* c) {
     void* marks = nullptr;
     const size_t bytes = kPhaseClockWords * sizeof(unsigned long long);
     ARNORM_CUDA_TRY(cudaMalloc(&marks, bytes));
-    cudaStream_t stream = nullptr;  // CAPTURE-SAFE SET-UP: not the legacy stream
-    cudaError_t e = cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking);
-    if (e == cudaSuccess) e = cudaMemsetAsync(marks, 0, bytes, stream);
-    if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
-    if (stream) cudaStreamDestroy(stream);
+    const cudaError_t e = on_private_stream([&](cudaStream_t s) { return cudaMemsetAsync(marks, 0, bytes, s); });
     if (e != cudaSuccess) {
       cudaFree(marks);
       return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormCommCreate: clearing the phase clock's buffer failed: %s",
