@@ -5,10 +5,11 @@
  * Stable C API. Every function returns an arnormStatus_t; every operation
  * that launches work takes the CUDA stream last. Every argument is checked
  * before anything is launched: a call that fails with
- * ARNORM_ERROR_INVALID_ARGUMENT or _UNSUPPORTED launched nothing and wrote no
- * caller buffer. Only a CUDA or NCCL failure in the middle of a call (a
- * failed launch of a later chunk, say) can leave outputs partly written. The
- * reason is in arnormGetLastErrorString() (per calling thread).
+ * ARNORM_ERROR_INVALID_ARGUMENT, _INVALID_USAGE or _UNSUPPORTED launched
+ * nothing and wrote no caller buffer. Only a CUDA or NCCL failure in the
+ * middle of a call (a failed launch of a later chunk, say) can leave outputs
+ * partly written. The reason is in arnormGetLastErrorString() (per calling
+ * thread).
  *
  * Semantics of the all-reduce (sum), for every algorithm arnorm runs itself:
  *   out[i] = round_T( ((x_0[i] + x_1[i]) + x_2[i]) + ... + x_{N-1}[i] )
@@ -25,9 +26,15 @@
  *
  * Threading: one communicator serves one stream at a time. An eager call
  * made on a different stream than the previous eager call is ordered after
- * it. Replays of captured graphs are not seen by the library: order them
- * with the communicator's eager calls and with each other yourself (same
- * stream, or events). Do not call a communicator from two threads at once.
+ * it (streams are told apart by their CUDA stream id, so each thread's
+ * cudaStreamPerThread, and a new stream created at a freed one's address,
+ * count as different streams). Replays of captured graphs are not seen by
+ * the library: order them with the communicator's eager calls and with each
+ * other yourself (same stream, or events). A communicator serves one thread
+ * at a time: a call (or arnormCommDestroy) made while another thread is
+ * inside one on the same communicator fails with
+ * ARNORM_ERROR_INVALID_USAGE and launches nothing; the other call is not
+ * disturbed. Different communicators may be used from different threads.
  * A peer-memory call's CTAs wait for its peers' CTAs while holding their
  * SMs (and the fused two-shot needs all of its CTAs resident at once): do
  * not let it overlap, on another stream, other work that also waits for
@@ -70,7 +77,9 @@ typedef enum {
   ARNORM_ERROR_REMOTE = 6,           /* another rank failed a collective step */
   ARNORM_ERROR_UNSUPPORTED = 7,      /* valid request this build or machine cannot serve */
   ARNORM_ERROR_OUT_OF_MEMORY = 8,    /* an allocation within the budget failed */
-  ARNORM_ERROR_INTERNAL = 9          /* a bug in arnorm: please report it */
+  ARNORM_ERROR_INTERNAL = 9,         /* a bug in arnorm: please report it */
+  ARNORM_ERROR_INVALID_USAGE = 10    /* the communicator was used against its contract
+                                        (two threads at once); nothing launched */
 } arnormStatus_t;
 
 typedef enum {

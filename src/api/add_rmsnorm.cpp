@@ -155,6 +155,8 @@ extern "C" arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arn
     using namespace arnorm;
     clear_last_error();
     if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormAllReduceAddRmsNorm: comm is NULL");
+    const ExclusiveCall exclusive(comm);
+    if (!exclusive.held()) return concurrent_call_error("arnormAllReduceAddRmsNorm");
     ARNORM_TRY(check_async_error(comm, "arnormAllReduceAddRmsNorm"));
     DeviceGuard guard(comm->device);
     if (!guard.ok()) {
@@ -166,9 +168,9 @@ extern "C" arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arn
     arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;
     ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAddRmsNorm, a.algo,
                                  static_cast<uint64_t>(a.tokens) * a.hidden * dtype_size(a.dtype), &algo));
-    bool capturing = false;
-    ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
-    ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream, capturing) : run_peer(comm, a, algo, stream));
-    return note_call_issued(comm, stream, capturing);
+    CallStream cs;
+    ARNORM_TRY(order_after_previous_call(comm, stream, &cs));
+    ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream, cs.capturing) : run_peer(comm, a, algo, stream));
+    return note_call_issued(comm, cs);
   });
 }

@@ -64,6 +64,8 @@ extern "C" arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf
     using namespace arnorm;
     clear_last_error();
     if (comm == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormAllReduce: comm is NULL");
+    const ExclusiveCall exclusive(comm);
+    if (!exclusive.held()) return concurrent_call_error("arnormAllReduce");
     ARNORM_TRY(check_async_error(comm, "arnormAllReduce"));
     DeviceGuard guard(comm->device);
     if (!guard.ok()) return ARNORM_FAIL(ARNORM_ERROR_CUDA, "arnormAllReduce: cannot select device %d", comm->device);
@@ -73,13 +75,13 @@ extern "C" arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf
     arnormAlgorithm_t chosen = ARNORM_ALGO_AUTO;
     ARNORM_TRY(resolve_algorithm(comm->table, comm->selection_context(), Op::kAllReduce, algo,
                                  static_cast<uint64_t>(count) * dtype_size(dtype), &chosen));
-    bool capturing = false;
-    ARNORM_TRY(order_after_previous_call(comm, stream, &capturing));
+    CallStream cs;
+    ARNORM_TRY(order_after_previous_call(comm, stream, &cs));
     if (chosen == ARNORM_ALGO_NCCL) {
-      ARNORM_TRY(nccl_all_reduce(comm, sendbuf, recvbuf, count, dtype, stream, capturing, "arnormAllReduce"));
+      ARNORM_TRY(nccl_all_reduce(comm, sendbuf, recvbuf, count, dtype, stream, cs.capturing, "arnormAllReduce"));
     } else {
       ARNORM_TRY(run_peer_allreduce(comm, call, chosen));
     }
-    return note_call_issued(comm, stream, capturing);
+    return note_call_issued(comm, cs);
   });
 }

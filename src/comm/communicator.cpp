@@ -71,21 +71,31 @@ arnormStatus_t check_async_error(const arnormComm* comm, const char* op) {
                      comm->timeout_seconds, r->peer, r->peer);
 }
 
-arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, bool* capturing) {
-  cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
-  ARNORM_CUDA_TRY(cudaStreamIsCapturing(stream, &cs));
-  *capturing = cs != cudaStreamCaptureStatusNone;
-  // The previous stream's handle is only compared, never used: the caller
-  // may have destroyed it. order_event was recorded right after that call.
-  if (*capturing || !comm->has_last_stream || comm->last_stream == stream) return ARNORM_SUCCESS;
+arnormStatus_t concurrent_call_error(const char* op) {
+  return ARNORM_FAIL(ARNORM_ERROR_INVALID_USAGE,
+                     "%s refused: another thread is inside a call on this communicator. A communicator serves "
+                     "one thread at a time: serialise the threads' calls (a mutex), or give each thread a "
+                     "communicator of its own. Nothing was launched, and the other call is not affected",
+                     op);
+}
+
+arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, CallStream* cs) {
+  cs->stream = stream;
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  ARNORM_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
+  cs->capturing = capture != cudaStreamCaptureStatusNone;
+  if (cs->capturing) return ARNORM_SUCCESS;
+  // STREAM ORDER (communicator.h): ids, not handles.
+  ARNORM_CUDA_TRY(cudaStreamGetId(stream, &cs->id));
+  if (!comm->has_last_stream || cs->id == comm->last_stream_id) return ARNORM_SUCCESS;
   ARNORM_CUDA_TRY(cudaStreamWaitEvent(stream, comm->order_event, 0));
   return ARNORM_SUCCESS;
 }
 
-arnormStatus_t note_call_issued(arnormComm* comm, cudaStream_t stream, bool capturing) {
-  if (capturing) return ARNORM_SUCCESS;
-  ARNORM_CUDA_TRY(cudaEventRecord(comm->order_event, stream));
-  comm->last_stream = stream;
+arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& cs) {
+  if (cs.capturing) return ARNORM_SUCCESS;
+  ARNORM_CUDA_TRY(cudaEventRecord(comm->order_event, cs.stream));
+  comm->last_stream_id = cs.id;
   comm->has_last_stream = true;
   return ARNORM_SUCCESS;
 }
@@ -123,6 +133,11 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
   return arnorm::guarded("arnormCommDestroy", [&]() -> arnormStatus_t {
     arnorm::clear_last_error();
     if (comm == nullptr) return ARNORM_SUCCESS;
+    arnorm::ExclusiveCall exclusive(comm);
+    if (!exclusive.held()) return arnorm::concurrent_call_error("arnormCommDestroy");
+    // Freed below: no one may hold it then (a second destroy is the caller's
+    // use after free, as with any handle).
+    exclusive.release();
     arnorm::DeviceGuard guard(comm->device);
     const arnorm::RelaxedCaptureMode relaxed;  // CAPTURE-SAFE SET-UP
     arnormStatus_t status = ARNORM_SUCCESS;

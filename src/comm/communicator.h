@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -60,11 +61,19 @@ struct arnormComm {
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
   int gpu_share = 1;  // SHARED GPU (create.cpp): ranks of this process on this GPU, running at once
 
-  // Orders a call on a new stream after the previous call (outside capture).
-  // last_stream is only compared, never dereferenced (it may be destroyed).
-  cudaStream_t last_stream = nullptr;
+  // STREAM ORDER: a call on another stream than the previous eager call
+  // waits for order_event, recorded right after that call. Streams are told
+  // apart by cudaStreamGetId, never by handle: cudaStreamPerThread is one
+  // handle for a different stream on every thread, and a stream created
+  // after the previous one was destroyed may reuse its address.
+  unsigned long long last_stream_id = 0;
   bool has_last_stream = false;
   cudaEvent_t order_event = nullptr;
+
+  // ONE CALLER AT A TIME: held by the thread inside an operation (or
+  // destroy), so that a second thread is refused (ExclusiveCall) instead of
+  // racing on the stream order, the watchdog and the epoch of the calls.
+  std::atomic<bool> in_call{false};
 
   arnorm::SyncParams sync_params(int32_t op) const;
   arnorm::SelectionContext selection_context() const;
@@ -75,10 +84,42 @@ namespace arnorm {
 // Fails with the recorded asynchronous error, naming the op and ranks.
 arnormStatus_t check_async_error(const arnormComm* comm, const char* op);
 
-// Makes `stream` wait for the previous eager call (through order_event,
-// recorded right after it) when the stream differs and is not capturing.
-arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, bool* capturing);
-arnormStatus_t note_call_issued(arnormComm* comm, cudaStream_t stream, bool capturing);
+// STREAM ORDER: where the call's stream is not capturing, makes it wait for
+// the previous eager call when it is another stream. *call_stream carries
+// what note_call_issued needs after the call was issued.
+struct CallStream {
+  cudaStream_t stream = nullptr;
+  bool capturing = false;
+  unsigned long long id = 0;  // cudaStreamGetId, outside capture
+};
+arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, CallStream* call_stream);
+arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& call_stream);
+
+// ONE CALLER AT A TIME (arnormComm::in_call): taken for the scope of an
+// operation when no other thread holds it. acquire/release: a thread that
+// takes it sees every host-side write of the previous holder (the order
+// event's stream, the watchdog's state).
+class ExclusiveCall {
+ public:
+  explicit ExclusiveCall(arnormComm* comm)
+      : comm_(comm), held_(!comm->in_call.exchange(true, std::memory_order_acquire)) {}
+  ~ExclusiveCall() { release(); }
+  ExclusiveCall(const ExclusiveCall&) = delete;
+  ExclusiveCall& operator=(const ExclusiveCall&) = delete;
+  bool held() const { return held_; }
+  // Gives it back early (destroy, before the communicator is freed).
+  void release() {
+    if (held_) comm_->in_call.store(false, std::memory_order_release);
+    held_ = false;
+  }
+
+ private:
+  arnormComm* comm_;
+  bool held_;
+};
+
+// The INVALID_USAGE error of a call refused by ExclusiveCall.
+arnormStatus_t concurrent_call_error(const char* op);
 
 // Sets the current device for the scope and restores the caller's on exit.
 class DeviceGuard {

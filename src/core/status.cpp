@@ -54,6 +54,7 @@ extern "C" const char* arnormGetErrorName(arnormStatus_t status) {
     case ARNORM_ERROR_UNSUPPORTED: return "ARNORM_ERROR_UNSUPPORTED";
     case ARNORM_ERROR_OUT_OF_MEMORY: return "ARNORM_ERROR_OUT_OF_MEMORY";
     case ARNORM_ERROR_INTERNAL: return "ARNORM_ERROR_INTERNAL";
+    case ARNORM_ERROR_INVALID_USAGE: return "ARNORM_ERROR_INVALID_USAGE";
   }
   return "ARNORM_ERROR_UNKNOWN";
 }

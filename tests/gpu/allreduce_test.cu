@@ -4,11 +4,13 @@
 // setup failures and peer timeouts.
 #include <cuda.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
+#include <mutex>
 #include <thread>
 
 #include <unistd.h>
@@ -284,6 +286,121 @@ TEST(AllReduce, SecondStreamIsOrderedAfterFirst) {
   cudaStreamDestroy(other);
   ARNORM_OK(arnormAllReduce(env().comm, a.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, env().stream));
   CUDA_OK(cudaStreamSynchronize(env().stream));
+}
+
+// STREAM ORDER (comm/communicator.h) tells streams apart by id: each
+// thread's cudaStreamPerThread is one handle for a different stream. Call 1
+// on this thread's per-thread stream waits behind a held kernel; call 2, on
+// another thread's per-thread stream, reads call 1's output, so it must wait
+// too (a comparison of handles let it run at once, on poison).
+TEST(AllReduce, PerThreadStreamsOfTwoThreadsAreOrdered) {
+  StreamHold held;
+  ASSERT_TRUE(held.ok());
+  const size_t n = 65541;
+  DeviceBuffer a(n * 4), b(n * 4);
+  const uint64_t iter = ++env().iteration;
+  const auto x = make_input<float>(rank(), iter, n);
+  cudaMemcpy(a.ptr, x.data(), n * 4, cudaMemcpyHostToDevice);
+  cudaMemset(b.ptr, kPoisonByte, n * 4);
+  CUDA_OK(cudaDeviceSynchronize());
+  // (Nothing on the legacy stream until the release: the per-thread streams
+  // synchronise with it, and it would wait for the hold.)
+  held.hold(cudaStreamPerThread);
+  ARNORM_OK(arnormAllReduce(env().comm, a.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, cudaStreamPerThread));
+  arnormStatus_t st2 = ARNORM_ERROR_INTERNAL;
+  std::string msg2;
+  cudaError_t query = cudaSuccess;
+  std::thread other([&] {
+    cudaSetDevice(env().ctx.device);
+    st2 = arnormAllReduce(env().comm, b.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, cudaStreamPerThread);
+    msg2 = arnormGetLastErrorString();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    query = cudaStreamQuery(cudaStreamPerThread);
+  });
+  other.join();
+  EXPECT_EQ(ARNORM_SUCCESS, st2) << msg2;
+  EXPECT_EQ(cudaErrorNotReady, query) << "the other thread's call did not wait for the held one";
+  barrier();  // every rank releases at about the same time
+  held.release();
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<float> got(n);
+  cudaMemcpy(got.data(), b.ptr, n * 4, cudaMemcpyDeviceToHost);
+  EXPECT_EQ(0u, count_bit_mismatches(got, sum_of_copies(reference_sum<float>(iter, n, world()))));
+  barrier();
+}
+
+// ONE CALLER AT A TIME (comm/communicator.h): two threads calling one
+// communicator at once get ARNORM_ERROR_INVALID_USAGE on one of them, never
+// a race; every call that was not refused is exact. Each rank uses a
+// communicator of its own (world 1), so a refusal on one rank cannot leave
+// its peers waiting for a call it never made.
+TEST(Comm, TwoThreadsInOneCommunicatorAreRefusedNotRaced) {
+  auto gather_self = [](const void* send, void* recv, size_t bytes, void*) {
+    std::memcpy(recv, send, bytes);
+    return 0;
+  };
+  arnormComm_t c = nullptr;
+  ARNORM_OK(arnormCommCreate(&c, 0, 1, env().ctx.device, {+gather_self, nullptr}, nullptr));
+  const size_t n = 4099;
+  const uint64_t iter = ++env().iteration;
+  const auto x = make_input<__nv_bfloat16>(rank(), iter, n);
+  constexpr int kThreads = 2;
+  DeviceBuffer in(n * 2), out(kThreads * n * 2);
+  cudaMemcpy(in.ptr, x.data(), n * 2, cudaMemcpyHostToDevice);
+  cudaMemset(out.ptr, kPoisonByte, out.bytes);
+  CUDA_OK(cudaDeviceSynchronize());
+  std::atomic<int> refused{0}, other_status{0}, ready{0}, succeeded[kThreads] = {};
+  std::atomic<bool> stop{false};
+  std::string other_message;
+  std::mutex message_mu;
+  auto hammer = [&](int t) {
+    cudaSetDevice(env().ctx.device);
+    cudaStream_t s = nullptr;
+    cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking);
+    ready.fetch_add(1);
+    while (ready.load() < kThreads) {
+    }
+    const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!stop.load() && std::chrono::steady_clock::now() < end) {
+      const arnormStatus_t st = arnormAllReduce(c, in.ptr, out.as<__nv_bfloat16>(t * n), n, ARNORM_BFLOAT16,
+                                                ARNORM_ALGO_AUTO, s);
+      if (st == ARNORM_SUCCESS) {
+        succeeded[t].fetch_add(1);
+      } else if (st == ARNORM_ERROR_INVALID_USAGE) {
+        const std::string m = arnormGetLastErrorString();
+        if (m.find("another thread is inside a call") == std::string::npos) {
+          const std::lock_guard<std::mutex> lock(message_mu);
+          other_message = "INVALID_USAGE without the explanation: " + m;
+          other_status = st;
+        }
+        if (refused.fetch_add(1) >= 100) stop = true;
+      } else if (st != ARNORM_SUCCESS) {
+        const std::lock_guard<std::mutex> lock(message_mu);
+        other_message = arnormGetLastErrorString();
+        other_status = st;
+        stop = true;
+      }
+    }
+    cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) threads.emplace_back(hammer, t);
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(0, other_status.load()) << other_message;
+  EXPECT_GT(refused.load(), 0) << "two threads called one communicator for 5 s and no call was refused";
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetAsyncError(c)) << arnormGetLastErrorString();
+  CUDA_OK(cudaDeviceSynchronize());
+  std::vector<__nv_bfloat16> got(kThreads * n);
+  cudaMemcpy(got.data(), out.ptr, out.bytes, cudaMemcpyDeviceToHost);
+  for (int t = 0; t < kThreads; ++t) {
+    if (succeeded[t].load() == 0) continue;  // (its slot holds poison: every call of it was refused)
+    const std::vector<__nv_bfloat16> mine(got.begin() + t * n, got.begin() + (t + 1) * n);
+    EXPECT_EQ(0u, count_bit_mismatches(mine, x)) << "thread " << t << " (world 1: the sum is the input)";
+  }
+  EXPECT_GT(succeeded[0].load() + succeeded[1].load(), 0);
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
+  barrier();
 }
 
 // Two pieces of device memory mapped side by side at the start of a range of

@@ -77,6 +77,7 @@ TEST(PublicApi, NamesAndSizes) {
   EXPECT_EQ(2u, arnormDataTypeSize(ARNORM_FLOAT16));
   EXPECT_EQ(4u, arnormDataTypeSize(ARNORM_FLOAT32));
   EXPECT_EQ(0u, arnormDataTypeSize(static_cast<arnormDataType_t>(99)));
+  EXPECT_STREQ("ARNORM_ERROR_INVALID_USAGE", arnormGetErrorName(ARNORM_ERROR_INVALID_USAGE));
 }
 
 // From a C translation unit (c_api_use.c, compiled as C11 with warnings as
