@@ -162,8 +162,11 @@ typedef struct {
                               to abort. Calls captured in a CUDA graph, and a call
                               that a blocking comm holds in NCCL's host code, are
                               not bounded. */
-  int nccl_fallback;       /* 1: route to NCCL what peer memory cannot serve;
-                              0: fail with ARNORM_ERROR_UNSUPPORTED instead */
+  int nccl_fallback;       /* 1: route to NCCL what peer memory cannot serve (rank 0
+                              then says so and why on stderr, unless
+                              ARNORM_DEBUG=NONE; ARNORM_DEBUG=INFO describes every
+                              communicator created); 0: fail with
+                              ARNORM_ERROR_UNSUPPORTED instead */
 } arnormConfig_t;
 
 #define ARNORM_CONFIG_INIT {sizeof(arnormConfig_t), 0, 0.0, NULL, NULL, 1}

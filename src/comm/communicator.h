@@ -13,6 +13,7 @@
 
 #include "arnorm/arnorm.h"
 #include "comm/nccl_calls.h"
+#include "core/log.h"
 #include "core/selection.h"
 #include "core/workspace_layout.h"
 #include "device/kernel_params.h"
@@ -60,6 +61,8 @@ struct arnormComm {
   bool fused_wide = true;  // split one-shot rows of a cluster of two in one CTA (ARNORM_FUSED_WIDE=0: clusters)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
   int gpu_share = 1;  // SHARED GPU (create.cpp): ranks of this process on this GPU, running at once
+  arnorm::LogLevel log_level = arnorm::LogLevel::kWarn;  // ARNORM_DEBUG (core/log.h)
+  std::string table_source;  // "built-in", or the tuning file over it (for the log)
 
   // STREAM ORDER: a call on another stream than the previous eager call
   // waits for order_event, recorded right after that call. Streams are told

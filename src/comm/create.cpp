@@ -18,6 +18,7 @@
 
 #include "comm/communicator.h"
 #include "comm/nccl_calls.h"
+#include "core/env_knobs.h"
 #include "core/status.h"
 #include "device/launch.h"
 
@@ -123,12 +124,15 @@ uint64_t host_hash() {
   return fnv1a(id);
 }
 
-arnormStatus_t load_table(const arnormConfig_t& cfg, SelectionTable* table) {
+// *source: "built-in" or the file's path, for the log.
+arnormStatus_t load_table(const arnormConfig_t& cfg, SelectionTable* table, std::string* source) {
   const char* path = cfg.tuning_file ? cfg.tuning_file : std::getenv("ARNORM_TUNING_FILE");
   if (path == nullptr || *path == '\0') {
     *table = SelectionTable::builtin();
+    *source = "built-in";
     return ARNORM_SUCCESS;
   }
+  *source = strprintf("'%s' over the built-in", path);
   std::ifstream f(path);
   if (!f) {
     return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormCommCreate: cannot read tuning file '%s'", path);
@@ -143,28 +147,6 @@ arnormStatus_t load_table(const arnormConfig_t& cfg, SelectionTable* table) {
   return ARNORM_SUCCESS;
 }
 
-arnormStatus_t read_forced_algorithm(arnormAlgorithm_t* forced) {
-  const char* env = std::getenv("ARNORM_ALGO");
-  *forced = ARNORM_ALGO_AUTO;
-  if (env == nullptr || *env == '\0') return ARNORM_SUCCESS;
-  if (!algorithm_from_name(env, forced)) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreate: ARNORM_ALGO='%s' is not one of auto, oneshot, twoshot, nccl", env);
-  }
-  return ARNORM_SUCCESS;
-}
-
-arnormStatus_t read_forced_protocol(Protocol* forced) {
-  const char* env = std::getenv("ARNORM_PROTOCOL");
-  *forced = Protocol::kAuto;
-  if (env == nullptr || *env == '\0') return ARNORM_SUCCESS;
-  if (!protocol_from_name(env, forced)) {
-    return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                       "arnormCommCreate: ARNORM_PROTOCOL='%s' is not one of auto, ll, sentinel", env);
-  }
-  return ARNORM_SUCCESS;
-}
-
 // Local checks and facts of this rank; fills *hello and the comm's settings.
 // (rank and world size were checked by arnormCommCreate before any collective step.)
 arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* hello) {
@@ -174,20 +156,23 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
                        "else 5 s)",
                        cfg.timeout_seconds);
   }
+  EnvKnobs knobs;
+  ARNORM_TRY(read_env_knobs([](const char* name) { return std::getenv(name); }, "arnormCommCreate", &knobs));
   // ARNORM_TIMEOUT_SECONDS: the timeout where the config leaves it 0, for
   // operators who cannot change the code (ranks that load or compile
   // unevenly drift apart by more than the default). Agreed like the config's.
-  if (cfg.timeout_seconds == 0) {
-    if (const char* v = std::getenv("ARNORM_TIMEOUT_SECONDS"); v != nullptr && *v != '\0') {
-      char* end = nullptr;
-      const double t = std::strtod(v, &end);
-      if (end == v || *end != '\0' || !(t >= 0.001) || t > 86400) {
-        return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
-                           "arnormCommCreate: ARNORM_TIMEOUT_SECONDS='%s' is not a number of seconds in [0.001, 86400]", v);
-      }
-      c->timeout_seconds = t;
-    }
-  }
+  if (cfg.timeout_seconds == 0 && knobs.timeout_seconds > 0) c->timeout_seconds = knobs.timeout_seconds;
+  c->forced = knobs.forced;
+  c->forced_protocol = knobs.forced_protocol;
+  c->fused_lag = knobs.fused_lag;
+  c->fused_ahead = knobs.fused_ahead;
+  c->fused_pairs = knobs.fused_pairs;
+  c->fused_wide = knobs.fused_wide;
+  c->fused_ring_slots = knobs.fused_ring_slots;
+  c->fused_ring_publish = knobs.fused_ring_publish;
+  c->pdl = knobs.pdl;
+  c->log_level = knobs.log_level;
+  hello->allow_shared_gpu = knobs.allow_shared_gpu;
   int count = 0;
   ARNORM_CUDA_TRY(cudaGetDeviceCount(&count));
   if (c->device < 0 || c->device >= count) {
@@ -197,18 +182,7 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   ARNORM_CUDA_TRY(cudaSetDevice(c->device));
   cudaDeviceProp prop{};
   ARNORM_CUDA_TRY(cudaGetDeviceProperties(&prop, c->device));
-  ARNORM_TRY(load_table(cfg, &c->table));
-  ARNORM_TRY(read_forced_algorithm(&c->forced));
-  ARNORM_TRY(read_forced_protocol(&c->forced_protocol));
-  if (const char* lag = std::getenv("ARNORM_FUSED_LAG")) c->fused_lag = std::max(1, std::min(8, std::atoi(lag)));
-  if (const char* a = std::getenv("ARNORM_FUSED_AHEAD")) c->fused_ahead = std::max(1, std::min(64, std::atoi(a)));
-  if (const char* pairs = std::getenv("ARNORM_FUSED_PAIRS")) c->fused_pairs = std::atoi(pairs) != 0;
-  if (const char* wide = std::getenv("ARNORM_FUSED_WIDE")) c->fused_wide = std::atoi(wide) != 0;
-  if (const char* v = std::getenv("ARNORM_FUSED_RING_SLOTS")) c->fused_ring_slots = static_cast<size_t>(std::max(0LL, std::atoll(v)));
-  if (const char* v = std::getenv("ARNORM_FUSED_RING_PUBLISH")) c->fused_ring_publish = static_cast<size_t>(std::max(0LL, std::atoll(v)));
-  if (const char* v = std::getenv("ARNORM_ALLOW_SHARED_GPU")) hello->allow_shared_gpu = std::atoi(v) != 0;
-  const char* pdl = std::getenv("ARNORM_PDL");
-  c->pdl = pdl == nullptr || std::strcmp(pdl, "0") != 0;
+  ARNORM_TRY(load_table(cfg, &c->table, &c->table_source));
   hello->sm_count = prop.multiProcessorCount;
   std::memcpy(hello->uuid, prop.uuid.bytes, sizeof(hello->uuid));
   return ARNORM_SUCCESS;
@@ -575,6 +549,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
     c->pdl = false;
   }
   c->peer_access = same_host && c->world_size <= kMaxRanks;
+  std::string why_no_peer_memory;
 
   if (c->peer_access) {
     arnormStatus_t st = ARNORM_SUCCESS;
@@ -601,9 +576,13 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
     }
     if (mapped != ARNORM_SUCCESS) {
       if (first_failure != ARNORM_ERROR_UNSUPPORTED || !cfg.nccl_fallback) return mapped;
+      why_no_peer_memory = last_error();  // the same step's verdict on every rank
       unmap_peers(c);
       c->peer_access = false;
     }
+  } else {
+    why_no_peer_memory = same_host ? strprintf("world size %d is above %d", c->world_size, kMaxRanks)
+                                   : std::string("the ranks are on more than one host");
   }
   // NCCL is needed without peer memory, and when ARNORM_ALGO forces it
   // (the same on every rank, checked above).
@@ -621,7 +600,23 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
     ARNORM_TRY(create_own_nccl(c, coll));
   }
 
-  return coll.agree("finish", finish_local(c));
+  ARNORM_TRY(coll.agree("finish", finish_local(c)));
+  // LOG (core/log.h). The fallback is agreed, so rank 0 alone says it.
+  if (!c->peer_access && c->rank == 0) {
+    log_line(c->log_level, LogLevel::kWarn,
+             "arnormCommCreate: %d ranks without peer memory (%s); every call of this communicator runs on "
+             "NCCL: slower, and without arnorm's bitwise and batch-invariance promises. nccl_fallback = 0 "
+             "makes this an error; ARNORM_DEBUG=NONE silences this line",
+             c->world_size, why_no_peer_memory.c_str());
+  }
+  log_line(c->log_level, LogLevel::kInfo,
+           "arnormCommCreate: rank %d of %d on device %d: %s, workspace %zu bytes, up to %d CTAs a kernel, "
+           "timeout %g s, table %s, ARNORM_ALGO %s, %s%s",
+           c->rank, c->world_size, c->device, c->peer_access ? "peer memory" : "NCCL only",
+           c->peer_access ? c->layout.total_bytes : size_t{0}, c->max_blocks, c->timeout_seconds,
+           c->table_source.c_str(), arnormAlgorithmName(c->forced), c->nccl ? "with NCCL" : "no NCCL comm",
+           c->gpu_share > 1 ? strprintf(", %d ranks share this GPU", c->gpu_share).c_str() : "");
+  return ARNORM_SUCCESS;
 }
 
 }  // namespace

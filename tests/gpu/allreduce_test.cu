@@ -757,8 +757,10 @@ TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
   cfg.nccl_comm = env().nccl;
   cfg.nccl_fallback = env().nccl != nullptr;  // (NCCL of its own cannot start on a shared GPU)
   arnormComm_t c = nullptr;
+  testing::internal::CaptureStderr();
   const arnormStatus_t st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
   const std::string msg = arnormGetLastErrorString();
+  const std::string logged = testing::internal::GetCapturedStderr();
   if (env().nccl == nullptr) {
     EXPECT_EQ(nullptr, c);
     if (rank() == last) {
@@ -774,6 +776,15 @@ TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
   arnormCommInfo_t info{};
   ARNORM_OK(arnormCommGetInfo(c, &info));
   EXPECT_EQ(0, info.peer_access) << "rank " << rank() << " kept peer memory while rank " << last << " lost it";
+  // LOG (core/log.h): the fallback is not silent; rank 0 says it once, with the reason.
+  if (rank() == 0) {
+    EXPECT_NE(std::string::npos, logged.find("arnorm WARN arnormCommCreate: " + std::to_string(world()) +
+                                             " ranks without peer memory (rank " + std::to_string(last) +
+                                             " failed during 'verify peer access'"))
+        << logged;
+  } else {
+    EXPECT_EQ(std::string::npos, logged.find("arnorm WARN")) << logged;
+  }
   // (every rank runs the calls below, whatever it found)
   for (size_t n : {size_t{1000}, size_t{262147}}) {
     const uint64_t iter = ++env().iteration;
@@ -783,6 +794,41 @@ TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
   cudaDeviceSynchronize();
   barrier();
   EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
+}
+
+// LOG (core/log.h): ARNORM_DEBUG=INFO makes creation describe the
+// communicator on stderr; NONE and the default WARN say nothing for a
+// communicator that has peer memory; a bad level fails creation, naming it.
+TEST(Comm, DebugLevelDecidesWhatCreationLogs) {
+  arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+  for (const char* level : {"INFO", "NONE", "", "LOUD"}) {
+    SCOPED_TRACE(std::string("ARNORM_DEBUG=") + level);
+    const ScopedEnv debug("ARNORM_DEBUG", level);
+    arnormComm_t c = nullptr;
+    testing::internal::CaptureStderr();
+    const arnormStatus_t st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, nullptr);
+    const std::string msg = arnormGetLastErrorString();
+    const std::string logged = testing::internal::GetCapturedStderr();
+    if (std::string(level) == "LOUD") {
+      EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, st);
+      EXPECT_NE(std::string::npos, msg.find("ARNORM_DEBUG='LOUD' is not one of NONE, WARN, INFO")) << msg;
+      EXPECT_EQ(nullptr, c);
+      continue;
+    }
+    EXPECT_EQ(ARNORM_SUCCESS, st) << msg;
+    if (std::string(level) == "INFO") {
+      const std::string line = "arnorm INFO arnormCommCreate: rank " + std::to_string(rank()) + " of " +
+                               std::to_string(world()) + " on device " + std::to_string(env().ctx.device) +
+                               ": peer memory, workspace ";
+      EXPECT_NE(std::string::npos, logged.find(line)) << logged;
+      EXPECT_NE(std::string::npos, logged.find("table built-in")) << logged;
+    } else {
+      EXPECT_EQ(std::string::npos, logged.find("arnorm ")) << logged;
+    }
+    cudaDeviceSynchronize();
+    barrier();
+    EXPECT_EQ(ARNORM_SUCCESS, arnormCommDestroy(c)) << arnormGetLastErrorString();
+  }
 }
 
 // ARNORM_ALGO and a tuning file are read at creation and decide every AUTO
