@@ -182,6 +182,7 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   ARNORM_CUDA_TRY(cudaSetDevice(c->device));
   cudaDeviceProp prop{};
   ARNORM_CUDA_TRY(cudaGetDeviceProperties(&prop, c->device));
+  ARNORM_TRY(check_kernels_loadable(c->device, prop.major, prop.minor));
   ARNORM_TRY(load_table(cfg, &c->table, &c->table_source));
   hello->sm_count = prop.multiProcessorCount;
   std::memcpy(hello->uuid, prop.uuid.bytes, sizeof(hello->uuid));

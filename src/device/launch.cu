@@ -107,6 +107,23 @@ arnormStatus_t launch_allreduce(const AllReduceLaunch& l, cudaStream_t stream) {
   return ARNORM_FAIL(ARNORM_ERROR_INTERNAL, "launch_allreduce: dtype %d has no kernel", l.dtype);
 }
 
+arnormStatus_t check_kernels_loadable(int device, int major, int minor) {
+  if (major < 9) {
+    return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                       "arnormCommCreate: device %d has compute capability %d.%d; arnorm needs 9.0 (Hopper) or "
+                       "newer (thread-block clusters, programmatic dependent launch)",
+                       device, major, minor);
+  }
+  cudaFuncAttributes attr{};
+  const cudaError_t e = cudaFuncGetAttributes(&attr, probe_kernel);
+  if (e == cudaSuccess) return ARNORM_SUCCESS;
+  cudaGetLastError();  // leave no stale error behind
+  return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
+                     "arnormCommCreate: this libarnorm has no code for device %d (compute capability %d.%d): %s; "
+                     "rebuild with its architecture in CMAKE_CUDA_ARCHITECTURES (default 90)",
+                     device, major, minor, cudaGetErrorString(e));
+}
+
 arnormStatus_t launch_probe(const SyncParams& sync, uint64_t token, uint64_t* identities,
                             cudaStream_t stream) {
   probe_kernel<<<1, kMaxRanks, 0, stream>>>(sync, token, identities);

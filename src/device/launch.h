@@ -45,6 +45,12 @@ template <typename P>
 arnormStatus_t launch_peer_kernel(void (*kernel)(P), int grid, const P& params, bool pdl, cudaStream_t stream,
                                   int cluster = 0, int threads = kThreadsPerBlock);
 
+// Whether this build has code the current device can run (its
+// architectures are CMAKE_CUDA_ARCHITECTURES); UNSUPPORTED naming the
+// device's compute capability if not. Checked at creation, before anything
+// is allocated, so such a GPU gets one clear error instead of a failed launch.
+arnormStatus_t check_kernels_loadable(int device, int major, int minor);
+
 // Setup probe: stores a token into every peer's ProbeBlock and copies every
 // peer's ControlBlock::identity into `identities` (device memory, kMaxRanks).
 arnormStatus_t launch_probe(const SyncParams& sync, uint64_t token, uint64_t* identities,
