@@ -301,6 +301,10 @@ ARNORM_API const char* arnormGetLastErrorString(void);
 ARNORM_API const char* arnormAlgorithmName(arnormAlgorithm_t algo);
 ARNORM_API const char* arnormDataTypeName(arnormDataType_t dtype);
 ARNORM_API size_t arnormDataTypeSize(arnormDataType_t dtype);
+/* The version of the library loaded at run time, as
+ * ARNORM_VERSION_MAJOR * 10000 + MINOR * 100 + PATCH; compare it with the
+ * header's macros to find a stale libarnorm on the loader's path. */
+ARNORM_API arnormStatus_t arnormGetVersion(int* version);
 
 #ifdef __cplusplus
 } /* extern "C" */

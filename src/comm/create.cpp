@@ -498,7 +498,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   const size_t budget = cfg.workspace_bytes ? cfg.workspace_bytes : kDefaultWorkspaceBytes;
 
   Hello mine{};
-  mine.version = ARNORM_VERSION_MAJOR * 10000 + ARNORM_VERSION_MINOR * 100 + ARNORM_VERSION_PATCH;
+  mine.version = kVersionCode;
   mine.rank = c->rank;
   mine.world = c->world_size;
   mine.device = c->device;

@@ -42,6 +42,13 @@ const std::string& last_error() { return t_last_error; }
 
 extern "C" const char* arnormGetLastErrorString(void) { return arnorm::last_error().c_str(); }
 
+extern "C" arnormStatus_t arnormGetVersion(int* version) {
+  arnorm::clear_last_error();
+  if (version == nullptr) return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT, "arnormGetVersion: version is NULL");
+  *version = arnorm::kVersionCode;
+  return ARNORM_SUCCESS;
+}
+
 extern "C" const char* arnormGetErrorName(arnormStatus_t status) {
   switch (status) {
     case ARNORM_SUCCESS: return "ARNORM_SUCCESS";

@@ -11,6 +11,10 @@
 
 namespace arnorm {
 
+// The library's version as arnormGetVersion reports it (and creation
+// compares across ranks).
+constexpr int kVersionCode = ARNORM_VERSION_MAJOR * 10000 + ARNORM_VERSION_MINOR * 100 + ARNORM_VERSION_PATCH;
+
 // printf-style formatting into a std::string.
 std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

@@ -80,6 +80,13 @@ TEST(PublicApi, NamesAndSizes) {
   EXPECT_STREQ("ARNORM_ERROR_INVALID_USAGE", arnormGetErrorName(ARNORM_ERROR_INVALID_USAGE));
 }
 
+TEST(PublicApi, LoadedVersionIsTheHeaders) {
+  int v = -1;
+  ASSERT_EQ(ARNORM_SUCCESS, arnormGetVersion(&v));
+  EXPECT_EQ(ARNORM_VERSION_MAJOR * 10000 + ARNORM_VERSION_MINOR * 100 + ARNORM_VERSION_PATCH, v);
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormGetVersion(nullptr));
+}
+
 // From a C translation unit (c_api_use.c, compiled as C11 with warnings as
 // errors): the headers, the init macros and the entry points.
 extern "C" {
@@ -101,7 +108,7 @@ TEST(PublicApi, HeadersCompileAndWorkFromC) {
   EXPECT_EQ(0.0, timeout);   // 0: the default timeout
   EXPECT_EQ(1, fallback);
   EXPECT_STREQ("twoshot", arnorm_c_algorithm_name());
-  EXPECT_EQ(15, arnorm_c_entry_points_linked());
+  EXPECT_EQ(16, arnorm_c_entry_points_linked());
   EXPECT_EQ(1, arnorm_c_init_leaves_types_unset());
 }
 
