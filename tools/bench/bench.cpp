@@ -1,6 +1,12 @@
 #include "bench.h"
 
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <utility>
 
 namespace arnorm_bench {
 
@@ -60,13 +66,33 @@ const char* dtype_name(arnormDataType_t dtype) {
 }
 
 bool parse_dtype(const std::string& name, arnormDataType_t* dtype) {
-  for (arnormDataType_t t : {ARNORM_FLOAT32, ARNORM_FLOAT16, ARNORM_BFLOAT16}) {
-    if (name == dtype_name(t)) {
+  static const std::pair<const char*, arnormDataType_t> kNames[] = {
+      {"float", ARNORM_FLOAT32},    {"float32", ARNORM_FLOAT32}, {"fp32", ARNORM_FLOAT32},
+      {"half", ARNORM_FLOAT16},     {"float16", ARNORM_FLOAT16}, {"fp16", ARNORM_FLOAT16},
+      {"bf16", ARNORM_BFLOAT16},    {"bfloat16", ARNORM_BFLOAT16}};
+  for (const auto& [spelling, t] : kNames) {
+    if (name == spelling) {
       *dtype = t;
       return true;
     }
   }
   return false;
+}
+
+bool output_path_writable(const std::string& path, const char* flag) {
+  const size_t slash = path.find_last_of('/');
+  const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (access(dir.c_str(), W_OK | X_OK) != 0) {
+    fprintf(stderr, "arnorm-bench: %s %s: cannot write in %s (%s)\n", flag, path.c_str(), dir.c_str(),
+            strerror(errno));
+    return false;
+  }
+  if (access(path.c_str(), F_OK) == 0 && access(path.c_str(), W_OK) != 0) {
+    fprintf(stderr, "arnorm-bench: %s %s: the file exists and cannot be written (%s)\n", flag, path.c_str(),
+            strerror(errno));
+    return false;
+  }
+  return true;
 }
 
 size_t dtype_size(arnormDataType_t dtype) { return dtype == ARNORM_FLOAT32 ? 4 : 2; }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "arnorm/arnorm.h"
@@ -34,9 +35,17 @@ struct AlgoOutcome {
   bool ok() const { return !failed && wrong == 0; }
 };
 
-// The names -d accepts and the table prints: float, half, bf16.
+// The names the table prints: float, half, bf16. parse_dtype also takes
+// nccl-tests' and arnorm's spellings (float32/fp32, float16/fp16,
+// bfloat16), as -d and --weight-dtype do.
 const char* dtype_name(arnormDataType_t dtype);
 bool parse_dtype(const std::string& name, arnormDataType_t* dtype);
+
+// Whether rank 0 will be able to write `path` at the end of the run (its
+// folder exists and is writable, and so is the file if it exists); false
+// after saying why, naming `flag`. Checked before the sweep, so a typo does
+// not cost a whole run.
+bool output_path_writable(const std::string& path, const char* flag);
 size_t dtype_size(arnormDataType_t dtype);
 
 struct Options {
@@ -103,7 +112,9 @@ struct RunInfo {
   std::vector<std::string> hostnames;     // per rank
   std::vector<int> pids;                  // per rank
   std::string nccl_version;
-  std::string arnorm_version;
+  std::string arnorm_version;         // the library loaded (arnormGetVersion)
+  std::string arnorm_header_version;  // the headers this binary was built against
+  std::vector<std::pair<std::string, std::string>> environment;  // ARNORM_* and NCCL_* as set on rank 0
   std::string date_utc;  // ISO 8601
   size_t workspace_bytes = 0;
   int peer_access = 0;

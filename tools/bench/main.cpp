@@ -39,6 +39,18 @@ struct RawFlags {
   std::vector<std::string> algos;  // empty: every column of each op
 };
 
+// -d and --weight-dtype: parse_dtype's spellings (and "all" for -d).
+CLI::Validator dtype_check(bool all_allowed) {
+  return CLI::Validator(
+      [all_allowed](std::string& value) -> std::string {
+        arnormDataType_t t;
+        if ((all_allowed && value == "all") || parse_dtype(value, &t)) return "";
+        return value + " is not float, half, bf16 (float32, fp32, float16, fp16, bfloat16)" +
+               (all_allowed ? " or all" : "");
+      },
+      "TYPE");
+}
+
 void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
   const CLI::AsSizeValue size_units(false);  // K/M/G are powers of 1024
   app.add_option("--op", opt.op,
@@ -66,8 +78,9 @@ void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
       ->delimiter(',')
       ->check(CLI::Range(size_t(1), size_t(1) << 31));
   app.add_option("--weight-dtype", raw.weight_dtype,
-                 "fused: type of the RMSNorm weight: float, half or bf16 (default: as -d)")
-      ->check(CLI::IsMember({"float", "half", "bf16"}));
+                 "fused: type of the RMSNorm weight: float, half or bf16 (or float32/fp32, "
+                 "float16/fp16, bfloat16) (default: as -d)")
+      ->check(dtype_check(false));
   app.add_option("-n,--iters", opt.iters, "calls captured per CUDA graph (default 20)")
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("-w,--warmup_iters", opt.warmup, "eager calls before capture (default 5)")
@@ -80,8 +93,8 @@ void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("-d,--datatype", raw.dtype,
                  "element type (fused: of the activations, residual and outputs): float, half, "
-                 "bf16 or all (default bf16)")
-      ->check(CLI::IsMember({"float", "half", "bf16", "all"}));
+                 "bf16 (or float32/fp32, float16/fp16, bfloat16) or all (default bf16)")
+      ->check(dtype_check(true));
   app.add_option("-g,--ngpus", opt.ngpus,
                  "ranks, one GPU each (default: every visible GPU, at least 2)")
       ->check(CLI::Range(1, ARNORM_MAX_RANKS));
@@ -115,14 +128,16 @@ bool finish_options(const RawFlags& raw, Options* opt) {
             opt->min_bytes, opt->max_bytes);
     return false;
   }
-  for (const char* name : {"float", "half", "bf16"}) {
+  if (raw.dtype == "all") {
+    opt->dtypes = {ARNORM_FLOAT32, ARNORM_FLOAT16, ARNORM_BFLOAT16};
+  } else {
     arnormDataType_t t;
-    if ((raw.dtype == name || raw.dtype == "all") && parse_dtype(name, &t))
-      opt->dtypes.push_back(t);
+    parse_dtype(raw.dtype, &t);  // dtype_check already accepted it
+    opt->dtypes = {t};
   }
   if (!raw.weight_dtype.empty()) {
     opt->weight_follows_dtype = false;
-    parse_dtype(raw.weight_dtype, &opt->weight_dtype);  // IsMember already checked it
+    parse_dtype(raw.weight_dtype, &opt->weight_dtype);  // dtype_check already accepted it
   }
   // Columns: all-reduce ones in the order given, fused ones in a fixed order.
   const std::vector<std::string> names =
@@ -164,6 +179,11 @@ bool finish_options(const RawFlags& raw, Options* opt) {
     fprintf(stderr, "arnorm-bench: --tune compares oneshot with twoshot; keep both in --algos\n");
     return false;
   }
+  // Files written at the end, checked now: a typo must not cost the sweep.
+  if (!opt->json_file.empty() && !output_path_writable(opt->json_file, "-J")) return false;
+  if (!opt->tune_file.empty() &&
+      (!output_path_writable(opt->tune_file, "--tune") || !tuning_file_usable(opt->tune_file)))
+    return false;
   return true;
 }
 

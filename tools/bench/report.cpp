@@ -1,14 +1,18 @@
 #include "report.h"
 
+#include <dlfcn.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <vector>
 
 #include "common/check.h"
+
+extern char** environ;
 
 namespace arnorm_bench {
 namespace {
@@ -61,10 +65,37 @@ int gather_run_info(const Rank& rank, RunInfo* info) {
   TOOLS_NCCL_TRY(ncclGetVersion(&nccl));
   info->nccl_version = std::to_string(nccl / 10000) + "." + std::to_string(nccl % 10000 / 100) +
                        "." + std::to_string(nccl % 100);
-  // Compile-time: the headers this binary was built against.
-  info->arnorm_version = std::to_string(ARNORM_VERSION_MAJOR) + "." +
-                         std::to_string(ARNORM_VERSION_MINOR) + "." +
-                         std::to_string(ARNORM_VERSION_PATCH);
+  // The library that runs, and the headers this binary was built against:
+  // a stale libarnorm on the loader's path shows as a difference.
+  // (Looked up, not linked: the A/B runs load libraries older than 0.10,
+  // which lack it.)
+  using GetVersion = arnormStatus_t (*)(int*);
+  const auto get_version = reinterpret_cast<GetVersion>(dlsym(RTLD_DEFAULT, "arnormGetVersion"));
+  int loaded = 0;
+  if (get_version == nullptr) {
+    info->arnorm_version = "older than 0.10";
+  } else if (get_version(&loaded) != ARNORM_SUCCESS) {
+    TOOLS_ERROR("arnormGetVersion: %s", arnormGetLastErrorString());
+    return 1;
+  } else {
+    info->arnorm_version = std::to_string(loaded / 10000) + "." + std::to_string(loaded % 10000 / 100) + "." +
+                           std::to_string(loaded % 100);
+  }
+  info->arnorm_header_version = std::to_string(ARNORM_VERSION_MAJOR) + "." +
+                                std::to_string(ARNORM_VERSION_MINOR) + "." +
+                                std::to_string(ARNORM_VERSION_PATCH);
+  // What decides how the libraries run (ARNORM_ALGO, NCCL_PROTO, ...), so a
+  // result file says what produced it.
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string kv = *e;
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) continue;
+    const std::string name = kv.substr(0, eq);
+    // (ARNORM_LAUNCH_*: the launcher's own hand-over to its ranks.)
+    if ((name.rfind("ARNORM_", 0) == 0 && name.rfind("ARNORM_LAUNCH_", 0) != 0) || name.rfind("NCCL_", 0) == 0)
+      info->environment.emplace_back(name, kv.substr(eq + 1));
+  }
+  std::sort(info->environment.begin(), info->environment.end());
   info->date_utc = utc_now();
 
   arnormCommInfo_t comm_info;
@@ -100,10 +131,18 @@ void print_run_header(FILE* out, const Options& opt, const RunInfo& info) {
             join(opt.tokens).c_str(), join(opt.hidden).c_str(),
             opt.weight_follows_dtype ? "(as -d)" : dtype_name(opt.weight_dtype), opt.epsilon);
   }
-  fprintf(out, "# nccl %s, arnorm %s; workspace %g MiB per GPU, peer access %s, max blocks %d\n",
+  fprintf(out, "# nccl %s, arnorm %s%s; workspace %g MiB per GPU, peer access %s, max blocks %d\n",
           info.nccl_version.c_str(), info.arnorm_version.c_str(),
+          info.arnorm_version == info.arnorm_header_version
+              ? ""
+              : (" (BUILT AGAINST " + info.arnorm_header_version + ": a different libarnorm is loaded)").c_str(),
           static_cast<double>(info.workspace_bytes) / (1 << 20), info.peer_access ? "yes" : "NO",
           info.max_blocks);
+  if (!info.environment.empty()) {
+    fprintf(out, "# environment:");
+    for (const auto& [name, value] : info.environment) fprintf(out, " %s=%s", name.c_str(), value.c_str());
+    fprintf(out, "\n");
+  }
   fprintf(out, "#\n# Using devices\n");
   for (int r = 0; r < info.world_size; ++r) {
     const size_t i = static_cast<size_t>(r);
@@ -126,6 +165,8 @@ nlohmann::ordered_json environment_json(const Options& opt, const RunInfo& info)
                            {"host", info.hostnames[i]},
                            {"pid", info.pids[i]}});
   }
+  Json environment = Json::object();
+  for (const auto& [name, value] : info.environment) environment[name] = value;
   Json dtypes = Json::array(), algos = Json::array(), fused_algos = Json::array();
   for (arnormDataType_t t : opt.dtypes) dtypes.push_back(dtype_name(t));
   for (Algo a : opt.algos) algos.push_back(algo_name(a));
@@ -152,6 +193,8 @@ nlohmann::ordered_json environment_json(const Options& opt, const RunInfo& info)
               {"devices", devices},
               {"nccl_version", info.nccl_version},
               {"arnorm_version", info.arnorm_version},
+              {"arnorm_header_version", info.arnorm_header_version},
+              {"environment_variables", environment},
               {"date", info.date_utc},
               {"argv", opt.argv},
               {"options", options},

@@ -213,6 +213,11 @@ int write_tuning_file(const std::string& path, const Options& opt, int world,
   return write_rows(path, opt.algos, {Algo::kOneshot, Algo::kTwoshot, Algo::kNccl}, "allreduce", world, results);
 }
 
+bool tuning_file_usable(const std::string& path) {
+  Json doc;
+  return load_table(path, "allreduce", &doc) && load_table(path, "add_rmsnorm", &doc);
+}
+
 int write_fused_tuning_file(const std::string& path, const Options& opt, int world,
                             const std::vector<FusedRow>& results) {
   // The fused op never goes to NCCL on peer memory (batch invariance).

@@ -32,6 +32,10 @@ int write_tuning_file(const std::string& path, const Options& opt, int world,
 int write_fused_tuning_file(const std::string& path, const Options& opt, int world,
                             const std::vector<FusedRow>& results);
 
+// Whether `path` is absent or a table the writers above can merge into
+// (checked before the sweep); false after saying why.
+bool tuning_file_usable(const std::string& path);
+
 }  // namespace arnorm_bench
 
 #endif  // ARNORM_TOOLS_BENCH_TUNE_H
