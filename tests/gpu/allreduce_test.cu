@@ -407,7 +407,41 @@ TEST(Comm, TwoThreadsInOneCommunicatorAreRefusedNotRaced) {
 // three reserved pieces, as PyTorch's expandable segments map theirs
 // (cuMemMap); the driver reports each piece as an allocation of its own. The
 // third stays unmapped, so nothing else can be mapped right after them.
+//
+// The driver API through the runtime's entry points, not libcuda at link
+// time: the binary then starts on a machine without a driver and says
+// SKIPPED like on one without GPUs.
+template <typename F>
+F driver_entry(const char* name) {
+  void* fn = nullptr;
+  cudaDriverEntryPointQueryResult found = cudaDriverEntryPointSymbolNotFound;
+  if (cudaGetDriverEntryPointByVersion(name, &fn, 12000, cudaEnableDefault, &found) != cudaSuccess ||
+      found != cudaDriverEntryPointSuccess)
+    return nullptr;
+  return reinterpret_cast<F>(fn);
+}
+// (#fn before expansion: cuda.h maps some names to versioned ones, as
+// cuMemGetAddressRange to _v2, which decltype then follows.)
+#define ARNORM_DRIVER_FN(fn) driver_entry<decltype(&fn)>(#fn)
+
+struct DriverMemApi {
+  decltype(&cuMemGetAllocationGranularity) granularity = ARNORM_DRIVER_FN(cuMemGetAllocationGranularity);
+  decltype(&cuMemAddressReserve) reserve = ARNORM_DRIVER_FN(cuMemAddressReserve);
+  decltype(&cuMemAddressFree) address_free = ARNORM_DRIVER_FN(cuMemAddressFree);
+  decltype(&cuMemCreate) create = ARNORM_DRIVER_FN(cuMemCreate);
+  decltype(&cuMemRelease) release = ARNORM_DRIVER_FN(cuMemRelease);
+  decltype(&cuMemMap) map = ARNORM_DRIVER_FN(cuMemMap);
+  decltype(&cuMemUnmap) unmap = ARNORM_DRIVER_FN(cuMemUnmap);
+  decltype(&cuMemSetAccess) set_access = ARNORM_DRIVER_FN(cuMemSetAccess);
+  decltype(&cuMemGetAddressRange) address_range = ARNORM_DRIVER_FN(cuMemGetAddressRange);
+  bool ok() const {
+    return granularity && reserve && address_free && create && release && map && unmap && set_access &&
+           address_range;
+  }
+};
+
 struct MappedPieces {
+  DriverMemApi cu;
   CUdeviceptr va = 0;
   size_t piece = 0;
   CUmemGenericAllocationHandle handle[2] = {};
@@ -419,28 +453,30 @@ struct MappedPieces {
     prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
     prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
     prop.location.id = device;
-    if (cuMemGetAllocationGranularity(&piece, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS) {
+    if (!cu.ok()) {
+      failed = "the driver's virtual memory entry points";
+    } else if (cu.granularity(&piece, &prop, CU_MEM_ALLOC_GRANULARITY_MINIMUM) != CUDA_SUCCESS) {
       failed = "cuMemGetAllocationGranularity";
-    } else if (cuMemAddressReserve(&va, 3 * piece, 0, 0, 0) != CUDA_SUCCESS) {
+    } else if (cu.reserve(&va, 3 * piece, 0, 0, 0) != CUDA_SUCCESS) {
       va = 0;
       failed = "cuMemAddressReserve";
     }
     for (int i = 0; i < 2 && failed.empty(); ++i) {
-      if (cuMemCreate(&handle[i], piece, &prop, 0) != CUDA_SUCCESS) failed = "cuMemCreate";
-      else if (cuMemMap(va + i * piece, piece, 0, handle[i], 0) != CUDA_SUCCESS) failed = "cuMemMap";
+      if (cu.create(&handle[i], piece, &prop, 0) != CUDA_SUCCESS) failed = "cuMemCreate";
+      else if (cu.map(va + i * piece, piece, 0, handle[i], 0) != CUDA_SUCCESS) failed = "cuMemMap";
       else mapped[i] = true;
     }
     CUmemAccessDesc access = {};
     access.location = prop.location;
     access.flags = CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
-    if (failed.empty() && cuMemSetAccess(va, 2 * piece, &access, 1) != CUDA_SUCCESS) failed = "cuMemSetAccess";
+    if (failed.empty() && cu.set_access(va, 2 * piece, &access, 1) != CUDA_SUCCESS) failed = "cuMemSetAccess";
   }
   ~MappedPieces() {
     for (int i = 0; i < 2; ++i) {
-      if (mapped[i]) cuMemUnmap(va + i * piece, piece);
-      if (handle[i]) cuMemRelease(handle[i]);
+      if (mapped[i]) cu.unmap(va + i * piece, piece);
+      if (handle[i]) cu.release(handle[i]);
     }
-    if (va) cuMemAddressFree(va, 3 * piece);
+    if (va) cu.address_free(va, 3 * piece);
   }
 };
 
@@ -456,7 +492,7 @@ TEST(AllReduce, BuffersAcrossMappedPieces) {
   }
   CUdeviceptr base = 0;
   size_t size = 0;
-  ASSERT_EQ(CUDA_SUCCESS, cuMemGetAddressRange(&base, &size, m.va));
+  ASSERT_EQ(CUDA_SUCCESS, m.cu.address_range(&base, &size, m.va));
   // What makes this test matter: the driver's range ends at the piece.
   if (rank() == 0) {
     std::printf("note: the driver reports %zu bytes from the first piece's start (a piece is %zu)\n", size, m.piece);

@@ -91,16 +91,18 @@ int main(int argc, char** argv) {
   }
   if (std::getenv("ARNORM_LAUNCH_RANK") == nullptr) {
     int count = 0;
-    if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+    const cudaError_t counted = cudaGetDeviceCount(&count);
+    if (counted != cudaSuccess) count = 0;
     if (share_gpus && world_size < 2) {
       std::fprintf(stderr, "arnorm-gpu-tests: --share-gpus needs --world N with N >= 2\n");
       return 2;
     }
     const int need = share_gpus ? 1 : world_size > 0 ? world_size : 2;
     if (count < need) {
-      std::printf("arnorm-gpu-tests: SKIPPED: needs %d GPUs, %d visible (run on a machine with 2 or more "
+      std::printf("arnorm-gpu-tests: SKIPPED: needs %d GPUs, %d visible%s%s (run on a machine with 2 or more "
                   "NVLink-connected NVIDIA GPUs)\n",
-                  need, count);
+                  need, count, counted != cudaSuccess ? ": " : "",
+                  counted != cudaSuccess ? cudaGetErrorString(counted) : "");
       return 0;
     }
     const int world = world_size > 0 ? world_size : count;
