@@ -111,7 +111,7 @@ run_sanitizer() {
   for tool in memcheck racecheck; do
     log="$OUT/sanitize-$tool.log"
     echo "== compute-sanitizer $tool, world $w${share:+ on one GPU} (log: $log)"
-    if ARNORM_LAUNCH_WRAPPER="compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 9" \
+    if ARNORM_TEST_BARRIER_SECONDS=900 ARNORM_LAUNCH_WRAPPER="compute-sanitizer --tool $tool --report-api-errors no --error-exitcode 9" \
         timeout "${STEP_TIMEOUT:-600}" "$BUILD/tests/arnorm-gpu-tests" --world "$w" $share --gtest_filter="$filter" > "$log" 2>&1 &&
         passed "$log" 9; then r=PASS; else r=FAIL; status=1; fi  # (9 entries in the filter: none may vanish)
     local summaries

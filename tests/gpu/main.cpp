@@ -58,9 +58,20 @@ uint64_t hash_bytes(const void* data, size_t bytes) {
   return h;
 }
 
+// A host collective that timed out (HostCollectives::set_timeout, said
+// why) leaves the ranks out of step: every later test would wait or compare
+// the wrong things, so the rank stops; the launcher then ends the others.
+void stop_if_out_of_step(int status) {
+  if (status == 0) return;
+  std::fprintf(stderr, "[rank %d] stopping: a host collective timed out (above)\n", env().ctx.rank);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
 bool same_on_all_ranks(uint64_t value) {
   std::vector<uint64_t> all(world());
-  if (env().host->allgather(&value, all.data(), sizeof(value)) != 0) return false;
+  stop_if_out_of_step(env().host->allgather(&value, all.data(), sizeof(value)));
   for (uint64_t v : all)
     if (v != all[0]) return false;
   return true;
@@ -68,11 +79,11 @@ bool same_on_all_ranks(uint64_t value) {
 
 uint64_t sum_over_ranks(uint64_t value) {
   double v = static_cast<double>(value);
-  env().host->sum(&v);
+  stop_if_out_of_step(env().host->sum(&v));
   return static_cast<uint64_t>(v);
 }
 
-void barrier() { env().host->barrier(); }
+void barrier() { stop_if_out_of_step(env().host->barrier()); }
 
 }  // namespace arnorm_test
 
@@ -140,6 +151,12 @@ int main(int argc, char** argv) {
   }
   e.host = new arnorm_tools::HostCollectives(e.ctx);
   if (!e.host->ok()) return 1;
+  // No test keeps its peers waiting at a barrier for minutes; a rank that
+  // does is out of step (ARNORM_TEST_BARRIER_SECONDS: longer, for slow
+  // wrappers such as compute-sanitizer).
+  double barrier_seconds = 120;
+  if (const char* v = std::getenv("ARNORM_TEST_BARRIER_SECONDS")) barrier_seconds = std::atof(v);
+  e.host->set_timeout(barrier_seconds);
   // The default communicator bootstraps from the NCCL comm; the small one
   // through a caller-supplied all-gather callback.
   arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, e.host};

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -78,3 +79,22 @@ TEST(HostCollectives, SumMaxAndBarrier) {
 }
 
 }  // namespace
+
+// With a timeout, a barrier that a rank never reaches fails on the others
+// and names the rank (an ASSERT that ended a test early on one rank once
+// left the rest waiting until the launcher's step timeout).
+TEST(HostCollectives, BarrierTimeoutNamesTheRankBehind) {
+  std::atomic<int> failed{0};
+  testing::internal::CaptureStderr();
+  run_ranks(3, [&](int rank, arnorm_tools::HostCollectives& host) {
+    host.set_timeout(0.3);
+    ASSERT_EQ(0, host.barrier());  // every rank: barrier 1
+    if (rank == 2) return;         // skips barrier 2
+    const auto start = std::chrono::steady_clock::now();
+    failed += host.barrier() != 0;
+    EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  });
+  const std::string said = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(2, failed.load());
+  EXPECT_NE(std::string::npos, said.find("host barrier 2: waited 0.3 s; not arrived: 2 (at barrier 1)")) << said;
+}

@@ -81,8 +81,10 @@ int launch_ranks(int argc, char** argv, int world_size, RankContext* ctx, const 
 // Collective: every rank calls the same functions in the same order with the
 // same sizes. All return 0 on success, non-zero after reporting the failure.
 // A rank that never arrives leaves the others waiting in a barrier until the
-// launcher's grace period or watchdog kills them. None of them waits for GPU
-// work: synchronise first where results on the device must be complete.
+// launcher's grace period or watchdog kills them, or, with set_timeout, until
+// the timeout, when the barrier names the ranks that did not arrive and
+// fails. None of them waits for GPU work: synchronise first where results on
+// the device must be complete.
 class HostCollectives {
  public:
   explicit HostCollectives(const RankContext& ctx);
@@ -96,11 +98,16 @@ class HostCollectives {
   int max(double* value);  // in place, across ranks
   int sum(double* value);  // in place, across ranks
   int barrier();           // returns once every rank has entered it
+  // 0 (the default): barriers wait as long as it takes. Otherwise a barrier
+  // that waits longer fails, reporting which ranks are behind; after that
+  // the collectives are unusable (the ranks are out of step).
+  void set_timeout(double seconds) { timeout_seconds_ = seconds; }
 
  private:
   int rank_, world_;
   void* shared_ = nullptr;  // the launcher's shared memory, mapped
   size_t shared_bytes_ = 0;
+  double timeout_seconds_ = 0;
 };
 
 // Bytes of shared host memory a launch of `world` ranks needs.
