@@ -55,7 +55,7 @@ extern "C" {
 #endif
 
 #define ARNORM_VERSION_MAJOR 0
-#define ARNORM_VERSION_MINOR 9
+#define ARNORM_VERSION_MINOR 10
 #define ARNORM_VERSION_PATCH 0
 
 #if defined(__GNUC__)
