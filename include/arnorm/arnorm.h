@@ -34,7 +34,9 @@
  * at a time: a call (or arnormCommDestroy) made while another thread is
  * inside one on the same communicator fails with
  * ARNORM_ERROR_INVALID_USAGE and launches nothing; the other call is not
- * disturbed. Different communicators may be used from different threads.
+ * disturbed, but the refused one still counts as a call this rank did not
+ * make (its peers wait for it until the timeout). Different communicators
+ * may be used from different threads.
  * A peer-memory call's CTAs wait for its peers' CTAs while holding their
  * SMs (and the fused two-shot needs all of its CTAs resident at once): do
  * not let it overlap, on another stream, other work that also waits for

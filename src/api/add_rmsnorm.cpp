@@ -170,7 +170,8 @@ extern "C" arnormStatus_t arnormAllReduceAddRmsNorm(arnormComm_t comm, const arn
                                  static_cast<uint64_t>(a.tokens) * a.hidden * dtype_size(a.dtype), &algo));
     CallStream cs;
     ARNORM_TRY(order_after_previous_call(comm, stream, &cs));
-    ARNORM_TRY(algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream, cs.capturing) : run_peer(comm, a, algo, stream));
-    return note_call_issued(comm, cs);
+    const arnormStatus_t issued =
+        algo == ARNORM_ALGO_NCCL ? run_nccl(comm, a, stream, cs.capturing) : run_peer(comm, a, algo, stream);
+    return note_call_issued(comm, cs, issued);
   });
 }

@@ -77,11 +77,10 @@ extern "C" arnormStatus_t arnormAllReduce(arnormComm_t comm, const void* sendbuf
                                  static_cast<uint64_t>(count) * dtype_size(dtype), &chosen));
     CallStream cs;
     ARNORM_TRY(order_after_previous_call(comm, stream, &cs));
-    if (chosen == ARNORM_ALGO_NCCL) {
-      ARNORM_TRY(nccl_all_reduce(comm, sendbuf, recvbuf, count, dtype, stream, cs.capturing, "arnormAllReduce"));
-    } else {
-      ARNORM_TRY(run_peer_allreduce(comm, call, chosen));
-    }
-    return note_call_issued(comm, cs);
+    const arnormStatus_t issued =
+        chosen == ARNORM_ALGO_NCCL
+            ? nccl_all_reduce(comm, sendbuf, recvbuf, count, dtype, stream, cs.capturing, "arnormAllReduce")
+            : run_peer_allreduce(comm, call, chosen);
+    return note_call_issued(comm, cs, issued);
   });
 }

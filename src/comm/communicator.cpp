@@ -92,11 +92,18 @@ arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, 
   return ARNORM_SUCCESS;
 }
 
-arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& cs) {
-  if (cs.capturing) return ARNORM_SUCCESS;
-  ARNORM_CUDA_TRY(cudaEventRecord(comm->order_event, cs.stream));
-  comm->last_stream_id = cs.id;
-  comm->has_last_stream = true;
+arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& cs, arnormStatus_t issued) {
+  if (cs.capturing) return issued;
+  const std::string message = last_error();
+  const cudaError_t e = cudaEventRecord(comm->order_event, cs.stream);
+  if (e == cudaSuccess) {
+    comm->last_stream_id = cs.id;
+    comm->has_last_stream = true;
+  }
+  if (issued != ARNORM_SUCCESS) return restore_last_error(issued, message);
+  if (e != cudaSuccess) {
+    return ARNORM_FAIL(ARNORM_ERROR_CUDA, "recording the call's order event failed: %s", cudaGetErrorString(e));
+  }
   return ARNORM_SUCCESS;
 }
 
@@ -135,9 +142,7 @@ extern "C" arnormStatus_t arnormCommDestroy(arnormComm_t comm) {
     if (comm == nullptr) return ARNORM_SUCCESS;
     arnorm::ExclusiveCall exclusive(comm);
     if (!exclusive.held()) return arnorm::concurrent_call_error("arnormCommDestroy");
-    // Freed below: no one may hold it then (a second destroy is the caller's
-    // use after free, as with any handle).
-    exclusive.release();
+    exclusive.keep();  // held until the communicator is freed below
     arnorm::DeviceGuard guard(comm->device);
     const arnorm::RelaxedCaptureMode relaxed;  // CAPTURE-SAFE SET-UP
     arnormStatus_t status = ARNORM_SUCCESS;

@@ -96,7 +96,12 @@ struct CallStream {
   unsigned long long id = 0;  // cudaStreamGetId, outside capture
 };
 arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, CallStream* call_stream);
-arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& call_stream);
+// Records the call's end on its stream as the next call's order point, on
+// success and on failure alike: a call that failed part way may have queued
+// work (earlier chunks, the NCCL half of a fused call), which the next call
+// must still follow. Returns `issued` (its message kept) unless that was a
+// success and the recording failed.
+arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& call_stream, arnormStatus_t issued);
 
 // ONE CALLER AT A TIME (arnormComm::in_call): taken for the scope of an
 // operation when no other thread holds it. acquire/release: a thread that
@@ -106,15 +111,15 @@ class ExclusiveCall {
  public:
   explicit ExclusiveCall(arnormComm* comm)
       : comm_(comm), held_(!comm->in_call.exchange(true, std::memory_order_acquire)) {}
-  ~ExclusiveCall() { release(); }
+  ~ExclusiveCall() {
+    if (held_) comm_->in_call.store(false, std::memory_order_release);
+  }
   ExclusiveCall(const ExclusiveCall&) = delete;
   ExclusiveCall& operator=(const ExclusiveCall&) = delete;
   bool held() const { return held_; }
-  // Gives it back early (destroy, before the communicator is freed).
-  void release() {
-    if (held_) comm_->in_call.store(false, std::memory_order_release);
-    held_ = false;
-  }
+  // Keeps it taken for good (destroy: the communicator is freed while held,
+  // so a racing call is refused until then, never let in half way).
+  void keep() { held_ = false; }
 
  private:
   arnormComm* comm_;
