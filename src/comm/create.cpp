@@ -12,6 +12,7 @@
 #include <cstring>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -122,6 +123,16 @@ uint64_t host_hash() {
   std::string boot_id;
   if (boot >> boot_id) id += "/" + boot_id;
   return fnv1a(id);
+}
+
+// A recorded error message as a reason inside another sentence: without
+// the "arnormCommCreate: " it starts with and the [file:line] tags.
+std::string plain_message(const std::string& message) {
+  static const std::regex tag(R"( \[[^\]\s]+:[0-9]+\])");
+  std::string m = std::regex_replace(message, tag, "");
+  const std::string prefix = "arnormCommCreate: ";
+  if (m.compare(0, prefix.size(), prefix) == 0) m.erase(0, prefix.size());
+  return m;
 }
 
 // *source: "built-in" or the file's path, for the log.
@@ -577,7 +588,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
     }
     if (mapped != ARNORM_SUCCESS) {
       if (first_failure != ARNORM_ERROR_UNSUPPORTED || !cfg.nccl_fallback) return mapped;
-      why_no_peer_memory = last_error();  // the same step's verdict on every rank
+      why_no_peer_memory = plain_message(last_error());  // this rank's view of the failed step
       unmap_peers(c);
       c->peer_access = false;
     }

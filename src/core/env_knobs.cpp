@@ -1,6 +1,7 @@
 #include "core/env_knobs.h"
 
 #include <cctype>
+#include <charconv>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -72,9 +73,11 @@ arnormStatus_t read_env_knobs(const EnvLookup& lookup, const char* op, EnvKnobs*
                        v);
   }
   if (const char* v = value("ARNORM_TIMEOUT_SECONDS")) {
-    char* end = nullptr;
-    const double t = std::strtod(v, &end);
-    if (end == v || *end != '\0' || !(t >= 0.001) || t > 86400) {
+    // from_chars: no sign, no space, no hex, whatever the locale's decimal point.
+    double t = 0;
+    const char* end = v + std::strlen(v);
+    const auto parsed = std::from_chars(v, end, t);
+    if (parsed.ec != std::errc() || parsed.ptr != end || !(t >= 0.001) || t > 86400) {
       return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
                          "%s: ARNORM_TIMEOUT_SECONDS='%s' is not a number of seconds in [0.001, 86400]", op, v);
     }

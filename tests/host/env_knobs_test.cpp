@@ -73,6 +73,8 @@ TEST(EnvKnobs, EveryBadValueIsANamedError) {
   const std::pair<const char*, const char*> bad[] = {
       {"ARNORM_ALGO", "fastest"},           {"ARNORM_PROTOCOL", "simple"},
       {"ARNORM_TIMEOUT_SECONDS", "0"},      {"ARNORM_TIMEOUT_SECONDS", "5s"},
+      {"ARNORM_TIMEOUT_SECONDS", " 5"},     {"ARNORM_TIMEOUT_SECONDS", "+5"},
+      {"ARNORM_TIMEOUT_SECONDS", "0x10"},
       {"ARNORM_FUSED_LAG", "0"},            {"ARNORM_FUSED_LAG", "12"},
       {"ARNORM_FUSED_LAG", "2x"},           {"ARNORM_FUSED_LAG", " 2"},
       {"ARNORM_FUSED_AHEAD", "65"},         {"ARNORM_FUSED_AHEAD", "-1"},
