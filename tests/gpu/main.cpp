@@ -83,7 +83,33 @@ uint64_t sum_over_ranks(uint64_t value) {
   return static_cast<uint64_t>(v);
 }
 
-void barrier() { stop_if_out_of_step(env().host->barrier()); }
+// Which barrier a rank is at: its test and the barrier's place in it. Every
+// rank must be at the same one; a rank that skipped one (a check that ended
+// the test early on it) would otherwise complete the others' barrier with
+// its next one, and the ranks would go on out of step.
+void barrier() {
+  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  const std::string test = info ? std::string(info->test_suite_name()) + "." + info->name() : "(between tests)";
+  static std::string last_test;
+  static uint64_t index = 0;
+  if (test != last_test) last_test = test, index = 0;
+  struct Place {
+    uint64_t test_hash, index;
+  };
+  const Place mine{hash_bytes(test.data(), test.size()), ++index};
+  std::vector<Place> all(world());
+  stop_if_out_of_step(env().host->allgather(&mine, all.data(), sizeof(Place)));
+  for (int r = 0; r < world(); ++r) {
+    if (all[r].test_hash == mine.test_hash && all[r].index == mine.index) continue;
+    std::fprintf(stderr,
+                 "[rank %d] at barrier %llu of %s, rank %d is at another barrier (number %llu of another test, or "
+                 "a collective that is not a barrier): the ranks are out of step (a check that ended a test early "
+                 "on one of them?)\n",
+                 env().ctx.rank, static_cast<unsigned long long>(mine.index), test.c_str(), r,
+                 static_cast<unsigned long long>(all[r].index));
+    stop_if_out_of_step(1);
+  }
+}
 
 }  // namespace arnorm_test
 
@@ -155,7 +181,15 @@ int main(int argc, char** argv) {
   // does is out of step (ARNORM_TEST_BARRIER_SECONDS: longer, for slow
   // wrappers such as compute-sanitizer).
   double barrier_seconds = 120;
-  if (const char* v = std::getenv("ARNORM_TEST_BARRIER_SECONDS")) barrier_seconds = std::atof(v);
+  if (const char* v = std::getenv("ARNORM_TEST_BARRIER_SECONDS"); v != nullptr && *v != '\0') {
+    char* end = nullptr;
+    barrier_seconds = std::strtod(v, &end);
+    if (end == v || *end != '\0' || !(barrier_seconds > 0)) {
+      std::fprintf(stderr, "[rank %d] ARNORM_TEST_BARRIER_SECONDS='%s' is not a number of seconds above 0\n",
+                   e.ctx.rank, v);
+      return 2;
+    }
+  }
   e.host->set_timeout(barrier_seconds);
   // The default communicator bootstraps from the NCCL comm; the small one
   // through a caller-supplied all-gather callback.
