@@ -26,6 +26,7 @@ expect_usage_error "float16" -d double
 expect_usage_error "-J /nonexistent-arnorm-dir/r.json: cannot write in /nonexistent-arnorm-dir" \
   -d bfloat16 -J /nonexistent-arnorm-dir/r.json
 tmp=$(mktemp -d)
+expect_usage_error "is a folder" -J "$tmp"
 echo "not json" >"$tmp/table.json"
 expect_usage_error "is not a selection table" --weight-dtype fp32 --tune "$tmp/table.json"
 rm -rf "$tmp"

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -80,6 +81,11 @@ bool parse_dtype(const std::string& name, arnormDataType_t* dtype) {
 }
 
 bool output_path_writable(const std::string& path, const char* flag) {
+  struct stat st;
+  if (path.back() == '/' || (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode))) {
+    fprintf(stderr, "arnorm-bench: %s %s: is a folder; name a file\n", flag, path.c_str());
+    return false;
+  }
   const size_t slash = path.find_last_of('/');
   const std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
   if (access(dir.c_str(), W_OK | X_OK) != 0) {

@@ -207,7 +207,8 @@ int write_results_json(const std::string& path, const nlohmann::ordered_json& en
                        const nlohmann::ordered_json& rows) {
   const nlohmann::ordered_json doc{{"environment", environment}, {"results", rows}};
   std::ofstream out(path, std::ios::trunc);
-  out << doc.dump(2) << '\n';
+  // (replace: an environment value that is not UTF-8 must not cost the results)
+  out << doc.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << '\n';
   if (!out.flush()) {
     TOOLS_ERROR("-J: cannot write %s", path.c_str());
     return 1;
