@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "fused_reference.h"
 #include "harness.h"
 
 namespace arnorm_test {
@@ -98,50 +99,14 @@ Outputs<T, W> run_fused(arnormComm_t comm, arnormAlgorithm_t algo, const Case& c
                             make_input<W>(2000, salt, c.hidden), misalign);
 }
 
-// The definition on the host: s and h exactly as specified (fp32 rank-order
-// sum, roundings), y in fp64 from the rounded h.
+// The definition (fused_reference.h) for rows `ids` of input set `salt`.
 template <typename T, typename W>
 void reference(const Case& c, const std::vector<uint64_t>& ids, uint64_t salt, std::vector<T>* h,
                std::vector<double>* y) {
-  const size_t n = c.tokens * c.hidden;
-  std::vector<float> acc(n);
-  for (int r = 0; r < world(); ++r) {
-    const auto x = rows_of<T>(r, ids, c.hidden, salt);
-    for (size_t i = 0; i < n; ++i) acc[i] = r == 0 ? to_float(x[i]) : acc[i] + to_float(x[i]);
-  }
-  const auto res = rows_of<T>(1000, ids, c.hidden, salt);
-  const auto w = make_input<W>(2000, salt, c.hidden);
-  h->resize(n);
-  y->resize(n);
-  for (size_t t = 0; t < c.tokens; ++t) {
-    double ss = 0;
-    for (size_t k = 0; k < c.hidden; ++k) {
-      const size_t i = t * c.hidden + k;
-      const float s = to_float(from_float<T>(acc[i]));
-      (*h)[i] = c.residual ? from_float<T>(s + to_float(res[i])) : from_float<T>(s);
-      const double hv = to_float((*h)[i]);
-      ss += hv * hv;
-    }
-    const double scale = 1.0 / std::sqrt(ss / c.hidden + c.eps);
-    for (size_t k = 0; k < c.hidden; ++k) {
-      const size_t i = t * c.hidden + k;
-      (*y)[i] = to_float((*h)[i]) * scale * to_float(w[k]);
-    }
-  }
-}
-
-// The bound tested for y: one unit in the last place of T at the reference
-// value (the final rounding plus fp32 error in the mean and rsqrt that can
-// carry it across a rounding boundary; subnormals have a fixed unit), plus
-// 3e-5 relative for that fp32 error itself.
-template <typename T>
-double allowed_error(double ref) {
-  const bool fp32 = sizeof(T) == 4, fp16 = std::is_same<T, __half>::value;
-  const int mantissa = fp32 ? 23 : (fp16 ? 10 : 7);
-  const int min_exponent = fp32 ? -126 : (fp16 ? -14 : -126);  // of the smallest normal
-  const double a = std::fabs(ref);
-  const int e = a > 0 ? std::max(std::ilogb(a), min_exponent) : min_exponent;
-  return std::ldexp(1.0, e - mantissa) + 3e-5 * a;
+  std::vector<std::vector<T>> xs;
+  for (int r = 0; r < world(); ++r) xs.push_back(rows_of<T>(r, ids, c.hidden, salt));
+  const std::vector<T> residual = c.residual ? rows_of<T>(1000, ids, c.hidden, salt) : std::vector<T>{};
+  fused_reference<T, W>(xs, residual, make_input<W>(2000, salt, c.hidden), c.tokens, c.hidden, c.eps, h, y);
 }
 
 template <typename T, typename W>
@@ -151,13 +116,9 @@ double check_against_definition(const Case& c, const std::vector<uint64_t>& ids,
   std::vector<double> y;
   reference<T, W>(c, ids, salt, &h, &y);
   EXPECT_EQ(0u, count_bit_mismatches(got.h, h)) << what << ": residual_out differs from round(s + residual)";
-  size_t bad = 0, first_bad = 0;
+  size_t first_bad = 0;
   double worst = 0;
-  for (size_t i = 0; i < y.size(); ++i) {
-    const double d = std::fabs(to_float(got.y[i]) - y[i]);
-    if (!(d <= allowed_error<T>(y[i])) && bad++ == 0) first_bad = i;
-    if (d > worst || d != d) worst = d;
-  }
+  const size_t bad = count_outside_bound(got.y, y, &worst, &first_bad);
   EXPECT_EQ(0u, bad) << what << ": " << bad << " of " << y.size() << " outputs outside the bound; worst " << worst
                      << "; first at " << first_bad << ": got " << to_float(got.y[first_bad]) << " reference "
                      << y[first_bad] << " h " << to_float(h[first_bad]) << " allowed "
