@@ -75,7 +75,8 @@ arnormStatus_t concurrent_call_error(const char* op) {
   return ARNORM_FAIL(ARNORM_ERROR_INVALID_USAGE,
                      "%s refused: another thread is inside a call on this communicator. A communicator serves "
                      "one thread at a time: serialise the threads' calls (a mutex), or give each thread a "
-                     "communicator of its own. Nothing was launched, and the other call is not affected",
+                     "communicator of its own. Nothing was launched and the other call goes on; with more than "
+                     "one rank, the peers still expect this call and will time out waiting for it",
                      op);
 }
 
