@@ -1,6 +1,5 @@
 #include "core/env_knobs.h"
 
-#include <cctype>
 #include <charconv>
 #include <cerrno>
 #include <cmath>
@@ -26,8 +25,7 @@ bool parse_integer(const char* v, unsigned long long lo, unsigned long long hi, 
 }
 
 bool parse_switch(const char* v, bool* out) {
-  std::string s(v);
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string s = to_lower(v);
   if (s == "1" || s == "true" || s == "on" || s == "yes") {
     *out = true;
     return true;

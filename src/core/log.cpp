@@ -1,14 +1,14 @@
 #include "core/log.h"
 
-#include <cctype>
 #include <cstdarg>
 #include <cstdio>
+
+#include "core/status.h"
 
 namespace arnorm {
 
 bool log_level_from_name(const std::string& name, LogLevel* out) {
-  std::string s = name;
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const std::string s = to_lower(name);
   if (s == "none") *out = LogLevel::kNone;
   else if (s == "warn") *out = LogLevel::kWarn;
   else if (s == "info") *out = LogLevel::kInfo;

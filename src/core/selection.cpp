@@ -15,14 +15,10 @@ constexpr uint64_t kUnbounded = std::numeric_limits<uint64_t>::max();
 
 const char* op_name(Op op) { return op == Op::kAllReduce ? "allreduce" : "add_rmsnorm"; }
 
-std::string lower(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 }  // namespace
 
 bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out) {
-  const std::string n = lower(name);
+  const std::string n = to_lower(name);
   if (n == "auto") *out = ARNORM_ALGO_AUTO;
   else if (n == "oneshot" || n == "one-shot" || n == "1shot") *out = ARNORM_ALGO_ONESHOT;
   else if (n == "twoshot" || n == "two-shot" || n == "2shot") *out = ARNORM_ALGO_TWOSHOT;
@@ -32,7 +28,7 @@ bool algorithm_from_name(const std::string& name, arnormAlgorithm_t* out) {
 }
 
 bool protocol_from_name(const std::string& name, Protocol* out) {
-  const std::string n = lower(name);
+  const std::string n = to_lower(name);
   if (n == "auto") *out = Protocol::kAuto;
   else if (n == "ll") *out = Protocol::kLL;
   else if (n == "sentinel") *out = Protocol::kSentinel;

@@ -1,5 +1,6 @@
 #include "core/status.h"
 
+#include <cctype>
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
@@ -8,6 +9,11 @@ namespace arnorm {
 
 namespace {
 thread_local std::string t_last_error;
+}
+
+std::string to_lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 std::string strprintf(const char* fmt, ...) {

@@ -15,6 +15,10 @@ namespace arnorm {
 // compares across ranks).
 constexpr int kVersionCode = ARNORM_VERSION_MAJOR * 10000 + ARNORM_VERSION_MINOR * 100 + ARNORM_VERSION_PATCH;
 
+// ASCII lower case, for names read case-insensitively (algorithms,
+// protocols, switches, log levels).
+std::string to_lower(std::string s);
+
 // printf-style formatting into a std::string.
 std::string strprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
