@@ -95,13 +95,13 @@ arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, 
 
 arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& cs, arnormStatus_t issued) {
   if (cs.capturing) return issued;
-  const std::string message = last_error();
   const cudaError_t e = cudaEventRecord(comm->order_event, cs.stream);
   if (e == cudaSuccess) {
     comm->last_stream_id = cs.id;
     comm->has_last_stream = true;
   }
-  if (issued != ARNORM_SUCCESS) return restore_last_error(issued, message);
+  // (cudaEventRecord sets no arnorm message: the failed call's stands.)
+  if (issued != ARNORM_SUCCESS) return issued;
   if (e != cudaSuccess) {
     return ARNORM_FAIL(ARNORM_ERROR_CUDA, "recording the call's order event failed: %s", cudaGetErrorString(e));
   }
