@@ -28,7 +28,10 @@
  * made on a different stream than the previous eager call is ordered after
  * it (streams are told apart by their CUDA stream id, so each thread's
  * cudaStreamPerThread, and a new stream created at a freed one's address,
- * count as different streams). Replays of captured graphs are not seen by
+ * count as different streams). Calls captured into one graph are ordered
+ * the same way: a captured call whose stream does not already depend on the
+ * communicator's previous call in that capture is made to depend on it
+ * (ARNORM_DEBUG=INFO says so). Replays of captured graphs are not seen by
  * the library: order them with the communicator's eager calls and with each
  * other yourself (same stream, or events). A communicator serves one thread
  * at a time: a call (or arnormCommDestroy) made while another thread is

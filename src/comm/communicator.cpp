@@ -1,5 +1,9 @@
 #include "comm/communicator.h"
 
+#include <algorithm>
+#include <cstddef>
+
+#include "core/graph_ancestry.h"
 #include "core/status.h"
 
 arnorm::SyncParams arnormComm::sync_params(int32_t op) const {
@@ -80,12 +84,66 @@ arnormStatus_t concurrent_call_error(const char* op) {
                      op);
 }
 
+namespace {
+
+// CAPTURE ORDER: how far back a captured call looks for the previous one
+// before it adds the dependency regardless (a redundant edge is harmless).
+constexpr size_t kCaptureOrderMaxVisits = 4096;
+
+// The edge data is asked for too: without it, CUDA refuses the query
+// (cudaErrorLossyQuery) for a node with a programmatic edge, which every
+// kernel launched with PDL under capture has.
+bool captured_dependencies(GraphNode node, std::vector<GraphNode>* out) {
+  cudaGraphNode_t n = static_cast<cudaGraphNode_t>(const_cast<void*>(node));
+  std::vector<cudaGraphNode_t> deps(8);
+  std::vector<cudaGraphEdgeData> edges(deps.size());
+  size_t count = deps.size();
+  cudaError_t e = cudaGraphNodeGetDependencies(n, deps.data(), edges.data(), &count);
+  if (e == cudaSuccess && count > deps.size()) {  // (only the first deps.size() were written)
+    deps.resize(count);
+    edges.resize(count);
+    e = cudaGraphNodeGetDependencies(n, deps.data(), edges.data(), &count);
+  }
+  if (e != cudaSuccess) {
+    cudaGetLastError();  // leave no stale error for a later check to misreport
+    return false;
+  }
+  out->assign(deps.begin(), deps.begin() + static_cast<std::ptrdiff_t>(std::min(count, deps.size())));
+  return true;
+}
+
+arnormStatus_t order_after_previous_captured_call(arnormComm* comm, CallStream* cs) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaGraphNode_t* deps = nullptr;
+  size_t num_deps = 0;
+  ARNORM_CUDA_TRY(cudaStreamGetCaptureInfo(cs->stream, &status, &cs->capture_id, nullptr, &deps, nullptr, &num_deps));
+  // (An invalidated capture refuses the launch itself, with CUDA's reason.)
+  if (status != cudaStreamCaptureStatusActive || cs->capture_id != comm->last_capture_id ||
+      comm->last_capture_nodes.empty()) {
+    return ARNORM_SUCCESS;
+  }
+  const std::vector<GraphNode> previous(comm->last_capture_nodes.begin(), comm->last_capture_nodes.end());
+  const std::vector<GraphNode> starts(deps, deps + num_deps);
+  const Ancestry a = targets_are_ancestors(previous, starts, captured_dependencies, kCaptureOrderMaxVisits);
+  if (a == Ancestry::kAll) return ARNORM_SUCCESS;
+  ARNORM_CUDA_TRY(cudaStreamUpdateCaptureDependencies(cs->stream, comm->last_capture_nodes.data(), nullptr,
+                                                      comm->last_capture_nodes.size(),
+                                                      cudaStreamAddCaptureDependencies));
+  log_line(comm->log_level, LogLevel::kInfo,
+           "rank %d: a captured call did not depend on the communicator's previous captured call (another "
+           "stream of the capture); it was made to, as an eager call would wait for it",
+           comm->rank);
+  return ARNORM_SUCCESS;
+}
+
+}  // namespace
+
 arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, CallStream* cs) {
   cs->stream = stream;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   ARNORM_CUDA_TRY(cudaStreamIsCapturing(stream, &capture));
   cs->capturing = capture != cudaStreamCaptureStatusNone;
-  if (cs->capturing) return ARNORM_SUCCESS;
+  if (cs->capturing) return order_after_previous_captured_call(comm, cs);
   // STREAM ORDER (communicator.h): ids, not handles.
   ARNORM_CUDA_TRY(cudaStreamGetId(stream, &cs->id));
   if (!comm->has_last_stream || cs->id == comm->last_stream_id) return ARNORM_SUCCESS;
@@ -94,7 +152,21 @@ arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, 
 }
 
 arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& cs, arnormStatus_t issued) {
-  if (cs.capturing) return issued;
+  if (cs.capturing) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    unsigned long long id = 0;
+    const cudaGraphNode_t* deps = nullptr;
+    size_t num_deps = 0;
+    comm->last_capture_nodes.clear();
+    const cudaError_t e = cudaStreamGetCaptureInfo(cs.stream, &status, &id, nullptr, &deps, nullptr, &num_deps);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // the call's own status stands; the next captured call is not ordered
+    } else if (status == cudaStreamCaptureStatusActive) {
+      comm->last_capture_id = id;
+      comm->last_capture_nodes.assign(deps, deps + num_deps);
+    }
+    return issued;
+  }
   const cudaError_t e = cudaEventRecord(comm->order_event, cs.stream);
   if (e == cudaSuccess) {
     comm->last_stream_id = cs.id;

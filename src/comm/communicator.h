@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "arnorm/arnorm.h"
 #include "comm/nccl_calls.h"
@@ -73,6 +74,15 @@ struct arnormComm {
   bool has_last_stream = false;
   cudaEvent_t order_event = nullptr;
 
+  // CAPTURE ORDER: the same promise for calls captured into one graph. A
+  // captured call whose stream does not already depend on the previous
+  // captured call of the same capture gets those nodes added to its stream's
+  // dependencies, so that a replay cannot run the two at once. Node handles
+  // stay valid while the capture is in progress (CUDA permits no node
+  // removal then), and the capture id tells a new capture from the old one.
+  unsigned long long last_capture_id = 0;
+  std::vector<cudaGraphNode_t> last_capture_nodes;  // the stream's dependencies right after that call
+
   // ONE CALLER AT A TIME: held by the thread inside an operation (or
   // destroy), so that a second thread is refused (ExclusiveCall) instead of
   // racing on the stream order, the watchdog and the epoch of the calls.
@@ -88,15 +98,19 @@ namespace arnorm {
 arnormStatus_t check_async_error(const arnormComm* comm, const char* op);
 
 // STREAM ORDER: where the call's stream is not capturing, makes it wait for
-// the previous eager call when it is another stream. *call_stream carries
-// what note_call_issued needs after the call was issued.
+// the previous eager call when it is another stream; CAPTURE ORDER: where it
+// is capturing, makes it depend on the previous call captured into the same
+// graph when it does not already. *call_stream carries what note_call_issued
+// needs after the call was issued.
 struct CallStream {
   cudaStream_t stream = nullptr;
   bool capturing = false;
-  unsigned long long id = 0;  // cudaStreamGetId, outside capture
+  unsigned long long id = 0;          // cudaStreamGetId, outside capture
+  unsigned long long capture_id = 0;  // cudaStreamGetCaptureInfo, under capture
 };
 arnormStatus_t order_after_previous_call(arnormComm* comm, cudaStream_t stream, CallStream* call_stream);
-// Records the call's end on its stream as the next call's order point, on
+// Records the call's end on its stream (eager: an event; captured: the
+// stream's dependency nodes) as the next call's order point, on
 // success and on failure alike: a call that failed part way may have queued
 // work (earlier chunks, the NCCL half of a fused call), which the next call
 // must still follow. Returns `issued` (its message kept) unless that was a

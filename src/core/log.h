@@ -2,8 +2,9 @@
 // event, at the level ARNORM_DEBUG sets (core/env_knobs.h): NONE, WARN (the
 // default: what changes speed or the promises of arnorm.h, such as a
 // communicator that runs on NCCL), INFO (also each communicator's settings).
-// Only creation logs; operations never do (they are on the hot path, and
-// report through status codes).
+// Creation logs; eager operations never do (they are on the hot path, and
+// report through status codes). A call under graph capture may log at INFO
+// (CAPTURE ORDER, comm/communicator.h): capture is set-up time.
 #pragma once
 
 #include <cstdint>

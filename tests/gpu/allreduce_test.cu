@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <unistd.h>
@@ -331,6 +332,118 @@ TEST(AllReduce, PerThreadStreamsOfTwoThreadsAreOrdered) {
   cudaMemcpy(got.data(), b.ptr, n * 4, cudaMemcpyDeviceToHost);
   EXPECT_EQ(0u, count_bit_mismatches(got, sum_of_copies(reference_sum<float>(iter, n, world()))));
   barrier();
+}
+
+// Whether `to` is `from` or one of its descendants, walking back from `to`
+// through the dependencies (with their edge data: a query without it fails
+// on the programmatic edges of PDL launches).
+bool graph_reaches(cudaGraphNode_t from, cudaGraphNode_t to) {
+  std::vector<cudaGraphNode_t> queue{to};
+  std::set<cudaGraphNode_t> seen{to};
+  for (size_t head = 0; head < queue.size(); ++head) {
+    if (queue[head] == from) return true;
+    std::vector<cudaGraphNode_t> deps(64);
+    std::vector<cudaGraphEdgeData> edges(deps.size());
+    size_t count = deps.size();
+    const cudaError_t e = cudaGraphNodeGetDependencies(queue[head], deps.data(), edges.data(), &count);
+    if (e != cudaSuccess || count > deps.size()) {
+      ADD_FAILURE() << "cudaGraphNodeGetDependencies: " << cudaGetErrorString(e) << ", " << count << " dependencies";
+      return false;
+    }
+    deps.resize(count);
+    for (cudaGraphNode_t d : deps) {
+      if (seen.insert(d).second) queue.push_back(d);
+    }
+  }
+  return false;
+}
+
+// The capturing stream's dependencies now: the nodes the last captured work on it ended with.
+std::vector<cudaGraphNode_t> capture_tail(cudaStream_t stream) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  const cudaGraphNode_t* deps = nullptr;
+  size_t n = 0;
+  EXPECT_EQ(cudaSuccess, cudaStreamGetCaptureInfo(stream, &status, nullptr, nullptr, &deps, nullptr, &n));
+  return std::vector<cudaGraphNode_t>(deps, deps + n);
+}
+
+// CAPTURE ORDER (comm/communicator.h): two calls captured on two streams of
+// one capture, with nothing ordering them, would be graph nodes that a replay
+// may run at once on one workspace. The second is made to depend on the
+// first, as an eager call would wait; calls captured on one stream gain no
+// edge (the graph stays a chain).
+TEST(AllReduce, CallsCapturedOnTwoStreamsAreOrdered) {
+  const size_t n = 65541;
+  cudaStream_t side = nullptr;
+  cudaEvent_t fork = nullptr, join = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  CUDA_OK(cudaEventCreateWithFlags(&fork, cudaEventDisableTiming));
+  CUDA_OK(cudaEventCreateWithFlags(&join, cudaEventDisableTiming));
+  DeviceBuffer a(n * 4), b(n * 4), c(n * 4), d(n * 4);
+  cudaGraph_t forked = nullptr;
+  CUDA_OK(cudaStreamBeginCapture(env().stream, cudaStreamCaptureModeThreadLocal));
+  CUDA_OK(cudaEventRecord(fork, env().stream));
+  CUDA_OK(cudaStreamWaitEvent(side, fork, 0));
+  const arnormStatus_t st1 =
+      arnormAllReduce(env().comm, a.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, env().stream);
+  const std::vector<cudaGraphNode_t> first = capture_tail(env().stream);
+  const arnormStatus_t st2 = arnormAllReduce(env().comm, c.ptr, d.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_TWOSHOT, side);
+  const std::vector<cudaGraphNode_t> second = capture_tail(side);
+  CUDA_OK(cudaEventRecord(join, side));
+  CUDA_OK(cudaStreamWaitEvent(env().stream, join, 0));
+  CUDA_OK(cudaStreamEndCapture(env().stream, &forked));
+  ARNORM_OK(st1);
+  ARNORM_OK(st2);
+  ASSERT_EQ(1u, first.size());
+  ASSERT_EQ(1u, second.size());
+  EXPECT_TRUE(graph_reaches(first[0], second[0])) << "the call on the second stream does not depend on the first";
+
+  // Replays with fresh inputs: both results exact.
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaGraphInstantiate(&exec, forked, 0));
+  for (int replay = 0; replay < 3; ++replay) {
+    const uint64_t ia = ++env().iteration, ic = ++env().iteration;
+    const auto xa = make_input<float>(rank(), ia, n), xc = make_input<float>(rank(), ic, n);
+    cudaMemcpy(a.ptr, xa.data(), n * 4, cudaMemcpyHostToDevice);
+    cudaMemcpy(c.ptr, xc.data(), n * 4, cudaMemcpyHostToDevice);
+    cudaMemset(b.ptr, kPoisonByte, n * 4);
+    cudaMemset(d.ptr, kPoisonByte, n * 4);
+    EXPECT_EQ(cudaSuccess, cudaDeviceSynchronize());
+    CUDA_OK(cudaGraphLaunch(exec, env().stream));
+    CUDA_OK(cudaStreamSynchronize(env().stream));
+    std::vector<float> gb(n), gd(n);
+    cudaMemcpy(gb.data(), b.ptr, n * 4, cudaMemcpyDeviceToHost);
+    cudaMemcpy(gd.data(), d.ptr, n * 4, cudaMemcpyDeviceToHost);
+    EXPECT_EQ(0u, count_bit_mismatches(gb, reference_sum<float>(ia, n, world()))) << "replay " << replay;
+    EXPECT_EQ(0u, count_bit_mismatches(gd, reference_sum<float>(ic, n, world()))) << "replay " << replay;
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(forked);
+
+  // Calls on one stream are already ordered, so no edge is added, also when
+  // the way back to the previous call passes another communicator's call
+  // (whose kernel, launched with PDL, has a programmatic edge).
+  cudaGraph_t chain = nullptr;
+  CUDA_OK(cudaStreamBeginCapture(env().stream, cudaStreamCaptureModeThreadLocal));
+  const arnormStatus_t st3 =
+      arnormAllReduce(env().comm, a.ptr, b.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, env().stream);
+  const arnormStatus_t st4 =
+      arnormAllReduce(env().small_comm, c.ptr, d.ptr, 1000, ARNORM_FLOAT32, ARNORM_ALGO_ONESHOT, env().stream);
+  const arnormStatus_t st5 =
+      arnormAllReduce(env().comm, c.ptr, d.ptr, n, ARNORM_FLOAT32, ARNORM_ALGO_TWOSHOT, env().stream);
+  CUDA_OK(cudaStreamEndCapture(env().stream, &chain));
+  ARNORM_OK(st3);
+  ARNORM_OK(st4);
+  ARNORM_OK(st5);
+  size_t nodes = 0, edges = 0;
+  CUDA_OK(cudaGraphGetNodes(chain, nullptr, &nodes));
+  CUDA_OK(cudaGraphGetEdges(chain, nullptr, nullptr, nullptr, &edges));  // (a count: no lossy query)
+  EXPECT_EQ(3u, nodes);
+  EXPECT_EQ(2u, edges) << "an edge was added between calls already in stream order";
+  cudaGraphDestroy(chain);
+  cudaEventDestroy(fork);
+  cudaEventDestroy(join);
+  cudaStreamDestroy(side);
 }
 
 // ONE CALLER AT A TIME (comm/communicator.h): two threads calling one
