@@ -220,6 +220,14 @@ typedef struct {
 
 ARNORM_API arnormStatus_t arnormCommGetInfo(arnormComm_t comm, arnormCommInfo_t* info);
 
+/* Why the communicator runs every call on NCCL: *reason is set to a
+ * NUL-terminated text owned by the communicator, valid until it is
+ * destroyed; empty ("") when the peer-memory algorithms are available
+ * (arnormCommInfo_t.peer_access is 1). The same text follows the WARN line
+ * rank 0 writes at creation; each rank gives its own view of the failed step
+ * (the rank that failed, its own error). */
+ARNORM_API arnormStatus_t arnormCommGetFallbackReason(arnormComm_t comm, const char** reason);
+
 /* ---- operations -------------------------------------------------------- */
 
 /* Sum all-reduce of `count` elements of `dtype`. `sendbuf` == `recvbuf` is

@@ -78,6 +78,13 @@ class Communicator {
     return i;
   }
 
+  // Empty while the peer-memory algorithms serve (arnormCommGetFallbackReason).
+  std::string fallback_reason() const {
+    const char* r = nullptr;
+    check(arnormCommGetFallbackReason(comm_, &r));
+    return r;
+  }
+
   void all_reduce(const void* send, void* recv, size_t count, arnormDataType_t dtype,
                   cudaStream_t stream, arnormAlgorithm_t algo = ARNORM_ALGO_AUTO) const {
     check(arnormAllReduce(comm_, send, recv, count, dtype, algo, stream));

@@ -271,3 +271,15 @@ extern "C" arnormStatus_t arnormCommGetInfo(arnormComm_t comm, arnormCommInfo_t*
     return ARNORM_SUCCESS;
   });
 }
+
+extern "C" arnormStatus_t arnormCommGetFallbackReason(arnormComm_t comm, const char** reason) {
+  return arnorm::guarded("arnormCommGetFallbackReason", [&]() -> arnormStatus_t {
+    arnorm::clear_last_error();
+    if (comm == nullptr || reason == nullptr) {
+      return ARNORM_FAIL(ARNORM_ERROR_INVALID_ARGUMENT,
+                         "arnormCommGetFallbackReason: comm and reason must be non-NULL");
+    }
+    *reason = comm->fallback_reason.c_str();
+    return ARNORM_SUCCESS;
+  });
+}

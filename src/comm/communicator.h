@@ -64,6 +64,7 @@ struct arnormComm {
   int gpu_share = 1;  // SHARED GPU (create.cpp): ranks of this process on this GPU, running at once
   arnorm::LogLevel log_level = arnorm::LogLevel::kWarn;  // ARNORM_DEBUG (core/log.h)
   std::string table_source;  // "built-in", or the tuning file over it (for the log)
+  std::string fallback_reason;  // why there is no peer memory; empty when there is (arnormCommGetFallbackReason)
 
   // STREAM ORDER: a call on another stream than the previous eager call
   // waits for order_event, recorded right after that call. Streams are told

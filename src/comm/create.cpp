@@ -613,6 +613,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   }
 
   ARNORM_TRY(coll.agree("finish", finish_local(c)));
+  if (!c->peer_access) c->fallback_reason = why_no_peer_memory;
   // LOG (core/log.h). The fallback is agreed, so rank 0 alone says it.
   if (!c->peer_access && c->rank == 0) {
     log_line(c->log_level, LogLevel::kWarn,

@@ -934,6 +934,16 @@ TEST(Comm, PeerAccessMissingOnOneRankMovesEveryRank) {
   arnormCommInfo_t info{};
   ARNORM_OK(arnormCommGetInfo(c, &info));
   EXPECT_EQ(0, info.peer_access) << "rank " << rank() << " kept peer memory while rank " << last << " lost it";
+  // (EXPECT, not ASSERT: every rank must reach the barrier below.)
+  const char* reason = "";
+  EXPECT_EQ(ARNORM_SUCCESS, arnormCommGetFallbackReason(c, &reason)) << arnormGetLastErrorString();
+  if (rank() != last) {
+    EXPECT_NE(std::string::npos, std::string(reason).find("rank " + std::to_string(last) +
+                                                          " failed during 'verify peer access'"))
+        << reason;
+  } else {
+    EXPECT_STRNE("", reason);
+  }
   // LOG (core/log.h): the fallback is not silent; rank 0 says it once, with the reason.
   if (rank() == 0) {
     EXPECT_NE(std::string::npos, logged.find("arnorm WARN arnormCommCreate: " + std::to_string(world()) +
@@ -1259,6 +1269,9 @@ TEST(Comm, InfoReportsPeerAccessAndBudget) {
   EXPECT_EQ(world(), info.world_size);
   EXPECT_LE(info.workspace_bytes, 64u << 20);
   EXPECT_GT(info.max_blocks, 0);
+  const char* reason = nullptr;
+  ARNORM_OK(arnormCommGetFallbackReason(env().comm, &reason));
+  EXPECT_STREQ("", reason) << "a communicator with peer memory gives a reason for NCCL";
 }
 
 }  // namespace

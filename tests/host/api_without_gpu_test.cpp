@@ -108,7 +108,7 @@ TEST(PublicApi, HeadersCompileAndWorkFromC) {
   EXPECT_EQ(0.0, timeout);   // 0: the default timeout
   EXPECT_EQ(1, fallback);
   EXPECT_STREQ("twoshot", arnorm_c_algorithm_name());
-  EXPECT_EQ(16, arnorm_c_entry_points_linked());
+  EXPECT_EQ(17, arnorm_c_entry_points_linked());
   EXPECT_EQ(1, arnorm_c_init_leaves_types_unset());
 }
 
@@ -124,6 +124,9 @@ TEST(PublicApi, NullArgumentsAreErrorsNotCrashes) {
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommGetAsyncError(nullptr));
   arnormCommInfo_t info;
   EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommGetInfo(nullptr, &info));
+  const char* reason = "unchanged";
+  EXPECT_EQ(ARNORM_ERROR_INVALID_ARGUMENT, arnormCommGetFallbackReason(nullptr, &reason));
+  EXPECT_STREQ("unchanged", reason);
 }
 
 TEST(PublicApi, BadConfigIsRejected) {

@@ -47,7 +47,8 @@ int arnorm_c_entry_points_linked(void) {
       (any_fn)&arnormGetErrorName,        (any_fn)&arnormGetLastErrorString,
       (any_fn)&arnormAlgorithmName,       (any_fn)&arnormDataTypeName,
       (any_fn)&arnormDataTypeSize,        (any_fn)&arnormCommCreateFromNccl,
-      (any_fn)&arnormCommCreateFromNcclId, (any_fn)&arnormGetVersion};
+      (any_fn)&arnormCommCreateFromNcclId, (any_fn)&arnormGetVersion,
+      (any_fn)&arnormCommGetFallbackReason};
   int n = 0;
   for (size_t i = 0; i < sizeof(fns) / sizeof(fns[0]); ++i) n += fns[i] != NULL;
   return n;
