@@ -29,6 +29,8 @@ tmp=$(mktemp -d)
 expect_usage_error "is a folder" -J "$tmp"
 echo "not json" >"$tmp/table.json"
 expect_usage_error "is not a selection table" --weight-dtype fp32 --tune "$tmp/table.json"
+# Eager timing (-G 0) is accepted, but not for a selection table.
+expect_usage_error "--tune needs CUDA-graph timing" -G 0 --tune "$tmp/new-table.json"
 rm -rf "$tmp"
 "$bench" --help >/dev/null || { echo "--help failed"; fail=1; }
 exit $fail

@@ -89,12 +89,12 @@ int measure(const Options& opt, const Rank& rank, const Case& c, const Buffers& 
   if (prepare(rank, c, buf, timing_seed) != 0) return 1;
   TimingResult timing;
   const TimingConfig cfg{opt.warmup, opt.iters, opt.replays};
-  if (time_in_graph(op, cfg, rank.stream, *rank.host, &timing) != 0) return 1;
+  if (time_calls(op, cfg, rank.stream, *rank.host, &timing) != 0) return 1;
   out->median_us = timing.median_us;
   if (timing.op_failed) {
     out->failed = 1;
   } else if (opt.check != 0 &&
-             count_wrong(rank, c, buf, timing_seed, "graph replay", &out->wrong) != 0) {
+             count_wrong(rank, c, buf, timing_seed, opt.replays == 0 ? "eager rounds" : "graph replay", &out->wrong) != 0) {
     return 1;
   }
   if (c.algo != Algo::kNccl) {

@@ -58,7 +58,7 @@ struct Options {
   int iters = 20;    // calls captured per CUDA graph
   int warmup = 5;    // eager calls before capture
   int check = 1;     // 1: verify results bitwise
-  int replays = 15;  // timed graph replays; the median is reported
+  int replays = 15;  // timed graph replays; the median is reported. 0: eager timing (timing.h)
   std::vector<arnormDataType_t> dtypes;
   int ngpus = 0;            // 0: every visible GPU
   std::string json_file;    // empty: no JSON

@@ -204,7 +204,7 @@ int time_column(const Options& opt, const Rank& rank, const Shape& s, const Buff
   }
   TimingResult timing;
   const TimingConfig cfg{opt.warmup, opt.iters, opt.replays};
-  if (time_in_graph(make_enqueue(opt, rank, s, algo, buf), cfg, rank.stream, *rank.host, &timing) !=
+  if (time_calls(make_enqueue(opt, rank, s, algo, buf), cfg, rank.stream, *rank.host, &timing) !=
       0)
     return 1;
   lo->median_us = timing.median_us;

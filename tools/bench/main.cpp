@@ -89,8 +89,10 @@ void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
                  "1: verify every result bitwise and fail on any wrong value (default 1)")
       ->check(CLI::Range(0, 1));
   app.add_option("-G,--cudagraph", opt.replays,
-                 "timed CUDA-graph replays per measurement; the median is reported (default 15)")
-      ->check(CLI::Range(1, 1 << 20));
+                 "timed CUDA-graph replays per measurement; the median is reported (default 15). "
+                 "0: no graph: time 15 rounds of -n eager calls each, so each call's host cost "
+                 "counts too")
+      ->check(CLI::Range(0, 1 << 20));
   app.add_option("-d,--datatype", raw.dtype,
                  "element type (fused: of the activations, residual and outputs): float, half, "
                  "bf16 (or float32/fp32, float16/fp16, bfloat16) or all (default bf16)")
@@ -177,6 +179,12 @@ bool finish_options(const RawFlags& raw, Options* opt) {
   };
   if (!opt->tune_file.empty() && !(has(Algo::kOneshot) && has(Algo::kTwoshot))) {
     fprintf(stderr, "arnorm-bench: --tune compares oneshot with twoshot; keep both in --algos\n");
+    return false;
+  }
+  if (!opt->tune_file.empty() && opt->replays == 0) {
+    fprintf(stderr,
+            "arnorm-bench: --tune needs CUDA-graph timing (-G 1 or more): eager times include the "
+            "host's cost of each call, which the selection tables do not model\n");
     return false;
   }
   // Files written at the end, checked now: a typo must not cost the sweep.

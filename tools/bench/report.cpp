@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "timing.h"
 
 extern char** environ;
 
@@ -119,9 +120,10 @@ std::string join(const std::vector<size_t>& values) {
 
 void print_run_header(FILE* out, const Options& opt, const RunInfo& info) {
   fprintf(out,
-          "# arnorm-bench: op %s, world %d, warmup iters: %d iters: %d graph replays: %d "
-          "validation: %d\n",
-          opt.op.c_str(), info.world_size, opt.warmup, opt.iters, opt.replays, opt.check);
+          "# arnorm-bench: op %s, world %d, warmup iters: %d iters: %d %s: %d validation: %d\n",
+          opt.op.c_str(), info.world_size, opt.warmup, opt.iters,
+          opt.replays == 0 ? "eager rounds (no graph)" : "graph replays",
+          opt.replays == 0 ? kEagerRounds : opt.replays, opt.check);
   if (opt.runs_allreduce()) {
     fprintf(out, "# allreduce: minBytes %zu maxBytes %zu step: %zu(factor)\n", opt.min_bytes,
             opt.max_bytes, opt.step_factor);
@@ -179,6 +181,8 @@ nlohmann::ordered_json environment_json(const Options& opt, const RunInfo& info)
                {"warmup_iters", opt.warmup},
                {"check", opt.check},
                {"cudagraph_replays", opt.replays},
+               {"timing", opt.replays == 0 ? "eager" : "cudagraph"},
+               {"eager_rounds", opt.replays == 0 ? kEagerRounds : 0},
                {"datatypes", dtypes},
                {"algos", algos},
                {"fused_algos", fused_algos},

@@ -32,11 +32,17 @@ struct Events {
   }
 };
 
+// Eager calls before anything is timed; false when the operation failed.
+bool eager_warmup(const Enqueue& op, const TimingConfig& cfg, cudaStream_t stream) {
+  for (int i = 0; i < cfg.warmup; ++i)
+    if (op(stream) != 0) return false;
+  return TOOLS_CUDA_OK(cudaStreamSynchronize(stream));
+}
+
 // Warmup, capture, instantiate and one untimed replay. False when the
 // operation failed (already reported); the stream is then out of capture.
 bool build_graph(const Enqueue& op, const TimingConfig& cfg, cudaStream_t stream, Graph* g) {
-  for (int i = 0; i < cfg.warmup; ++i)
-    if (op(stream) != 0) return false;
+  if (!eager_warmup(op, cfg, stream)) return false;
   // Thread-local mode: the library's and NCCL's helper threads may make
   // unsafe calls while this thread captures.
   if (!TOOLS_CUDA_OK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal)))
@@ -52,16 +58,18 @@ bool build_graph(const Enqueue& op, const TimingConfig& cfg, cudaStream_t stream
   return TOOLS_CUDA_OK(cudaStreamSynchronize(stream));
 }
 
-bool timed_replays(const TimingConfig& cfg, cudaStream_t stream, const Graph& g,
-                   double* median_us) {
-  const size_t n = static_cast<size_t>(cfg.replays);
+// `rounds` timed runs of `run` (one graph replay, or `iters` eager calls),
+// back to back with no barrier in between: each one's time includes waiting
+// for the slowest peer, as a real caller would. False when `run` failed (the
+// operation, already reported) or the events did.
+bool timed_rounds(const TimingConfig& cfg, size_t rounds, cudaStream_t stream,
+                  const std::function<bool()>& run, double* median_us) {
+  const size_t n = rounds;
   Events start, stop;
   if (!start.create(n) || !stop.create(n)) return false;
-  // Back to back, no barrier in between: each replay's time includes waiting
-  // for the slowest peer, as a real caller would.
   for (size_t i = 0; i < n; ++i) {
     if (!TOOLS_CUDA_OK(cudaEventRecord(start.events[i], stream))) return false;
-    if (!TOOLS_CUDA_OK(cudaGraphLaunch(g.exec, stream))) return false;
+    if (!run()) return false;
     if (!TOOLS_CUDA_OK(cudaEventRecord(stop.events[i], stream))) return false;
   }
   if (!TOOLS_CUDA_OK(cudaStreamSynchronize(stream))) return false;
@@ -78,9 +86,26 @@ bool timed_replays(const TimingConfig& cfg, cudaStream_t stream, const Graph& g,
 
 }  // namespace
 
-int time_in_graph(const Enqueue& op, const TimingConfig& cfg, cudaStream_t stream,
-                  arnorm_tools::HostCollectives& host, TimingResult* result) {
+int time_calls(const Enqueue& op, const TimingConfig& cfg, cudaStream_t stream,
+               arnorm_tools::HostCollectives& host, TimingResult* result) {
   *result = TimingResult{};
+  if (cfg.replays == 0) {
+    const bool warm = eager_warmup(op, cfg, stream);
+    if (!warm) (void)cudaGetLastError();
+    if (host.barrier() != 0) return 1;
+    const auto round = [&] {
+      for (int i = 0; i < cfg.iters; ++i)
+        if (op(stream) != 0) return false;
+      return true;
+    };
+    if (!warm || !timed_rounds(cfg, kEagerRounds, stream, round, &result->median_us)) {
+      // (A round that failed part way leaves its calls queued: let them end.)
+      (void)cudaStreamSynchronize(stream);
+      (void)cudaGetLastError();
+      result->op_failed = true;
+    }
+    return 0;
+  }
   Graph graph;
   const bool built = build_graph(op, cfg, stream, &graph);
   // A failed runtime call leaves the per-thread last error set; clear it so
@@ -89,7 +114,8 @@ int time_in_graph(const Enqueue& op, const TimingConfig& cfg, cudaStream_t strea
   // Start the timed replays together, so a late rank's startup is not billed
   // to the others.
   if (host.barrier() != 0) return 1;
-  if (!built || !timed_replays(cfg, stream, graph, &result->median_us)) {
+  const auto replay = [&] { return TOOLS_CUDA_OK(cudaGraphLaunch(graph.exec, stream)); };
+  if (!built || !timed_rounds(cfg, static_cast<size_t>(cfg.replays), stream, replay, &result->median_us)) {
     (void)cudaGetLastError();
     result->op_failed = true;
   }
