@@ -31,6 +31,8 @@ echo "not json" >"$tmp/table.json"
 expect_usage_error "is not a selection table" --weight-dtype fp32 --tune "$tmp/table.json"
 # Eager timing (-G 0) is accepted, but not for a selection table.
 expect_usage_error "--tune needs CUDA-graph timing" -G 0 --tune "$tmp/new-table.json"
+# In-place runs are of the all-reduce sweep; the fused op has no separate out.
+expect_usage_error "--in-place applies to the all-reduce sweep" --op fused --in-place
 rm -rf "$tmp"
 "$bench" --help >/dev/null || { echo "--help failed"; fail=1; }
 exit $fail

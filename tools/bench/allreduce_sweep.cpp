@@ -8,22 +8,28 @@ namespace arnorm_bench {
 namespace {
 
 // Device buffers for the largest size; every size uses a prefix of them.
-// The receive buffer carries kGuardBytes of poison after the largest output.
+// The output buffer (recv, or send in place) carries kGuardBytes of poison
+// after the largest output.
 struct Buffers {
   void* send = nullptr;
-  void* recv = nullptr;
+  void* recv = nullptr;  // nullptr in place
   unsigned long long* counter = nullptr;
   ~Buffers() {
     if (send != nullptr) cudaFree(send);
     if (recv != nullptr) cudaFree(recv);
     if (counter != nullptr) cudaFree(counter);
   }
-  int allocate(size_t max_bytes) {
-    TOOLS_CUDA_TRY(cudaMalloc(&send, max_bytes));
-    TOOLS_CUDA_TRY(cudaMalloc(&recv, max_bytes + kGuardBytes));
+  int allocate(size_t max_bytes, bool in_place) {
+    if (in_place) {
+      TOOLS_CUDA_TRY(cudaMalloc(&send, max_bytes + kGuardBytes));
+    } else {
+      TOOLS_CUDA_TRY(cudaMalloc(&send, max_bytes));
+      TOOLS_CUDA_TRY(cudaMalloc(&recv, max_bytes + kGuardBytes));
+    }
     TOOLS_CUDA_TRY(cudaMalloc(&counter, sizeof(*counter)));
     return 0;
   }
+  void* out() const { return recv != nullptr ? recv : send; }
 };
 
 struct Case {
@@ -37,13 +43,13 @@ struct Case {
 Enqueue make_enqueue(const Rank& rank, const Case& c, const Buffers& buf) {
   return [&rank, c, &buf](cudaStream_t stream) -> int {
     if (c.algo == Algo::kNccl) {
-      return TOOLS_NCCL_OK(ncclAllReduce(buf.send, buf.recv, c.count, nccl_type(c.dtype), ncclSum,
+      return TOOLS_NCCL_OK(ncclAllReduce(buf.send, buf.out(), c.count, nccl_type(c.dtype), ncclSum,
                                          rank.nccl, stream))
                  ? 0
                  : 1;
     }
-    const arnormStatus_t st =
-        arnormAllReduce(rank.comm, buf.send, buf.recv, c.count, c.dtype, to_arnorm(c.algo), stream);
+    const arnormStatus_t st = arnormAllReduce(rank.comm, buf.send, buf.out(), c.count, c.dtype,
+                                              to_arnorm(c.algo), stream);
     if (st == ARNORM_SUCCESS) return 0;
     TOOLS_ERROR("arnormAllReduce(%s, %zu bytes of %s): %s: %s", algo_name(c.algo), c.bytes,
                 dtype_name(c.dtype), arnormGetErrorName(st), arnormGetLastErrorString());
@@ -51,16 +57,18 @@ Enqueue make_enqueue(const Rank& rank, const Case& c, const Buffers& buf) {
   };
 }
 
-// Fresh verifiable input, poisoned output (and guard).
+// Fresh verifiable input, poisoned output (and guard); in place, the input
+// is the output, so only the guard is poisoned.
 int prepare(const Rank& rank, const Case& c, const Buffers& buf, uint64_t seed) {
   if (fill_verifiable(buf.send, c.count, c.dtype, rank.ctx.rank, seed, rank.stream) != 0) return 1;
-  return poison(buf.recv, c.bytes + kGuardBytes, rank.stream);
+  if (buf.recv != nullptr) return poison(buf.recv, c.bytes + kGuardBytes, rank.stream);
+  return poison(static_cast<char*>(buf.send) + c.bytes, kGuardBytes, rank.stream);
 }
 
 int count_wrong(const Rank& rank, const Case& c, const Buffers& buf, uint64_t seed,
                 const char* phase, uint64_t* wrong) {
   const AllReduceCheck check{
-      buf.send, buf.recv, c.count, c.dtype, rank.ctx.rank, rank.ctx.world_size, seed};
+      buf.send, buf.out(), c.count, c.dtype, rank.ctx.rank, rank.ctx.world_size, seed};
   uint64_t n = 0;
   if (count_allreduce_errors(check, buf.counter, rank.stream, &n) != 0) return 1;
   if (n != 0) {
@@ -72,7 +80,9 @@ int count_wrong(const Rank& rank, const Case& c, const Buffers& buf, uint64_t se
 }
 
 // Verification, then timing, of one case on this rank. The timing inputs are
-// verifiable too, so the result of the replayed graph is checked as well.
+// verifiable too, so the result of the replayed graph is checked as well,
+// except in place: there every timed call sums the previous call's result
+// again, which no longer matches any input.
 int measure(const Options& opt, const Rank& rank, const Case& c, const Buffers& buf,
             LocalOutcome* out) {
   *out = LocalOutcome{0.0, 0, 0, 0};
@@ -93,7 +103,7 @@ int measure(const Options& opt, const Rank& rank, const Case& c, const Buffers& 
   out->median_us = timing.median_us;
   if (timing.op_failed) {
     out->failed = 1;
-  } else if (opt.check != 0 &&
+  } else if (opt.check != 0 && !opt.in_place &&  // (in place: not checkable, see above)
              count_wrong(rank, c, buf, timing_seed, opt.replays == 0 ? "eager rounds" : "graph replay", &out->wrong) != 0) {
     return 1;
   }
@@ -136,7 +146,7 @@ std::string auto_choice(const Rank& rank, size_t count, arnormDataType_t dtype) 
 
 int run_allreduce_sweep(const Options& opt, const Rank& rank, std::vector<SizeOutcome>* results) {
   Buffers buf;
-  if (buf.allocate(opt.max_bytes) != 0) return 1;
+  if (buf.allocate(opt.max_bytes, opt.in_place) != 0) return 1;
   const std::vector<size_t> sizes = sweep_sizes(opt);
   if (rank.is_root()) print_allreduce_columns(stdout, opt);
   for (arnormDataType_t dtype : opt.dtypes) {

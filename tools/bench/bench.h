@@ -63,6 +63,7 @@ struct Options {
   int ngpus = 0;            // 0: every visible GPU
   std::string json_file;    // empty: no JSON
   std::vector<Algo> algos;  // all-reduce columns
+  bool in_place = false;    // all-reduce: recvbuf = sendbuf in every column, NCCL's too
   // Fused sweep: rows (tokens, hidden) for each of `dtypes`.
   std::vector<size_t> tokens = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192};
   std::vector<size_t> hidden = {4096, 7168, 8192};

@@ -93,6 +93,9 @@ void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
                  "0: no graph: time 15 rounds of -n eager calls each, so each call's host cost "
                  "counts too")
       ->check(CLI::Range(0, 1 << 20));
+  app.add_flag("--in-place", opt.in_place,
+               "allreduce: recvbuf = sendbuf for every column, NCCL's too (the fused op already "
+               "updates its residual in place; its out may not overlap its input)");
   app.add_option("-d,--datatype", raw.dtype,
                  "element type (fused: of the activations, residual and outputs): float, half, "
                  "bf16 (or float32/fp32, float16/fp16, bfloat16) or all (default bf16)")
@@ -161,6 +164,12 @@ bool finish_options(const RawFlags& raw, Options* opt) {
     fprintf(stderr,
             "arnorm-bench: nccl+norm is a column of --op fused only; --algos needs an "
             "all-reduce column too\n");
+    return false;
+  }
+  if (opt->in_place && !opt->runs_allreduce()) {
+    fprintf(stderr,
+            "arnorm-bench: --in-place applies to the all-reduce sweep (--op allreduce or all); the "
+            "fused op already updates its residual in place\n");
     return false;
   }
   if (opt->tokens.empty() || opt->hidden.empty()) {

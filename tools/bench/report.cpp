@@ -125,8 +125,8 @@ void print_run_header(FILE* out, const Options& opt, const RunInfo& info) {
           opt.replays == 0 ? "eager rounds (no graph)" : "graph replays",
           opt.replays == 0 ? kEagerRounds : opt.replays, opt.check);
   if (opt.runs_allreduce()) {
-    fprintf(out, "# allreduce: minBytes %zu maxBytes %zu step: %zu(factor)\n", opt.min_bytes,
-            opt.max_bytes, opt.step_factor);
+    fprintf(out, "# allreduce: minBytes %zu maxBytes %zu step: %zu(factor)%s\n", opt.min_bytes,
+            opt.max_bytes, opt.step_factor, opt.in_place ? " in place" : "");
   }
   if (opt.runs_fused()) {
     fprintf(out, "# fused: tokens %s hidden %s weight type %s epsilon %g\n",
@@ -183,6 +183,7 @@ nlohmann::ordered_json environment_json(const Options& opt, const RunInfo& info)
                {"cudagraph_replays", opt.replays},
                {"timing", opt.replays == 0 ? "eager" : "cudagraph"},
                {"eager_rounds", opt.replays == 0 ? kEagerRounds : 0},
+               {"in_place", opt.in_place},
                {"datatypes", dtypes},
                {"algos", algos},
                {"fused_algos", fused_algos},

@@ -29,6 +29,7 @@ int fill_verifiable(void* buf, size_t count, arnormDataType_t dtype, int rank, u
 // the operation never wrote cannot pass as a result.
 int poison(void* buf, size_t bytes, cudaStream_t stream);
 
+// `input` and `output` are disjoint, or equal for an in-place call.
 struct AllReduceCheck {
   const void* input;   // this rank's input, as fill_verifiable wrote it
   const void* output;  // followed by kGuardBytes poisoned bytes
@@ -40,7 +41,8 @@ struct AllReduceCheck {
 };
 
 // *wrong = output elements whose bits differ from the exact sum over all
-// ranks + input elements the operation modified + guard bytes overwritten.
+// ranks + input elements the operation modified (not counted in place,
+// where the input is the output) + guard bytes overwritten.
 // `counter` is one device unsigned long long of scratch. Synchronizes
 // `stream`. Returns non-zero only when the check itself could not run.
 int count_allreduce_errors(const AllReduceCheck& check, unsigned long long* counter,
