@@ -68,44 +68,10 @@ bool capturing_stream_device(cudaStream_t stream, int* device) {
   return ok;
 }
 
-using PointerGetAttributesFn = CUresult (*)(unsigned, CUpointer_attribute*, void**, CUdeviceptr);
-
-// Everything inspect() needs in one driver query (an eager call inspects up
-// to five buffers, so this is on the hot path): the runtime's
-// cudaPointerGetAttributes and cuMemGetAddressRange made two. A pointer the
-// driver does not know is not an error here: the attributes keep their
-// zero defaults, as for host memory.
-bool inspect_in_one_query(const void* ptr, BufferFacts* f) {
-  static auto get = reinterpret_cast<PointerGetAttributesFn>(driver_entry("cuPointerGetAttributes"));
-  if (!get) return false;
-  CUpointer_attribute attributes[] = {CU_POINTER_ATTRIBUTE_MEMORY_TYPE, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
-                                      CU_POINTER_ATTRIBUTE_IS_MANAGED, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR,
-                                      CU_POINTER_ATTRIBUTE_RANGE_SIZE};
-  unsigned int type = 0;
-  int ordinal = -1;
-  unsigned int managed = 0;
-  CUdeviceptr start = 0;
-  size_t size = 0;
-  void* values[] = {&type, &ordinal, &managed, &start, &size};
-  if (get(5, attributes, values, reinterpret_cast<CUdeviceptr>(ptr)) != CUDA_SUCCESS) return false;
-  *f = BufferFacts{};
-  f->is_device = type == CU_MEMORYTYPE_DEVICE || managed != 0;
-  if (!f->is_device) return true;
-  f->device = ordinal;
-  if (start != 0 && size != 0) {
-    f->has_range = true;
-    f->base = static_cast<uintptr_t>(start);
-    f->size = size;
-  }
-  return true;
-}
-
 class CudaMemoryInspector final : public MemoryInspector {
  public:
   BufferFacts inspect(const void* ptr) const override {
     BufferFacts f;
-    if (inspect_in_one_query(ptr, &f)) return f;
-    f = BufferFacts{};
     cudaPointerAttributes a{};
     if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
       cudaGetLastError();
