@@ -1,8 +1,8 @@
 #include "comm/communicator.h"
 
-#include <algorithm>
 #include <cstddef>
 
+#include "comm/graph_queries.h"
 #include "core/graph_ancestry.h"
 #include "core/status.h"
 
@@ -90,25 +90,13 @@ namespace {
 // before it adds the dependency regardless (a redundant edge is harmless).
 constexpr size_t kCaptureOrderMaxVisits = 4096;
 
-// The edge data is asked for too: without it, CUDA refuses the query
-// (cudaErrorLossyQuery) for a node with a programmatic edge, which every
-// kernel launched with PDL under capture has.
 bool captured_dependencies(GraphNode node, std::vector<GraphNode>* out) {
-  cudaGraphNode_t n = static_cast<cudaGraphNode_t>(const_cast<void*>(node));
-  std::vector<cudaGraphNode_t> deps(8);
-  std::vector<cudaGraphEdgeData> edges(deps.size());
-  size_t count = deps.size();
-  cudaError_t e = cudaGraphNodeGetDependencies(n, deps.data(), edges.data(), &count);
-  if (e == cudaSuccess && count > deps.size()) {  // (only the first deps.size() were written)
-    deps.resize(count);
-    edges.resize(count);
-    e = cudaGraphNodeGetDependencies(n, deps.data(), edges.data(), &count);
-  }
-  if (e != cudaSuccess) {
+  std::vector<cudaGraphNode_t> deps;
+  if (node_dependencies(static_cast<cudaGraphNode_t>(const_cast<void*>(node)), &deps) != cudaSuccess) {
     cudaGetLastError();  // leave no stale error for a later check to misreport
     return false;
   }
-  out->assign(deps.begin(), deps.begin() + static_cast<std::ptrdiff_t>(std::min(count, deps.size())));
+  out->assign(deps.begin(), deps.end());
   return true;
 }
 
@@ -116,7 +104,7 @@ arnormStatus_t order_after_previous_captured_call(arnormComm* comm, CallStream* 
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   const cudaGraphNode_t* deps = nullptr;
   size_t num_deps = 0;
-  ARNORM_CUDA_TRY(cudaStreamGetCaptureInfo(cs->stream, &status, &cs->capture_id, nullptr, &deps, nullptr, &num_deps));
+  ARNORM_CUDA_TRY(capture_info(cs->stream, &status, &cs->capture_id, &deps, &num_deps));
   // (An invalidated capture refuses the launch itself, with CUDA's reason.)
   if (status != cudaStreamCaptureStatusActive || cs->capture_id != comm->last_capture_id ||
       comm->last_capture_nodes.empty()) {
@@ -126,9 +114,7 @@ arnormStatus_t order_after_previous_captured_call(arnormComm* comm, CallStream* 
   const std::vector<GraphNode> starts(deps, deps + num_deps);
   const Ancestry a = targets_are_ancestors(previous, starts, captured_dependencies, kCaptureOrderMaxVisits);
   if (a == Ancestry::kAll) return ARNORM_SUCCESS;
-  ARNORM_CUDA_TRY(cudaStreamUpdateCaptureDependencies(cs->stream, comm->last_capture_nodes.data(), nullptr,
-                                                      comm->last_capture_nodes.size(),
-                                                      cudaStreamAddCaptureDependencies));
+  ARNORM_CUDA_TRY(add_capture_dependencies(cs->stream, comm->last_capture_nodes));
   log_line(comm->log_level, LogLevel::kInfo,
            "rank %d: a captured call did not depend on the communicator's previous captured call (another "
            "stream of the capture); it was made to, as an eager call would wait for it",
@@ -158,7 +144,7 @@ arnormStatus_t note_call_issued(arnormComm* comm, const CallStream& cs, arnormSt
     const cudaGraphNode_t* deps = nullptr;
     size_t num_deps = 0;
     comm->last_capture_nodes.clear();
-    const cudaError_t e = cudaStreamGetCaptureInfo(cs.stream, &status, &id, nullptr, &deps, nullptr, &num_deps);
+    const cudaError_t e = capture_info(cs.stream, &status, &id, &deps, &num_deps);
     if (e != cudaSuccess) {
       cudaGetLastError();  // the call's own status stands; the next captured call is not ordered
     } else if (status == cudaStreamCaptureStatusActive) {

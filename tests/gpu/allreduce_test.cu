@@ -334,19 +334,33 @@ TEST(AllReduce, PerThreadStreamsOfTwoThreadsAreOrdered) {
   barrier();
 }
 
+// The edge-data graph queries under one name: CUDA 12.3-12.9 call them
+// ..._v2/_v3, CUDA 13 gave the plain names those signatures. Edge data is
+// asked for because a query without it fails on the programmatic edges of
+// PDL launches (cudaErrorLossyQuery).
+#if CUDART_VERSION >= 13000
+#define ARNORM_TEST_GET_DEPENDENCIES cudaGraphNodeGetDependencies
+#define ARNORM_TEST_CAPTURE_INFO cudaStreamGetCaptureInfo
+#define ARNORM_TEST_GET_EDGES cudaGraphGetEdges
+#else
+#define ARNORM_TEST_GET_DEPENDENCIES cudaGraphNodeGetDependencies_v2
+#define ARNORM_TEST_CAPTURE_INFO cudaStreamGetCaptureInfo_v3
+#define ARNORM_TEST_GET_EDGES cudaGraphGetEdges_v2
+#endif
+
 // Whether `to` is `from` or one of its descendants, walking back from `to`
-// through the dependencies (with their edge data: a query without it fails
-// on the programmatic edges of PDL launches).
+// through the dependencies.
 bool graph_reaches(cudaGraphNode_t from, cudaGraphNode_t to) {
   std::vector<cudaGraphNode_t> queue{to};
   std::set<cudaGraphNode_t> seen{to};
   for (size_t head = 0; head < queue.size(); ++head) {
     if (queue[head] == from) return true;
-    std::vector<cudaGraphNode_t> deps(64);
+    // (CUDA fills at most the entries it is given: a full buffer may hide more.)
+    std::vector<cudaGraphNode_t> deps(256);
     std::vector<cudaGraphEdgeData> edges(deps.size());
     size_t count = deps.size();
-    const cudaError_t e = cudaGraphNodeGetDependencies(queue[head], deps.data(), edges.data(), &count);
-    if (e != cudaSuccess || count > deps.size()) {
+    const cudaError_t e = ARNORM_TEST_GET_DEPENDENCIES(queue[head], deps.data(), edges.data(), &count);
+    if (e != cudaSuccess || count >= deps.size()) {
       ADD_FAILURE() << "cudaGraphNodeGetDependencies: " << cudaGetErrorString(e) << ", " << count << " dependencies";
       return false;
     }
@@ -362,8 +376,9 @@ bool graph_reaches(cudaGraphNode_t from, cudaGraphNode_t to) {
 std::vector<cudaGraphNode_t> capture_tail(cudaStream_t stream) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   const cudaGraphNode_t* deps = nullptr;
+  const cudaGraphEdgeData* edges = nullptr;
   size_t n = 0;
-  EXPECT_EQ(cudaSuccess, cudaStreamGetCaptureInfo(stream, &status, nullptr, nullptr, &deps, nullptr, &n));
+  EXPECT_EQ(cudaSuccess, ARNORM_TEST_CAPTURE_INFO(stream, &status, nullptr, nullptr, &deps, &edges, &n));
   return std::vector<cudaGraphNode_t>(deps, deps + n);
 }
 
@@ -394,9 +409,12 @@ TEST(AllReduce, CallsCapturedOnTwoStreamsAreOrdered) {
   CUDA_OK(cudaStreamEndCapture(env().stream, &forked));
   ARNORM_OK(st1);
   ARNORM_OK(st2);
-  ASSERT_EQ(1u, first.size());
-  ASSERT_EQ(1u, second.size());
-  EXPECT_TRUE(graph_reaches(first[0], second[0])) << "the call on the second stream does not depend on the first";
+  // (EXPECT, not ASSERT: every rank must go on to the replays, which its peers join.)
+  EXPECT_EQ(1u, first.size());
+  EXPECT_EQ(1u, second.size());
+  if (first.size() == 1 && second.size() == 1) {
+    EXPECT_TRUE(graph_reaches(first[0], second[0])) << "the call on the second stream does not depend on the first";
+  }
 
   // Replays with fresh inputs: both results exact.
   cudaGraphExec_t exec = nullptr;
@@ -437,7 +455,7 @@ TEST(AllReduce, CallsCapturedOnTwoStreamsAreOrdered) {
   ARNORM_OK(st5);
   size_t nodes = 0, edges = 0;
   CUDA_OK(cudaGraphGetNodes(chain, nullptr, &nodes));
-  CUDA_OK(cudaGraphGetEdges(chain, nullptr, nullptr, nullptr, &edges));  // (a count: no lossy query)
+  CUDA_OK(ARNORM_TEST_GET_EDGES(chain, nullptr, nullptr, nullptr, &edges));  // (a count: no lossy query)
   EXPECT_EQ(3u, nodes);
   EXPECT_EQ(2u, edges) << "an edge was added between calls already in stream order";
   cudaGraphDestroy(chain);
