@@ -31,7 +31,9 @@
  * count as different streams). Calls captured into one graph are ordered
  * the same way: a captured call whose stream does not already depend on the
  * communicator's previous call in that capture is made to depend on it
- * (ARNORM_DEBUG=INFO says so). Replays of captured graphs are not seen by
+ * (ARNORM_DEBUG=INFO says so, once per such call). The communicator keeps
+ * the last capture it was called in only: calls that alternate between two
+ * captures in progress at once are not ordered. Replays of captured graphs are not seen by
  * the library: order them with the communicator's eager calls and with each
  * other yourself (same stream, or events). A communicator serves one thread
  * at a time: a call (or arnormCommDestroy) made while another thread is
@@ -223,7 +225,8 @@ ARNORM_API arnormStatus_t arnormCommGetInfo(arnormComm_t comm, arnormCommInfo_t*
 /* Why the communicator runs every call on NCCL: *reason is set to a
  * NUL-terminated text owned by the communicator, valid until it is
  * destroyed; empty ("") when the peer-memory algorithms are available
- * (arnormCommInfo_t.peer_access is 1). The same text follows the WARN line
+ * (arnormCommInfo_t.peer_access is 1), also where ARNORM_ALGO=nccl sends
+ * every AUTO call to NCCL by choice. The same text follows the WARN line
  * rank 0 writes at creation; each rank gives its own view of the failed step
  * (the rank that failed, its own error). */
 ARNORM_API arnormStatus_t arnormCommGetFallbackReason(arnormComm_t comm, const char** reason);

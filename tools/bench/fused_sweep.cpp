@@ -216,7 +216,7 @@ int time_column(const Options& opt, const Rank& rank, const Shape& s, const Buff
     if (count_fused_differences(fc, buf.ref_out, buf.ref_residual, buf.counter, rank.stream, &n) != 0)
       return 1;
     if (n != 0)
-      TOOLS_ERROR("%s, %zu x %zu of %s: %llu values differ after the timed replays from one eager call",
+      TOOLS_ERROR("%s, %zu x %zu of %s: %llu values differ after the timed calls from one eager call",
                   algo_name(algo), s.tokens, s.hidden, dtype_name(s.dtype), static_cast<unsigned long long>(n));
     lo->wrong += n;
   }

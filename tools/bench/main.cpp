@@ -23,6 +23,7 @@
 #include "common/launcher.h"
 #include "fused_sweep.h"
 #include "report.h"
+#include "timing.h"
 #include "tune.h"
 
 namespace arnorm_bench {
@@ -90,8 +91,8 @@ void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
       ->check(CLI::Range(0, 1));
   app.add_option("-G,--cudagraph", opt.replays,
                  "timed CUDA-graph replays per measurement; the median is reported (default 15). "
-                 "0: no graph: time 15 rounds of -n eager calls each, so each call's host cost "
-                 "counts too")
+                 "0: no graph: time " + std::to_string(kEagerRounds) +
+                     " rounds of -n eager calls each, so each call's host cost counts too")
       ->check(CLI::Range(0, 1 << 20));
   app.add_flag("--in-place", opt.in_place,
                "allreduce: recvbuf = sendbuf for every column, NCCL's too (the fused op already "
