@@ -33,9 +33,9 @@
  * communicator's previous call in that capture is made to depend on it
  * (ARNORM_DEBUG=INFO says so, once per such call). The communicator keeps
  * the last capture it was called in only: calls that alternate between two
- * captures in progress at once are not ordered. Replays of captured graphs are not seen by
- * the library: order them with the communicator's eager calls and with each
- * other yourself (same stream, or events). A communicator serves one thread
+ * captures in progress at once are not ordered. Replays of captured graphs
+ * are not seen by the library: order them with the communicator's eager
+ * calls and with each other yourself (same stream, or events). A communicator serves one thread
  * at a time: a call (or arnormCommDestroy) made while another thread is
  * inside one on the same communicator fails with
  * ARNORM_ERROR_INVALID_USAGE and launches nothing; the other call is not
