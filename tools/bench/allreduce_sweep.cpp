@@ -1,6 +1,7 @@
 #include "allreduce_sweep.h"
 
 #include "common/check.h"
+#include "fused_verify.h"
 #include "timing.h"
 #include "verify.h"
 
@@ -58,17 +59,21 @@ Enqueue make_enqueue(const Rank& rank, const Case& c, const Buffers& buf) {
 }
 
 // Fresh verifiable input, poisoned output (and guard); in place, the input
-// is the output, so only the guard is poisoned.
-int prepare(const Rank& rank, const Case& c, const Buffers& buf, uint64_t seed) {
-  if (fill_verifiable(buf.send, c.count, c.dtype, rank.ctx.rank, seed, rank.stream) != 0) return 1;
+// is the output, so only the guard is poisoned. zero_sum: inputs that sum to
+// zero over the ranks (fill_zero_sum), for the timed calls in place.
+int prepare(const Rank& rank, const Case& c, const Buffers& buf, uint64_t seed, bool zero_sum) {
+  const int filled = zero_sum ? fill_zero_sum(buf.send, c.count, c.dtype, rank.ctx.rank, rank.ctx.world_size, seed,
+                                              rank.stream)
+                              : fill_verifiable(buf.send, c.count, c.dtype, rank.ctx.rank, seed, rank.stream);
+  if (filled != 0) return 1;
   if (buf.recv != nullptr) return poison(buf.recv, c.bytes + kGuardBytes, rank.stream);
   return poison(static_cast<char*>(buf.send) + c.bytes, kGuardBytes, rank.stream);
 }
 
-int count_wrong(const Rank& rank, const Case& c, const Buffers& buf, uint64_t seed,
+int count_wrong(const Rank& rank, const Case& c, const Buffers& buf, uint64_t seed, bool zero_sum,
                 const char* phase, uint64_t* wrong) {
-  const AllReduceCheck check{
-      buf.send, buf.out(), c.count, c.dtype, rank.ctx.rank, rank.ctx.world_size, seed};
+  const AllReduceCheck check{buf.send,      buf.out(),          c.count, c.dtype, rank.ctx.rank,
+                             rank.ctx.world_size, seed, zero_sum};
   uint64_t n = 0;
   if (count_allreduce_errors(check, buf.counter, rank.stream, &n) != 0) return 1;
   if (n != 0) {
@@ -80,31 +85,32 @@ int count_wrong(const Rank& rank, const Case& c, const Buffers& buf, uint64_t se
 }
 
 // Verification, then timing, of one case on this rank. The timing inputs are
-// verifiable too, so the result of the replayed graph is checked as well,
-// except in place: there every timed call sums the previous call's result
-// again, which no longer matches any input.
+// verifiable too, so the result of the replayed graph is checked as well. In
+// place, every timed call sums the previous call's result again: inputs that
+// sum to zero over the ranks make the first call's result +0 everywhere and
+// keep it so, which every later call must leave bit for bit.
 int measure(const Options& opt, const Rank& rank, const Case& c, const Buffers& buf,
             LocalOutcome* out) {
   *out = LocalOutcome{0.0, 0, 0, 0};
   const Enqueue op = make_enqueue(rank, c, buf);
   if (opt.check != 0) {
-    if (prepare(rank, c, buf, c.seed) != 0) return 1;
+    if (prepare(rank, c, buf, c.seed, false) != 0) return 1;
     if (op(rank.stream) != 0) {
       out->failed = 1;
-    } else if (count_wrong(rank, c, buf, c.seed, "single call", &out->wrong) != 0) {
+    } else if (count_wrong(rank, c, buf, c.seed, false, "single call", &out->wrong) != 0) {
       return 1;
     }
   }
   const uint64_t timing_seed = c.seed ^ 0x5bd1e995ull;
-  if (prepare(rank, c, buf, timing_seed) != 0) return 1;
+  if (prepare(rank, c, buf, timing_seed, opt.in_place) != 0) return 1;
   TimingResult timing;
   const TimingConfig cfg{opt.warmup, opt.iters, opt.replays};
   if (time_calls(op, cfg, rank.stream, *rank.host, &timing) != 0) return 1;
   out->median_us = timing.median_us;
   if (timing.op_failed) {
     out->failed = 1;
-  } else if (opt.check != 0 && !opt.in_place &&  // (in place: not checkable, see above)
-             count_wrong(rank, c, buf, timing_seed, opt.replays == 0 ? "eager rounds" : "graph replay", &out->wrong) != 0) {
+  } else if (opt.check != 0 && count_wrong(rank, c, buf, timing_seed, opt.in_place,
+                                           opt.replays == 0 ? "eager rounds" : "graph replay", &out->wrong) != 0) {
     return 1;
   }
   if (c.algo != Algo::kNccl) {

@@ -95,8 +95,9 @@ void add_flags(CLI::App& app, Options& opt, RawFlags& raw) {
                      " rounds of -n eager calls each, so each call's host cost counts too")
       ->check(CLI::Range(0, 1 << 20));
   app.add_flag("--in-place", opt.in_place,
-               "allreduce: recvbuf = sendbuf for every column, NCCL's too (the fused op already "
-               "updates its residual in place; its out may not overlap its input)");
+               "allreduce: recvbuf = sendbuf for every column, NCCL's too; the timed calls sum inputs "
+               "that cancel over the ranks, so their result stays +0 and is checked (the fused op "
+               "already updates its residual in place; its out may not overlap its input)");
   app.add_option("-d,--datatype", raw.dtype,
                  "element type (fused: of the activations, residual and outputs): float, half, "
                  "bf16 (or float32/fp32, float16/fp16, bfloat16) or all (default bf16)")

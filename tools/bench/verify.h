@@ -38,6 +38,10 @@ struct AllReduceCheck {
   int rank;
   int world_size;
   uint64_t seed;  // the seed every rank filled its input with
+  // The inputs came from fill_zero_sum (they sum to zero over the ranks):
+  // every output element must be +0, however many times the call summed the
+  // buffer into itself in place. The input is not checked then.
+  bool zero_sum = false;
 };
 
 // *wrong = output elements whose bits differ from the exact sum over all
