@@ -50,9 +50,9 @@ arnormStatus_t route_peer(const arnormComm* comm, arnormAlgorithm_t requested, a
   const size_t es = dtype_size(dtype);
   const bool may_fall_back = requested == ARNORM_ALGO_AUTO && comm->forced == ARNORM_ALGO_AUTO;
   const uint64_t bytes = static_cast<uint64_t>(tokens) * hidden * es;
-  *route = plan_fused_route(algo, may_fall_back, comm->layout, comm->max_blocks, hidden, es,
-                            oneshot_uses_ll(comm->selection_context(), bytes),
-                            twoshot_uses_ll(comm->selection_context(), bytes));
+  const SelectionContext ctx = comm->selection_context();
+  *route = plan_fused_route(algo, may_fall_back, comm->layout, comm->max_blocks, hidden, es, oneshot_uses_ll(ctx, bytes),
+                            twoshot_uses_ll(ctx, bytes), fused_oneshot_pipelined(ctx, bytes));
   if (route->rows_per_chunk == 0) {
     return ARNORM_FAIL(ARNORM_ERROR_UNSUPPORTED,
                        "%s: one row of hidden %zu does not fit the %zu-byte workspace with %s; create the "
@@ -71,14 +71,17 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   const size_t per_chunk = route.rows_per_chunk;
   AddRmsNormLaunch l = base_launch(comm, a, algo);
   l.ll = route.ll;
+  l.pipelined = route.pipelined;
+  // The pipelined one-shot runs on the two-shot's geometry and row slots.
+  const arnormAlgorithm_t shape = route.pipelined ? ARNORM_ALGO_TWOSHOT : algo;
   l.params.cluster = route.cluster;
   l.wide = comm->fused_wide && algo == ARNORM_ALGO_ONESHOT && fused_wide(route.cluster, a.hidden, l.vectorized, comm->world_size);
   l.params.lag = comm->fused_lag;
   l.params.ahead = comm->fused_ahead;
   l.params.epilogue_groups = comm->fused_pairs ? fused_epilogue_groups(a.hidden, es) : 1;
-  if (algo == ARNORM_ALGO_TWOSHOT && !route.ll && a.tokens > per_chunk) {
+  if (shape == ARNORM_ALGO_TWOSHOT && !route.ll && a.tokens > per_chunk) {
     // More rows than the region holds: one kernel cycling through row slots.
-    const FusedGeometry g = plan_fused_chunk(algo, comm->layout, a.tokens, a.hidden);
+    const FusedGeometry g = plan_fused_chunk(shape, comm->layout, a.tokens, a.hidden);
     const size_t G = fused_rows_per_step(a.hidden, es);
     const size_t slots = plan_fused_ring_slots(a.tokens, g, per_chunk, G, comm->fused_lag, comm->fused_ring_slots);
     if (slots > 0) {
@@ -98,7 +101,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
       // A WIDE CTA holds a whole row, as a cluster does.
       l.blocks = plan_fused_split_blocks(rows, a.hidden, l.wide ? 1 : l.params.cluster, comm->max_blocks);
     } else {
-      const FusedGeometry g = plan_fused_chunk(algo, comm->layout, rows, a.hidden);
+      const FusedGeometry g = plan_fused_chunk(shape, comm->layout, rows, a.hidden);
       l.params.rows_per_cta = g.rows_per_cta;
       l.params.ring_slots = g.rows_per_cta;  // a slot per row: slot = row
       l.params.ring_total = rows;

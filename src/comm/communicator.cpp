@@ -26,7 +26,8 @@ arnorm::SyncParams arnormComm::sync_params(int32_t op) const {
 }
 
 arnorm::SelectionContext arnormComm::selection_context() const {
-  return arnorm::SelectionContext{world_size, peer_access, nccl != nullptr, forced, forced_protocol};
+  return arnorm::SelectionContext{world_size,     peer_access,    nccl != nullptr,
+                                  forced,         forced_protocol, fused_pipeline_bytes};
 }
 
 namespace arnorm {

@@ -59,6 +59,9 @@ struct arnormComm {
   // a publication at least every this many rows (ARNORM_FUSED_RING_PUBLISH)
   size_t fused_ring_slots = 0;
   size_t fused_ring_publish = 0;
+  // 2 ranks: fused one-shot calls of more bytes per rank run over the
+  // two-shot's pipeline (ARNORM_FUSED_PIPELINE_BYTES, agreed at creation)
+  uint64_t fused_pipeline_bytes = arnorm::kFusedOneShotPipelineMinBytes;
   bool fused_wide = true;  // split one-shot rows of a cluster of two in one CTA (ARNORM_FUSED_WIDE=0: clusters)
   bool pdl = true;  // programmatic dependent launch of the peer kernels (ARNORM_PDL=0 turns it off)
   int gpu_share = 1;  // SHARED GPU (create.cpp): ranks of this process on this GPU, running at once

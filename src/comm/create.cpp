@@ -39,6 +39,7 @@ struct Hello {
   int32_t forced_protocol;
   int32_t fused_lag;  // ARNORM_FUSED_LAG: decides whether a fused call runs as one ring or in chunks
   uint64_t fused_ring_slots;  // ARNORM_FUSED_RING_SLOTS: writers and readers compute row slots alike
+  uint64_t fused_pipeline_bytes;  // ARNORM_FUSED_PIPELINE_BYTES: which kernel, and data layout, a fused one-shot takes
   int32_t nccl_fallback;
   int32_t have_nccl;
   int32_t pid;
@@ -181,6 +182,7 @@ arnormStatus_t prepare_local(arnormComm* c, const arnormConfig_t& cfg, Hello* he
   c->fused_wide = knobs.fused_wide;
   c->fused_ring_slots = knobs.fused_ring_slots;
   c->fused_ring_publish = knobs.fused_ring_publish;
+  c->fused_pipeline_bytes = knobs.fused_pipeline_bytes;
   c->pdl = knobs.pdl;
   c->log_level = knobs.log_level;
   hello->allow_shared_gpu = knobs.allow_shared_gpu;
@@ -225,6 +227,7 @@ arnormStatus_t check_consistent(const std::vector<Hello>& all, int world) {
     if (h.forced_protocol != a.forced_protocol) return differ("ARNORM_PROTOCOL");
     if (h.fused_lag != a.fused_lag) return differ("ARNORM_FUSED_LAG");
     if (h.fused_ring_slots != a.fused_ring_slots) return differ("ARNORM_FUSED_RING_SLOTS");
+    if (h.fused_pipeline_bytes != a.fused_pipeline_bytes) return differ("ARNORM_FUSED_PIPELINE_BYTES");
     if (h.nccl_fallback != a.nccl_fallback) return differ("nccl_fallback");
     if (h.have_nccl != a.have_nccl) return differ("whether an NCCL comm was given");
     if (h.allow_shared_gpu != a.allow_shared_gpu) return differ("ARNORM_ALLOW_SHARED_GPU");
@@ -519,6 +522,7 @@ arnormStatus_t create(arnormComm* c, arnormBootstrap_t bs, const arnormConfig_t&
   mine.forced_protocol = static_cast<int32_t>(c->forced_protocol);
   mine.fused_lag = c->fused_lag;
   mine.fused_ring_slots = c->fused_ring_slots;
+  mine.fused_pipeline_bytes = c->fused_pipeline_bytes;
   mine.nccl_fallback = cfg.nccl_fallback ? 1 : 0;
   mine.have_nccl = c->nccl ? 1 : 0;
   mine.pid = static_cast<int32_t>(getpid());

@@ -91,6 +91,8 @@ arnormStatus_t read_env_knobs(const EnvLookup& lookup, const char* op, EnvKnobs*
   // (0: the planner's choice; the planner takes at most what fits.)
   ARNORM_TRY(integer("ARNORM_FUSED_RING_SLOTS", 0, 1ull << 20, &k->fused_ring_slots));
   ARNORM_TRY(integer("ARNORM_FUSED_RING_PUBLISH", 0, 1ull << 20, &k->fused_ring_publish));
+  // (2^50: no call is that large, so no one-shot is pipelined.)
+  ARNORM_TRY(integer("ARNORM_FUSED_PIPELINE_BYTES", 0, 1ull << 50, &k->fused_pipeline_bytes));
   ARNORM_TRY(on_off("ARNORM_PDL", &k->pdl));
   ARNORM_TRY(on_off("ARNORM_ALLOW_SHARED_GPU", &k->allow_shared_gpu));
   return ARNORM_SUCCESS;

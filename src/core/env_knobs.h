@@ -25,6 +25,7 @@ struct EnvKnobs {
   bool fused_wide = true;                       // ARNORM_FUSED_WIDE
   uint64_t fused_ring_slots = 0;                // ARNORM_FUSED_RING_SLOTS; 0: the planner's
   uint64_t fused_ring_publish = 0;              // ARNORM_FUSED_RING_PUBLISH; 0: the planner's
+  uint64_t fused_pipeline_bytes = kFusedOneShotPipelineMinBytes;  // ARNORM_FUSED_PIPELINE_BYTES
   bool pdl = true;                              // ARNORM_PDL
   bool allow_shared_gpu = false;                // ARNORM_ALLOW_SHARED_GPU (tests only)
   LogLevel log_level = LogLevel::kWarn;         // ARNORM_DEBUG (core/log.h)

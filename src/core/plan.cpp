@@ -107,9 +107,17 @@ int plan_fused_split_blocks(size_t rows, size_t hidden, int cluster, int max_blo
 }
 
 FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
-                            int max_blocks, size_t hidden, size_t elem_size, bool oneshot_ll, bool twoshot_ll) {
+                            int max_blocks, size_t hidden, size_t elem_size, bool oneshot_ll, bool twoshot_ll,
+                            bool oneshot_pipelined) {
   FusedRoute r;
   r.algo = algo;
+  if (algo == ARNORM_ALGO_ONESHOT && oneshot_pipelined) {
+    // The peer's whole row goes where the two-shot gathers a row (2 shards
+    // of su units hold it), so the two-shot's region sizes fit.
+    r.pipelined = true;
+    r.rows_per_chunk = plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, layout, hidden, elem_size, false);
+    return r;
+  }
   const int cluster = plan_fused_cluster(hidden, max_blocks);
   const bool oneshot_over_ll = oneshot_ll || cluster == 0 || hidden % 8 != 0;
   if (algo == ARNORM_ALGO_ONESHOT && may_fall_back &&

@@ -158,6 +158,9 @@ struct FusedRoute {
   arnormAlgorithm_t algo = ARNORM_ALGO_AUTO;  // ONESHOT or TWOSHOT
   bool ll = false;          // over LL words, else sentinel units
   int cluster = 0;          // CTAs per row (split epilogue); 0: CTAs own whole rows
+  // ONESHOT over the two-shot's pipeline (2 ranks, fused_oneshot_pipelined):
+  // the two-shot's geometry, row slots and ring, a whole row per slot.
+  bool pipelined = false;
   size_t rows_per_chunk = 0;  // 0: one row does not fit the workspace
 };
 
@@ -167,9 +170,11 @@ struct FusedRoute {
 // bytes (selection.h). The one-shot over sentinel units needs the split
 // epilogue and whole units per virtual pack (hidden % 8 == 0: each unit is
 // polled and cleared by the one thread that owns its pack); other one-shot
-// rows go over LL.
+// rows go over LL. `oneshot_pipelined` (fused_oneshot_pipelined, 2 ranks):
+// the one-shot takes the two-shot's pipeline instead, any hidden size.
 FusedRoute plan_fused_route(arnormAlgorithm_t algo, bool may_fall_back, const WorkspaceLayout& layout,
-                            int max_blocks, size_t hidden, size_t elem_size, bool oneshot_ll, bool twoshot_ll);
+                            int max_blocks, size_t hidden, size_t elem_size, bool oneshot_ll, bool twoshot_ll,
+                            bool oneshot_pipelined = false);
 
 // Fused two-shot over sentinel units, a call of `rows` rows on g.blocks CTAs
 // of g.rows_per_cta rows, the region holding `region_rows` rows: row slots

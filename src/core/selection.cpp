@@ -46,6 +46,10 @@ bool oneshot_uses_ll(const SelectionContext& ctx, uint64_t bytes) {
   return bytes <= kOneShotLLMaxBytes;
 }
 
+bool fused_oneshot_pipelined(const SelectionContext& ctx, uint64_t bytes) {
+  return ctx.world_size == 2 && ctx.forced_protocol != Protocol::kLL && bytes > ctx.fused_pipeline_bytes;
+}
+
 // Mirrors data/tuning-default.json; measured thresholds are in docs/perf-notes.md.
 SelectionTable SelectionTable::builtin() {
   SelectionTable t;

@@ -58,12 +58,21 @@ enum class Protocol : int32_t { kAuto = 0, kLL = 1, kSentinel = 2 };
 // Parses "auto", "ll", "sentinel" (case-insensitive).
 bool protocol_from_name(const std::string& name, Protocol* out);
 
+// 2 ranks: a fused one-shot call of more than this many bytes per rank runs
+// over the two-shot's pipeline (FusedRoute::pipelined, the movers and the
+// epilogue of fused_twoshot_kernel) instead of the split epilogue, whose
+// clusters take a row each and whose calls are cut into chunks by its region
+// (2x H200, 0.11: 1024 x 7168 91.6 us against the two-shot's 59.1).
+// ARNORM_FUSED_PIPELINE_BYTES sets it (agreed at creation).
+constexpr uint64_t kFusedOneShotPipelineMinBytes = 1ull << 20;
+
 struct SelectionContext {
   int world_size;
   bool peer_access;     // peer-memory algorithms usable on this communicator
   bool nccl_available;  // an NCCL comm is there
   arnormAlgorithm_t forced;  // from ARNORM_ALGO at creation; AUTO when unset
   Protocol forced_protocol = Protocol::kAuto;  // from ARNORM_PROTOCOL at creation
+  uint64_t fused_pipeline_bytes = kFusedOneShotPipelineMinBytes;  // from ARNORM_FUSED_PIPELINE_BYTES
 };
 
 // 4x H200 (0.8, ARNORM_PROTOCOL forced, same run): the two-shot over
@@ -80,6 +89,10 @@ constexpr uint64_t kOneShotLLMaxBytes = 16ull << 10;
 bool twoshot_uses_ll(const SelectionContext& ctx, uint64_t bytes);
 // Whether a plain one-shot all-reduce of `bytes` per rank runs over LL.
 bool oneshot_uses_ll(const SelectionContext& ctx, uint64_t bytes);
+// Whether a fused one-shot call of `bytes` per rank runs over the two-shot's
+// pipeline: 2 ranks (the peer's whole row must fit the gathered-row slot),
+// more than ctx.fused_pipeline_bytes, and no LL forced.
+bool fused_oneshot_pipelined(const SelectionContext& ctx, uint64_t bytes);
 
 // Resolves the algorithm of one call. Fails (message set) when the request
 // cannot be served: a peer algorithm without peer access, NCCL without a

@@ -768,6 +768,56 @@ struct SntRowSums {
   }
 };
 
+// The sums of one row for the ONE-SHOT over the pipeline below (2 ranks):
+// the peer's row arrives in sentinel units at row[u] (its gathered-row
+// slot), this rank's own is its input. Each sum is the two values added
+// once in fp32 and rounded: IEEE addition is commutative (signed zeros and
+// the canonical NaN included), so that is sum_in_rank_order's bits whichever
+// rank is first. Each unit is polled, read and cleared by one thread, as in
+// SntRowSums.
+template <typename T, bool kVec, int kStride = kThreadsPerBlock>
+struct SntRowOneShotSums {
+  static constexpr bool kFetchesRound = true;
+  static constexpr int kRowStride = kStride;
+  uint4* row;
+  const T* own;  // this rank's input row
+  size_t units, hidden;
+  int peer;
+  PollWait wait;
+
+  __device__ __forceinline__ bool fetch_round(size_t v0, size_t nv, Pack<T, kRowVec> (&h)[kRowRegs]) const {
+    constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
+    constexpr int kUnits = kRowVec / K;
+    constexpr int B = kRowRegs * kUnits;
+    uint4* const base = row + v0 * kUnits;
+    auto offset = [](int j) { return (j / kUnits) * kStride * kUnits + j % kUnits; };
+    bool live[B];
+    uint4 mine[B], raw[B];
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      const size_t v = v0 + (j / kUnits) * kStride;
+      live[j] = v < nv && v * kUnits + j % kUnits < units;
+      // Issued before the poll, so their latency overlaps its wait.
+      mine[j] = raw[j] = make_uint4(0u, 0u, 0u, 0u);
+      if (live[j]) mine[j] = load_unit<T, kVec>(own, v0 * kUnits + offset(j), hidden);
+    }
+    const bool ok = poll_batch_of(
+        live, [&](int) { return peer; }, wait, raw, [&](int j) { return snt_fetch(base + offset(j)); },
+        [](const uint4& d) { return snt_ready<T>(d); });
+#pragma unroll
+    for (int j = 0; j < B; ++j) {
+      Pack<T, K> sum;
+      const T* a = reinterpret_cast<const T*>(&mine[j]);
+      const T* b = reinterpret_cast<const T*>(&raw[j]);
+#pragma unroll
+      for (int k = 0; k < K; ++k) sum.v[k] = Num<T>::from_float(__fadd_rn(Num<T>::to_float(a[k]), Num<T>::to_float(b[k])));
+      reinterpret_cast<uint4*>(h[j / kUnits].v)[j % kUnits] = *reinterpret_cast<const uint4*>(&sum);
+      if (ok && live[j]) snt_clear(base + offset(j));
+    }
+    return ok;
+  }
+};
+
 // Units a lane of the fused two-shot reduces per batch: the batch polls
 // every peer's copy of them at once (snt_sum_units): 2 units at R = 4, else
 // 4. At R = 2 (2x H200) 3 units took 1024 x 7168 and 1024 x 8192 from 60.6
@@ -879,6 +929,15 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // the truth by less than Q); the epilogue waits only for movers; every
 // active CTA is resident (one per SM). Every rank agrees on lag (checked at
 // creation), so all take the ring or all take chunks.
+// kOneShot (2 ranks, FusedRoute::pipelined): the ONE-SHOT over this
+// pipeline. The movers push whole rows of step k into AG(row) on the peer
+// (2 su units hold a row) and reduce nothing; the epilogue sums each unit
+// it polls there with its own input (SntRowOneShotSums). At two ranks that
+// moves the same bytes over NVLink as the two-shot (S out of each GPU) in
+// one hop instead of two, with no reduce between them, and the movers do
+// nothing but push. A mover's ring wait is then on the peer's epilogue
+// (word 1), which needs only pushes of earlier steps: the argument above
+// holds with lag 0.
 constexpr int kEpilogueBarrier = 1;
 constexpr int kMoverBarrier = 2;
 
@@ -890,7 +949,7 @@ constexpr int kMoverBarrier = 2;
 // arithmetic are compiled out (smaller code for the calls that fit the
 // region, which are the latency-bound ones). The launch picks it from
 // FusedParams (fused_select.cuh); every call gives the same bits either way.
-template <typename T, typename W, bool kVec, int R, int kGroups = 1, bool kRing = true>
+template <typename T, typename W, bool kVec, int R, int kGroups = 1, bool kRing = true, bool kOneShot = false>
 __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(FusedParams p) {
   pdl_begin();
   const long long t0 = PhaseClock::now();  // (mark 0: before the loads, as before op_read)
@@ -946,8 +1005,15 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
       const RowEpilogue ep = row_epilogue<T>(p, row);
       bool ok = true;
       if (row < r1) {
-        const SntRowSums<T, kRowThreads> sums{local + ag0 + (slot0 + slot_of(row - r0)) * stride, ru, su, ag_wait};
-        ok = rmsnorm_row<T, W, kVec, SntRowSums<T, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
+        uint4* const gathered = local + ag0 + (slot0 + slot_of(row - r0)) * stride;
+        if constexpr (kOneShot) {
+          const SntRowOneShotSums<T, kVec, kRowThreads> sums{
+              gathered, static_cast<const T*>(p.in) + row * H, ru, H, me == 0 ? 1 : 0, ag_wait};
+          ok = rmsnorm_row<T, W, kVec, SntRowOneShotSums<T, kVec, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
+        } else {
+          const SntRowSums<T, kRowThreads> sums{gathered, ru, su, ag_wait};
+          ok = rmsnorm_row<T, W, kVec, SntRowSums<T, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
+        }
       } else {
         // No row for this group (an odd last one): it still takes part in
         // the two barriers of the row sum (one round: kGroups > 1 only
@@ -974,7 +1040,7 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
     // Mover warps.
     const uint32_t mt = threadIdx.x - kThreadsPerBlock;
     const size_t own_lo = min(ru, me * su), own_hi = min(ru, own_lo + su), own_n = own_hi - own_lo;
-    const size_t steps = ceil_div(r1 - r0, G), lag = p.lag;
+    const size_t steps = ceil_div(r1 - r0, G), lag = kOneShot ? 0 : p.lag;
     // BACKPRESSURE: the movers push a step only while it is at most
     // lead rows past the epilogue, which bounds how long a written unit
     // waits for its reader (meant to keep it in L2 until then; on 2x H200
@@ -1028,13 +1094,21 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
       if (k < steps && !call.aborted) {
         const size_t ra = first_of(k), nrows = first_of(k + 1) - ra;
         while (ra + nrows - r0 > atomicOr(&epilogue_done, 0u) + lead) __nanosleep(100);
-        // Reduce-scatter slots on every peer with a shard.
-        ring_wait(ra - r0, nrows, 0, [&](int r) { return r != me && min(ru, r * su) < ru; });
+        // Two-shot: reduce-scatter slots on every peer with a shard, which
+        // the peers' movers consume. One-shot: whole rows into the peer's
+        // gathered-row slots, which its epilogue consumes.
+        if constexpr (kOneShot) {
+          ring_wait(ra - r0, nrows, 1, [&](int r) { return r != me; });
+        } else {
+          ring_wait(ra - r0, nrows, 0, [&](int r) { return r != me && min(ru, r * su) < ru; });
+        }
         const size_t sa = slot_of(ra - r0);
+        const size_t dst_stride = kOneShot ? stride : rs_stride;
         for (int t = 1; t < world && !movers_failed; ++t) {
           const int r = me + t < world ? me + t : me + t - world;
-          const size_t a = min(ru, r * su), n = min(ru, a + su) - a;
-          uint4* dst = reinterpret_cast<uint4*>(workspace_of<R>(s, r) + parity) + peer_slot(me, r) * su;
+          const size_t a = kOneShot ? 0 : min(ru, r * su), n = kOneShot ? ru : min(ru, a + su) - a;
+          uint4* dst =
+              reinterpret_cast<uint4*>(workspace_of<R>(s, r) + parity) + (kOneShot ? ag0 : peer_slot(me, r) * su);
           // Item i: unit a + i % n of row ra + i / n (32-bit: a step holds
           // fewer than 2^32 units).
           const uint32_t n32 = static_cast<uint32_t>(n);
@@ -1046,12 +1120,12 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
               },
               [&](size_t i, const uint4& d) {
                 const uint32_t q = static_cast<uint32_t>(i) / n32, m = static_cast<uint32_t>(i) - q * n32;
-                snt_store<T>(dst + slot_at(sa, q) * rs_stride + m, d);
+                snt_store<T>(dst + slot_at(sa, q) * dst_stride + m, d);
               });
         }
       }
-      // B. reduce
-      if (k >= lag && own_n > 0) {
+      // B. reduce (two-shot only)
+      if (!kOneShot && k >= lag && own_n > 0) {
         const size_t ra = first_of(k - lag), nrows = first_of(k - lag + 1) - ra, items = nrows * own_n;
         // All-gather slots on every rank, this one included.
         ring_wait(ra - r0, nrows, 1, [](int) { return true; });

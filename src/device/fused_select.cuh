@@ -36,6 +36,19 @@ struct TwoShot {
   static FusedKernel get() { return fused_twoshot_kernel<T, W, kVec, R, kVec ? kGroups : 1, kVec ? kRing : true>; }
 };
 
+// The one-shot over the two-shot's pipeline (2 ranks only): the vector path
+// at rank capacity 2, with and without the ring, one or two rows at once in
+// the epilogue, as the two-shot's instances; the element-wise path has one.
+template <typename T, typename W>
+FusedKernel oneshot_pipelined(const AddRmsNormLaunch& l) {
+  if (!l.vectorized) return fused_twoshot_kernel<T, W, false, kMaxRanks, 1, true, true>;
+  const bool pairs = l.params.epilogue_groups == 2;
+  if (l.params.ring_slots >= l.params.rows_per_cta) {
+    return pairs ? fused_twoshot_kernel<T, W, true, 2, 2, false, true> : fused_twoshot_kernel<T, W, true, 2, 1, false, true>;
+  }
+  return pairs ? fused_twoshot_kernel<T, W, true, 2, 2, true, true> : fused_twoshot_kernel<T, W, true, 2, 1, true, true>;
+}
+
 template <typename F>
 FusedKernel pick(bool vectorized, int world, int packs) {
   if (!vectorized) return F::template get<false, kMaxRanks, kRowRegs>();
@@ -54,6 +67,7 @@ FusedKernel for_weight(const AddRmsNormLaunch& l) {
   const int packs = split ? split_packs(l.params.hidden, l.params.cluster) : kRowRegs;
   switch (l.algo) {
     case ARNORM_ALGO_ONESHOT:
+      if (l.pipelined) return world == 2 ? oneshot_pipelined<T, W>(l) : nullptr;
       // WIDE CTAs: the vector path, one pack a thread (fused_wide).
       if (l.wide) return l.ll ? wide_for<T, W, true>(world) : wide_for<T, W, false>(world);
       if (split) {

@@ -31,6 +31,7 @@ struct AddRmsNormLaunch {
   arnormDataType_t weight_dtype;
   bool vectorized;  // hidden % 8 == 0 and every caller pointer 16-byte aligned
   bool wide;        // split one-shot as WIDE CTAs of kWideThreads (fused_wide, core/plan.h)
+  bool pipelined = false;  // one-shot over the two-shot's pipeline (FusedRoute::pipelined)
   int blocks;
   int gpu_share = 1;  // SHARED GPU: ranks of this process on this GPU; resident limits divide by it
 };

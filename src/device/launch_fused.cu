@@ -121,7 +121,7 @@ arnormStatus_t launch_add_rmsnorm(const AddRmsNormLaunch& l, cudaStream_t stream
     }
     return launch_peer_kernel(kernel, std::min(l.blocks, resident), params, l.pdl, stream, c);
   }
-  if (l.algo == ARNORM_ALGO_TWOSHOT) {
+  if (l.algo == ARNORM_ALGO_TWOSHOT || l.pipelined) {
     return launch_peer_kernel(kernel, l.blocks, params, l.pdl, stream, 0, kFusedTwoShotThreads);
   }
   if (l.algo != ARNORM_ALGO_NCCL) return launch_peer_kernel(kernel, l.blocks, params, l.pdl, stream);

@@ -452,6 +452,36 @@ TEST(AddRmsNorm, BatchInvarianceWideRows) {
   for (size_t hidden : {16384, 32768, 70001}) check_batch_invariance(env().comm, hidden, {3, 17});
 }
 
+// At 2 ranks the one-shot of every call takes the two-shot's pipeline
+// (ARNORM_FUSED_PIPELINE_BYTES=0; by default only calls above 1 MiB, which
+// LargerBatches and RowSlotsReusedWithinOneCall cover): every hidden size,
+// one row to the ring, on a workspace small enough that calls are cut into
+// chunks or take the ring, and rows at any position of their batch. At other
+// world sizes the knob changes nothing and the test checks the same things.
+TEST(AddRmsNorm, OneShotOverThePipeline) {
+  arnormComm_t c = nullptr;
+  arnormStatus_t st;
+  {
+    const ScopedEnv pipeline("ARNORM_FUSED_PIPELINE_BYTES", "0");
+    arnormConfig_t cfg = ARNORM_CONFIG_INIT;
+    cfg.workspace_bytes = 1 << 20;
+    cfg.nccl_comm = env().nccl;
+    arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
+    st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
+  }
+  ARNORM_OK(st);
+  for (size_t hidden : {size_t{1}, size_t{7}, size_t{64}, size_t{1000}, size_t{4096}, size_t{7168}, size_t{8192},
+                        size_t{16384}})
+    for (size_t tokens : {1, 5, 130}) check_case<__nv_bfloat16, __nv_bfloat16>(c, {tokens, hidden});
+  check_case<float, float>(c, {33, 1000});
+  check_case<__half, float>(c, {40, 4096});
+  check_case<__nv_bfloat16, __nv_bfloat16>(c, {600, 4096});  // more rows than the region holds
+  check_batch_invariance(c, 4096, {3, 130, 600});
+  cudaDeviceSynchronize();
+  barrier();
+  arnormCommDestroy(c);
+}
+
 // NCCL + separate norm: same definition up to NCCL's summation order.
 TEST(AddRmsNorm, AgreesWithNcclThenNorm) {
   ARNORM_SKIP_WITHOUT_NCCL();

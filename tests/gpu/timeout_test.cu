@@ -85,15 +85,18 @@ TEST(ZZ_Timeout, MissingPeerIsReportedNotHung) {
   arnormCommDestroy(c);
 }
 
-// Last too: the fused op (one-shot over sentinel units split over clusters
-// of four at 7168 wide or in a WIDE CTA at 4096; two-shot over LL) on rank
-// 0 alone, each on a fresh communicator. Every row must come back NaN in out and residual_out, and
+// Last too: the fused op (3 rows: one-shot over sentinel units split over
+// clusters of four at 7168 wide or in a WIDE CTA at 4096, two-shot over LL;
+// 160 x 4096, 1.25 MiB: two-shot over sentinel units, and at 2 ranks the
+// one-shot over the two-shot's pipeline) on rank 0 alone, each on a fresh
+// communicator. Every row must come back NaN in out and residual_out, and
 // the error must name the op.
 TEST(ZZ_Timeout, MissingPeerPoisonsEveryFusedRow) {
   ARNORM_SKIP_WITHOUT_PEERS();
-  for (const size_t hidden : {size_t{7168}, size_t{4096}}) {
+  const size_t shapes[][2] = {{3, 7168}, {3, 4096}, {160, 4096}};
+  for (const auto& shape : shapes) {
     for (arnormAlgorithm_t algo : {ARNORM_ALGO_ONESHOT, ARNORM_ALGO_TWOSHOT}) {
-      const size_t tokens = 3, n = tokens * hidden;
+      const size_t tokens = shape[0], hidden = shape[1], n = tokens * hidden;
       arnormComm_t c = nullptr;
       ASSERT_NO_FATAL_FAILURE(create_private_comm(&c));
       DeviceBuffer in(n * 2), res(n * 2), out(n * 2), w(hidden * 2);

@@ -48,6 +48,7 @@ TEST(EnvKnobs, GoodValuesAreTaken) {
                                   {"ARNORM_FUSED_WIDE", "off"},
                                   {"ARNORM_FUSED_RING_SLOTS", "3"},
                                   {"ARNORM_FUSED_RING_PUBLISH", "0"},
+                                  {"ARNORM_FUSED_PIPELINE_BYTES", "0"},
                                   {"ARNORM_PDL", "FALSE"},
                                   {"ARNORM_ALLOW_SHARED_GPU", "yes"},
                                   {"ARNORM_DEBUG", "Info"}},
@@ -62,6 +63,7 @@ TEST(EnvKnobs, GoodValuesAreTaken) {
   EXPECT_FALSE(k.fused_wide);
   EXPECT_EQ(3u, k.fused_ring_slots);
   EXPECT_EQ(0u, k.fused_ring_publish);
+  EXPECT_EQ(0u, k.fused_pipeline_bytes);
   EXPECT_FALSE(k.pdl);
   EXPECT_TRUE(k.allow_shared_gpu);
   EXPECT_EQ(LogLevel::kInfo, k.log_level);
@@ -81,6 +83,7 @@ TEST(EnvKnobs, EveryBadValueIsANamedError) {
       {"ARNORM_FUSED_PAIRS", "2"},          {"ARNORM_FUSED_WIDE", "maybe"},
       {"ARNORM_FUSED_RING_SLOTS", "-3"},    {"ARNORM_FUSED_RING_SLOTS", "99999999999999999999"},
       {"ARNORM_FUSED_RING_PUBLISH", "1e3"}, {"ARNORM_PDL", "disabled"},
+      {"ARNORM_FUSED_PIPELINE_BYTES", "1M"}, {"ARNORM_FUSED_PIPELINE_BYTES", "2000000000000000"},
       {"ARNORM_ALLOW_SHARED_GPU", "10"},    {"ARNORM_DEBUG", "TRACE"},
   };
   for (const auto& [name, value] : bad) {

@@ -512,6 +512,26 @@ TEST(Plan, FusedRouteFollowsHiddenBytesAndLayoutOnly) {
   EXPECT_EQ(0, r.cluster);
   EXPECT_TRUE(r.ll);
   EXPECT_GT(r.rows_per_chunk, 0u);
+  EXPECT_FALSE(r.pipelined);
+}
+
+// The one-shot over the two-shot's pipeline: whole rows per CTA on the
+// two-shot's region and row slots, for any hidden size; only the one-shot.
+TEST(Plan, FusedOneShotOverThePipelineTakesTheTwoShotsRegion) {
+  WorkspaceLayout l;
+  ASSERT_TRUE(compute_workspace_layout(2, 264, kDefaultWorkspaceBytes, &l));
+  for (size_t hidden : {size_t{7}, size_t{4096}, size_t{7168}, size_t{70001}}) {
+    SCOPED_TRACE(hidden);
+    const FusedRoute r = plan_fused_route(ARNORM_ALGO_ONESHOT, true, l, 264, hidden, 2, false, false, true);
+    EXPECT_EQ(ARNORM_ALGO_ONESHOT, r.algo);
+    EXPECT_TRUE(r.pipelined);
+    EXPECT_FALSE(r.ll);
+    EXPECT_EQ(0, r.cluster);
+    EXPECT_EQ(plan_fused_rows_per_chunk(ARNORM_ALGO_TWOSHOT, l, hidden, 2, false), r.rows_per_chunk);
+    // The peer's whole row fits where the two-shot gathers one.
+    EXPECT_GE(2 * fused_shard_units(hidden, 2, 2), fused_row_units(hidden, 2));
+    EXPECT_FALSE(plan_fused_route(ARNORM_ALGO_TWOSHOT, true, l, 264, hidden, 2, false, false, true).pipelined);
+  }
 }
 
 TEST(Plan, FusedRouteFallsBackOnlyForAuto) {

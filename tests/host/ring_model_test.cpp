@@ -6,6 +6,10 @@
 // written while it still holds a row its reader has not consumed, every
 // reader finds the row it expects, and no schedule deadlocks. Memory
 // ordering is not modelled (sync.cuh names the fences that give it).
+// With `oneshot`, the ONE-SHOT over the same pipeline (kOneShot): the
+// movers push whole rows into the peers' gathered-row slots and reduce
+// nothing (lag 0 in the kernel; S and Q still come from the planner at the
+// communicator's lag), and each epilogue consumes the peers' rows there.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,6 +33,7 @@ struct RingCase {
   size_t publish; // Q
   int shards;     // ranks 0..shards-1 own a shard (narrow rows leave the last ones without)
   bool writers_wait = true;  // false: a broken ring whose writers skip the RING PROGRESS waits
+  bool oneshot = false;      // the one-shot over the pipeline
   // Per rank, where ranks differ (empty: every rank takes the values above).
   // Q, ahead and the epilogue's groups are read on each rank and not agreed
   // at creation (ARNORM_FUSED_RING_PUBLISH, _AHEAD, _PAIRS): each only paces
@@ -40,7 +45,8 @@ struct RingCase {
 std::string describe(const RingCase& c) {
   return "world " + std::to_string(c.world) + " lag " + std::to_string(c.lag) + " ahead " + std::to_string(c.ahead) +
          " G " + std::to_string(c.G) + " groups " + std::to_string(c.groups) + " rows " + std::to_string(c.rows) +
-         " S " + std::to_string(c.slots) + " Q " + std::to_string(c.publish) + " shards " + std::to_string(c.shards);
+         " S " + std::to_string(c.slots) + " Q " + std::to_string(c.publish) + " shards " + std::to_string(c.shards) +
+         (c.oneshot ? " one-shot" : "");
 }
 
 // Runs one schedule; returns "" or what went wrong.
@@ -49,9 +55,11 @@ std::string run_ring(const RingCase& c, unsigned seed) {
   const size_t S = c.slots, n = c.rows, G = c.G;
   const bool ring = n > S;
   const size_t steps = (n + G - 1) / G;
+  // The kernel's lag: the one-shot has no reduce to wait for.
+  const int lag = c.oneshot ? 0 : c.lag;
   auto Q_of = [&](int r) { return c.publish_of.empty() ? c.publish : c.publish_of[r]; };
   auto lead_of = [&](int r) {
-    return static_cast<size_t>(c.lag + (c.ahead_of.empty() ? c.ahead : c.ahead_of[r])) * G;
+    return static_cast<size_t>(lag + (c.ahead_of.empty() ? c.ahead : c.ahead_of[r])) * G;
   };
   auto groups_of = [&](int r) { return static_cast<size_t>(c.groups_of.empty() ? c.groups : c.groups_of[r]); };
   auto has_shard = [&](int r) { return r < c.shards; };
@@ -72,8 +80,26 @@ std::string run_ring(const RingCase& c, unsigned seed) {
   // One action of rank r's movers: true if it moved on.
   auto mover_step = [&](int r) -> bool {
     Mover& m = mover[r];
-    if (m.k >= steps + c.lag) return false;
+    if (m.k >= steps + lag) return false;
     const size_t k = m.k;
+    if (c.oneshot) {
+      const size_t first = k * G, end = end_of(k);
+      if (end > epilogue_done[r] + lead_of(r)) return false;  // BACKPRESSURE
+      if (ring && end > S && c.writers_wait) {
+        for (int q = 0; q < N; ++q)
+          if (q != r && pub1[q] < end - S) return false;
+      }
+      for (size_t i = first; i < end; ++i) {
+        for (int q = 0; q < N; ++q) {
+          if (q == r) continue;
+          size_t& slot = ag[q][i % S][r];
+          if (slot != 0) error = "push of row " + std::to_string(i) + " overwrote row " + std::to_string(slot - 1);
+          slot = i + 1;
+        }
+      }
+      ++m.k;
+      return true;
+    }
     if (k < steps && !m.pushed) {
       const size_t first = k * G, end = end_of(k);
       if (end > epilogue_done[r] + lead_of(r)) return false;  // BACKPRESSURE
@@ -92,8 +118,8 @@ std::string run_ring(const RingCase& c, unsigned seed) {
       m.pushed = true;
       return true;
     }
-    if (k >= static_cast<size_t>(c.lag) && has_shard(r)) {
-      const size_t step = k - c.lag, first = step * G, end = end_of(step);
+    if (k >= static_cast<size_t>(lag) && has_shard(r)) {
+      const size_t step = k - lag, first = step * G, end = end_of(step);
       if (!m.ring_ok) {
         if (ring && end > S && c.writers_wait) {
           for (int q = 0; q < N; ++q)
@@ -133,9 +159,11 @@ std::string run_ring(const RingCase& c, unsigned seed) {
     const size_t first = epi_next[r];
     if (first >= n) return false;
     const size_t end = std::min(n, first + groups_of(r));
+    // Two-shot: every shard owner's sums; one-shot: every peer's row.
+    auto writes = [&](int s) { return c.oneshot ? s != r : has_shard(s); };
     for (size_t i = first; i < end; ++i) {
       for (int s = 0; s < N; ++s) {
-        if (!has_shard(s)) continue;
+        if (!writes(s)) continue;
         const size_t got = ag[r][i % S][s];
         if (got == 0) return false;
         if (got != i + 1) error = "epilogue of row " + std::to_string(i) + " found row " + std::to_string(got - 1);
@@ -154,7 +182,7 @@ std::string run_ring(const RingCase& c, unsigned seed) {
   for (int a = 0; a < 2 * N; ++a) agents[a] = a;
   for (;;) {
     bool all_done = true;
-    for (int r = 0; r < N; ++r) all_done = all_done && epi_next[r] >= n && mover[r].k >= steps + c.lag;
+    for (int r = 0; r < N; ++r) all_done = all_done && epi_next[r] >= n && mover[r].k >= steps + lag;
     if (all_done) return error;
     std::shuffle(agents.begin(), agents.end(), rng);
     bool moved = false;
@@ -218,6 +246,27 @@ TEST(RingModel, PlannedRingsNeitherOverwriteNorDeadlock) {
   EXPECT_GT(rings, 300u) << "cases where slots are reused";
 }
 
+// The one-shot over the pipeline (the kernel's is 2 ranks; the model's
+// counting holds at any), on the same planned rings, local knobs mixed too.
+TEST(RingModel, OneShotOverThePipelineNeitherOverwritesNorDeadlocks) {
+  size_t runs = 0;
+  for (RingCase c : planned_cases()) {
+    if (c.world > 4 || c.shards != c.world) continue;
+    c.oneshot = true;
+    for (unsigned seed = 1; seed <= 3; ++seed) {
+      ++runs;
+      const std::string e = run_ring(c, seed * 104729u + static_cast<unsigned>(c.rows));
+      ASSERT_EQ("", e) << describe(c) << ", seed " << seed;
+    }
+    c.publish_of.assign(c.world, c.publish);
+    c.ahead_of.assign(c.world, c.ahead);
+    c.publish_of[0] = plan_fused_ring_publish(c.slots, c.G, c.lag, 1);
+    c.ahead_of[0] = c.ahead == 1 ? 64 : 1;
+    ASSERT_EQ("", run_ring(c, 31u + static_cast<unsigned>(c.rows))) << describe(c) << ", rank 0's knobs changed";
+  }
+  EXPECT_GT(runs, 1000u);
+}
+
 // Ranks whose local knobs differ: each rank its own Q (the planner's or a
 // publication every step), BACKPRESSURE lead and epilogue groups, in every
 // mix over the ranks, on the planned rings of the cases above.
@@ -262,6 +311,12 @@ TEST(RingModel, ASlotReusedTooEarlyIsCaught) {
   RingCase c{2, 1, 2, 2, 1, 40, 4, 2, 2};
   c.writers_wait = false;
   bool caught = false;
+  for (unsigned seed = 1; seed <= 50 && !caught; ++seed) caught = run_ring(c, seed).find("overwrote") != std::string::npos;
+  EXPECT_TRUE(caught) << describe(c);
+  // The one-shot's lead is 4 rows (lag 0): two slots are fewer.
+  c.oneshot = true;
+  c.slots = 2;
+  caught = false;
   for (unsigned seed = 1; seed <= 50 && !caught; ++seed) caught = run_ring(c, seed).find("overwrote") != std::string::npos;
   EXPECT_TRUE(caught) << describe(c);
 }

@@ -110,6 +110,26 @@ TEST(Selection, AlgorithmNames) {
   EXPECT_FALSE(algorithm_from_name("ring", &a));
 }
 
+// The fused one-shot takes the two-shot's pipeline at 2 ranks only (the
+// peer's row fills the gathered-row slot), above the agreed size, and never
+// where LL is forced.
+TEST(Selection, FusedOneShotPipelinedAtTwoRanksAboveItsSize) {
+  SelectionContext ctx{2, true, true, ARNORM_ALGO_AUTO};
+  EXPECT_FALSE(fused_oneshot_pipelined(ctx, kFusedOneShotPipelineMinBytes));
+  EXPECT_TRUE(fused_oneshot_pipelined(ctx, kFusedOneShotPipelineMinBytes + 1));
+  ctx.fused_pipeline_bytes = 0;
+  EXPECT_TRUE(fused_oneshot_pipelined(ctx, 1));
+  ctx.forced_protocol = Protocol::kSentinel;
+  EXPECT_TRUE(fused_oneshot_pipelined(ctx, 1));
+  ctx.forced_protocol = Protocol::kLL;
+  EXPECT_FALSE(fused_oneshot_pipelined(ctx, uint64_t{1} << 40));
+  ctx.forced_protocol = Protocol::kAuto;
+  for (int world : {1, 3, 4, 8}) {
+    ctx.world_size = world;
+    EXPECT_FALSE(fused_oneshot_pipelined(ctx, uint64_t{1} << 40)) << "world " << world;
+  }
+}
+
 TEST(Selection, ProtocolFollowsBytesUnlessForced) {
   SelectionContext ctx{2, true, true, ARNORM_ALGO_AUTO};
   EXPECT_TRUE(oneshot_uses_ll(ctx, kOneShotLLMaxBytes));
