@@ -154,7 +154,6 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
             // out), while a pinned copy waits for its own stream alone.
             void* pinned = nullptr;
             cudaMallocHost(&pinned, max_n * 2);
-            group.barrier();  // every rank's buffers exist before any rank calls
             auto to_device = [&](const DeviceBuffer& d, const std::vector<__nv_bfloat16>& v) {
               std::memcpy(pinned, v.data(), v.size() * 2);
               cudaMemcpyAsync(d.ptr, pinned, v.size() * 2, cudaMemcpyHostToDevice, s);
@@ -167,6 +166,16 @@ TEST(CommInProcess, ConcurrentRanksOnOneGpu) {
               std::memcpy(v.data(), pinned, n * 2);
               return v;
             };
+            // Every step a call's staging takes, once on the new stream before
+            // the barrier: twice (sessions 17 and 19) a rank's first call of a
+            // pass was made on the host only when the peers' first kernels had
+            // timed out (5 s after theirs), held before its call by one of
+            // these first uses while their kernels waited for it.
+            to_device(d_in, std::vector<__nv_bfloat16>(16));
+            cudaMemsetAsync(d_out.ptr, 0xFF, 32, s);
+            cudaEventRecord(ev_before, s);
+            (void)to_host(d_out, 16);
+            group.barrier();  // every rank's buffers exist before any rank calls
             size_t call = 0;  // this rank's plain calls so far in the pass
             for (int round = 0; round < 3; ++round) {
               for (size_t n : sizes) {
