@@ -102,8 +102,10 @@ typedef enum {
  * move data is chosen by size (LL, the epoch inside every 8-byte word, for
  * one-shot up to 16 KiB per rank and two-shot up to 256 KiB; above that
  * plain data into slots that hold a NaN sentinel until the data arrive;
- * fused one-shot rows whose hidden size is not a multiple of 8 always use
- * LL); ARNORM_PROTOCOL=ll|sentinel forces the protocol (results are the
+ * fused one-shot rows whose hidden size is not a multiple of 8 use LL,
+ * except at 2 ranks above ARNORM_FUSED_PIPELINE_BYTES, where every fused
+ * one-shot runs over the two-shot's pipeline on sentinel units);
+ * ARNORM_PROTOCOL=ll|sentinel forces the protocol (results are the
  * same bits either way). Peer kernels use programmatic dependent launch;
  * ARNORM_PDL=0 turns it off. All ranks must set the same ARNORM_ALGO and
  * ARNORM_PROTOCOL (checked at creation). */

@@ -454,29 +454,58 @@ TEST(AddRmsNorm, BatchInvarianceWideRows) {
 
 // At 2 ranks the one-shot of every call takes the two-shot's pipeline
 // (ARNORM_FUSED_PIPELINE_BYTES=0; by default only calls above 1 MiB, which
-// LargerBatches and RowSlotsReusedWithinOneCall cover): every hidden size,
-// one row to the ring, on a workspace small enough that calls are cut into
-// chunks or take the ring, and rows at any position of their batch. At other
-// world sizes the knob changes nothing and the test checks the same things.
+// LargerBatches, RowSlotsReusedWithinOneCall and the batch-invariance tests
+// cover, the ring among them): every hidden size, one row to 600, on a 1 MiB
+// workspace that cuts the larger calls into chunks, and rows at any position
+// of their batch. At other world sizes the knob changes nothing and the test
+// checks the same things (rows wider than 7168 only up to 4 ranks: at 8 a
+// forced one-shot of one such row does not fit this workspace's LL region).
 TEST(AddRmsNorm, OneShotOverThePipeline) {
-  arnormComm_t c = nullptr;
-  arnormStatus_t st;
-  {
-    const ScopedEnv pipeline("ARNORM_FUSED_PIPELINE_BYTES", "0");
+  auto create = [](bool pipeline_everything, arnormComm_t* c) {
+    // (The default, 1 MiB, spelt out: the variable may be set outside.)
+    const ScopedEnv pipeline("ARNORM_FUSED_PIPELINE_BYTES", pipeline_everything ? "0" : "1048576");
     arnormConfig_t cfg = ARNORM_CONFIG_INIT;
     cfg.workspace_bytes = 1 << 20;
     cfg.nccl_comm = env().nccl;
     arnormBootstrap_t bs{&arnorm_tools::host_allgather_callback, env().host};
-    st = arnormCommCreate(&c, rank(), world(), env().ctx.device, bs, &cfg);
-  }
-  ARNORM_OK(st);
+    return arnormCommCreate(c, rank(), world(), env().ctx.device, bs, &cfg);
+  };
+  arnormComm_t c = nullptr;
+  ARNORM_OK(create(true, &c));
   for (size_t hidden : {size_t{1}, size_t{7}, size_t{64}, size_t{1000}, size_t{4096}, size_t{7168}, size_t{8192},
-                        size_t{16384}})
+                        size_t{16384}}) {
+    if (hidden > 7168 && world() > 4) continue;
     for (size_t tokens : {1, 5, 130}) check_case<__nv_bfloat16, __nv_bfloat16>(c, {tokens, hidden});
+  }
   check_case<float, float>(c, {33, 1000});
   check_case<__half, float>(c, {40, 4096});
-  check_case<__nv_bfloat16, __nv_bfloat16>(c, {600, 4096});  // more rows than the region holds
+  check_case<__nv_bfloat16, __nv_bfloat16>(c, {600, 4096});  // in chunks of about 21 rows
   check_batch_invariance(c, 4096, {3, 130, 600});
+  if (world() == 2) {
+    // The knob reaches the route: a 70000-wide row fits this workspace's
+    // two-shot region (one row) but not its one-shot LL region (about
+    // 32000 elements), so an explicit one-shot of one such row succeeds only
+    // through the pipeline, and without the knob (140 KB, below 1 MiB) is
+    // refused before anything runs.
+    check_case<__nv_bfloat16, __nv_bfloat16>(c, {1, 70000});
+    arnormComm_t plain = nullptr;
+    ARNORM_OK(create(false, &plain));
+    Buf in(70000 * 2), out(70000 * 2), w(70000 * 2);
+    arnormAddRmsNormArgs_t a = ARNORM_ADD_RMSNORM_ARGS_INIT;
+    a.input = in.ptr;
+    a.weight = w.ptr;
+    a.out = out.ptr;
+    a.tokens = 1;
+    a.hidden = 70000;
+    a.epsilon = 1e-6f;
+    a.dtype = a.weight_dtype = ARNORM_BFLOAT16;
+    a.algo = ARNORM_ALGO_ONESHOT;
+    EXPECT_EQ(ARNORM_ERROR_UNSUPPORTED, arnormAllReduceAddRmsNorm(plain, &a, env().stream))
+        << "a one-shot of one 70000-wide row fit the split route's workspace: the test no longer shows the knob";
+    cudaDeviceSynchronize();
+    barrier();
+    arnormCommDestroy(plain);
+  }
   cudaDeviceSynchronize();
   barrier();
   arnormCommDestroy(c);
