@@ -88,7 +88,8 @@ int count_wrong(const Rank& rank, const Case& c, const Buffers& buf, uint64_t se
 // verifiable too, so the result of the replayed graph is checked as well. In
 // place, every timed call sums the previous call's result again: inputs that
 // sum to zero over the ranks make the first call's result +0 everywhere and
-// keep it so, which every later call must leave bit for bit.
+// keep it so, which every later call must leave bit for bit; then one more
+// call on fresh verifiable inputs, which +0 cannot stand in for.
 int measure(const Options& opt, const Rank& rank, const Case& c, const Buffers& buf,
             LocalOutcome* out) {
   *out = LocalOutcome{0.0, 0, 0, 0};
@@ -112,6 +113,16 @@ int measure(const Options& opt, const Rank& rank, const Case& c, const Buffers& 
   } else if (opt.check != 0 && count_wrong(rank, c, buf, timing_seed, opt.in_place,
                                            opt.replays == 0 ? "eager rounds" : "graph replay", &out->wrong) != 0) {
     return 1;
+  } else if (opt.check != 0 && opt.in_place) {
+    // +0 everywhere cannot tell a stale unit from a fresh one: one more call,
+    // after all the timed ones, on fresh verifiable inputs.
+    const uint64_t after_seed = timing_seed ^ 0x27d4eb2full;
+    if (prepare(rank, c, buf, after_seed, false) != 0) return 1;
+    if (op(rank.stream) != 0) {
+      out->failed = 1;
+    } else if (count_wrong(rank, c, buf, after_seed, false, "in place after the timed calls", &out->wrong) != 0) {
+      return 1;
+    }
   }
   if (c.algo != Algo::kNccl) {
     const arnormStatus_t st = arnormCommGetAsyncError(rank.comm);
