@@ -62,7 +62,7 @@ extern "C" {
 #endif
 
 #define ARNORM_VERSION_MAJOR 0
-#define ARNORM_VERSION_MINOR 11
+#define ARNORM_VERSION_MINOR 12
 #define ARNORM_VERSION_PATCH 0
 
 #if defined(__GNUC__)
