@@ -731,13 +731,21 @@ __global__ void __launch_bounds__(kThreadsPerBlock, 1) fused_twoshot_ll_kernel(F
 // unit u of the row at row[u], written by the rank that owns shard
 // u / shard_units. Each unit is polled, read and cleared by one thread.
 // kStride: threads working on the row (rmsnorm_row's kRowThreads).
-template <typename T, int kStride = kThreadsPerBlock>
+// kAddOwn (the ONE-SHOT over the pipeline, 2 ranks): row[u] holds the peer's
+// input instead, written by `peer`, and each sum is that added once in fp32
+// to this rank's own input (`own`, `hidden` elements) and rounded. IEEE
+// addition is commutative (signed zeros and the canonical NaN included), so
+// that is sum_in_rank_order's bits whichever rank is first.
+template <typename T, int kStride = kThreadsPerBlock, bool kAddOwn = false, bool kVec = true>
 struct SntRowSums {
   static constexpr bool kFetchesRound = true;
   static constexpr int kRowStride = kStride;
   uint4* row;
   size_t units, shard_units;
   PollWait wait;
+  const T* own = nullptr;  // kAddOwn only
+  size_t hidden = 0;       // kAddOwn only
+  int peer = 0;            // kAddOwn only
 
   // Fills h[k] with the 8 sums of virtual pack v0 + k * kStride (< nv;
   // zeros past the row), as they arrived, once all their units have.
@@ -751,67 +759,33 @@ struct SntRowSums {
     auto offset = [](int j) { return (j / kUnits) * kStride * kUnits + j % kUnits; };
     bool live[B];
     uint4 raw[B];
+    uint4 mine[kAddOwn ? B : 1];
 #pragma unroll
     for (int j = 0; j < B; ++j) {
       const size_t v = v0 + (j / kUnits) * kStride;
       live[j] = v < nv && v * kUnits + j % kUnits < units;
+      if constexpr (kAddOwn) {
+        // Issued before the poll, so their latency overlaps its wait.
+        mine[j] = raw[j] = make_uint4(0u, 0u, 0u, 0u);
+        if (live[j]) mine[j] = load_unit<T, kVec>(own, v0 * kUnits + offset(j), hidden);
+      }
     }
     const bool ok = poll_batch_of(
-        live, [&](int j) { return static_cast<int>((v0 * kUnits + offset(j)) / shard_units); }, wait, raw,
-        [&](int j) { return snt_fetch(base + offset(j)); }, [](const uint4& d) { return snt_ready<T>(d); });
+        live,
+        [&](int j) { return kAddOwn ? peer : static_cast<int>((v0 * kUnits + offset(j)) / shard_units); }, wait,
+        raw, [&](int j) { return snt_fetch(base + offset(j)); }, [](const uint4& d) { return snt_ready<T>(d); });
 #pragma unroll
     for (int j = 0; j < B; ++j) {
-      reinterpret_cast<uint4*>(h[j / kUnits].v)[j % kUnits] = live[j] ? raw[j] : make_uint4(0u, 0u, 0u, 0u);
-      if (ok && live[j]) snt_clear(base + offset(j));
-    }
-    return ok;
-  }
-};
-
-// The sums of one row for the ONE-SHOT over the pipeline below (2 ranks):
-// the peer's row arrives in sentinel units at row[u] (its gathered-row
-// slot), this rank's own is its input. Each sum is the two values added
-// once in fp32 and rounded: IEEE addition is commutative (signed zeros and
-// the canonical NaN included), so that is sum_in_rank_order's bits whichever
-// rank is first. Each unit is polled, read and cleared by one thread, as in
-// SntRowSums.
-template <typename T, bool kVec, int kStride = kThreadsPerBlock>
-struct SntRowOneShotSums {
-  static constexpr bool kFetchesRound = true;
-  static constexpr int kRowStride = kStride;
-  uint4* row;
-  const T* own;  // this rank's input row
-  size_t units, hidden;
-  int peer;
-  PollWait wait;
-
-  __device__ __forceinline__ bool fetch_round(size_t v0, size_t nv, Pack<T, kRowVec> (&h)[kRowRegs]) const {
-    constexpr int K = static_cast<int>(kSntUnitBytes / sizeof(T));
-    constexpr int kUnits = kRowVec / K;
-    constexpr int B = kRowRegs * kUnits;
-    uint4* const base = row + v0 * kUnits;
-    auto offset = [](int j) { return (j / kUnits) * kStride * kUnits + j % kUnits; };
-    bool live[B];
-    uint4 mine[B], raw[B];
+      uint4 sum = live[j] ? raw[j] : make_uint4(0u, 0u, 0u, 0u);
+      if constexpr (kAddOwn) {
+        Pack<T, K> p;
+        const T* a = reinterpret_cast<const T*>(&mine[j]);
+        const T* b = reinterpret_cast<const T*>(&raw[j]);
 #pragma unroll
-    for (int j = 0; j < B; ++j) {
-      const size_t v = v0 + (j / kUnits) * kStride;
-      live[j] = v < nv && v * kUnits + j % kUnits < units;
-      // Issued before the poll, so their latency overlaps its wait.
-      mine[j] = raw[j] = make_uint4(0u, 0u, 0u, 0u);
-      if (live[j]) mine[j] = load_unit<T, kVec>(own, v0 * kUnits + offset(j), hidden);
-    }
-    const bool ok = poll_batch_of(
-        live, [&](int) { return peer; }, wait, raw, [&](int j) { return snt_fetch(base + offset(j)); },
-        [](const uint4& d) { return snt_ready<T>(d); });
-#pragma unroll
-    for (int j = 0; j < B; ++j) {
-      Pack<T, K> sum;
-      const T* a = reinterpret_cast<const T*>(&mine[j]);
-      const T* b = reinterpret_cast<const T*>(&raw[j]);
-#pragma unroll
-      for (int k = 0; k < K; ++k) sum.v[k] = Num<T>::from_float(__fadd_rn(Num<T>::to_float(a[k]), Num<T>::to_float(b[k])));
-      reinterpret_cast<uint4*>(h[j / kUnits].v)[j % kUnits] = *reinterpret_cast<const uint4*>(&sum);
+        for (int k = 0; k < K; ++k) p.v[k] = Num<T>::from_float(__fadd_rn(Num<T>::to_float(a[k]), Num<T>::to_float(b[k])));
+        sum = *reinterpret_cast<const uint4*>(&p);
+      }
+      reinterpret_cast<uint4*>(h[j / kUnits].v)[j % kUnits] = sum;
       if (ok && live[j]) snt_clear(base + offset(j));
     }
     return ok;
@@ -932,7 +906,7 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // kOneShot (2 ranks, FusedRoute::pipelined): the ONE-SHOT over this
 // pipeline. The movers push whole rows of step k into AG(row) on the peer
 // (2 su units hold a row) and reduce nothing; the epilogue sums each unit
-// it polls there with its own input (SntRowOneShotSums). At two ranks that
+// it polls there with its own input (SntRowSums with kAddOwn). At two ranks that
 // moves the same bytes over NVLink as the two-shot (S out of each GPU) in
 // one hop instead of two, with no reduce between them, and the movers do
 // nothing but push. A mover's ring wait is then on the peer's epilogue
@@ -1009,14 +983,9 @@ __global__ void __launch_bounds__(kFusedTwoShotThreads, 1) fused_twoshot_kernel(
       bool ok = true;
       if (row < r1) {
         uint4* const gathered = local + ag0 + (slot0 + slot_of(row - r0)) * stride;
-        if constexpr (kOneShot) {
-          const SntRowOneShotSums<T, kVec, kRowThreads> sums{
-              gathered, static_cast<const T*>(p.in) + row * H, ru, H, me == 0 ? 1 : 0, ag_wait};
-          ok = rmsnorm_row<T, W, kVec, SntRowOneShotSums<T, kVec, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
-        } else {
-          const SntRowSums<T, kRowThreads> sums{gathered, ru, su, ag_wait};
-          ok = rmsnorm_row<T, W, kVec, SntRowSums<T, kRowThreads>, kEpilogueBarrier, kRowThreads>(ep, sums);
-        }
+        using Sums = SntRowSums<T, kRowThreads, kOneShot, kVec>;
+        const Sums sums{gathered, ru, su, ag_wait, static_cast<const T*>(p.in) + row * H, H, me == 0 ? 1 : 0};
+        ok = rmsnorm_row<T, W, kVec, Sums, kEpilogueBarrier, kRowThreads>(ep, sums);
       } else {
         // No row for this group (an odd last one): it still takes part in
         // the two barriers of the row sum (one round: kGroups > 1 only
