@@ -14,9 +14,14 @@ namespace {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % kVectorBytes == 0; }
 
-AddRmsNormLaunch base_launch(const arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnormAlgorithm_t algo) {
+AddRmsNormLaunch base_launch(const arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnormAlgorithm_t algo,
+                             bool pipelined = false) {
   AddRmsNormLaunch l{};
-  l.params.sync = comm->sync_params(algo == ARNORM_ALGO_TWOSHOT ? kOpFusedTwoShot : kOpFusedOneShot);
+  // (Its own op code for the pipelined one-shot: an error names that route,
+  // and a timing build keeps its phase marks apart from the split kernel's.)
+  l.params.sync = comm->sync_params(algo == ARNORM_ALGO_TWOSHOT ? kOpFusedTwoShot
+                                    : pipelined                 ? kOpFusedOneShotPipelined
+                                                                : kOpFusedOneShot);
   l.params.hidden = a.hidden;
   l.params.eps = a.epsilon;
   l.params.weight = a.weight;
@@ -69,7 +74,7 @@ arnormStatus_t run_peer(arnormComm* comm, const arnormAddRmsNormArgs_t& a, arnor
   ARNORM_TRY(route_peer(comm, a.algo, algo, a.tokens, a.hidden, a.dtype, "arnormAllReduceAddRmsNorm", &route));
   algo = route.algo;
   const size_t per_chunk = route.rows_per_chunk;
-  AddRmsNormLaunch l = base_launch(comm, a, algo);
+  AddRmsNormLaunch l = base_launch(comm, a, algo, route.pipelined);
   l.ll = route.ll;
   l.pipelined = route.pipelined;
   // The pipelined one-shot runs on the two-shot's geometry and row slots.

@@ -52,6 +52,7 @@ const char* op_code_name(int32_t op) {
     case kOpAllReduceTwoShot: return "arnormAllReduce (two-shot)";
     case kOpFusedOneShot: return "arnormAllReduceAddRmsNorm (one-shot)";
     case kOpFusedTwoShot: return "arnormAllReduceAddRmsNorm (two-shot)";
+    case kOpFusedOneShotPipelined: return "arnormAllReduceAddRmsNorm (one-shot over the pipeline)";
     default: return "an arnorm operation";
   }
 }

@@ -911,10 +911,8 @@ __device__ __forceinline__ bool snt_sum_units(uint4* slot0, size_t slot_stride, 
 // one hop instead of two, with no reduce between them, and the movers do
 // nothing but push. A mover's ring wait is then on the peer's epilogue
 // (word 1), which needs only pushes of earlier steps: the argument above
-// holds with lag 0. (PHASE CLOCK: its marks are recorded under the
-// one-shot's op code, which its error messages name, so a timing build's
-// one-shot report mixes them with the split kernel's, whose marks mean
-// other phases: time the two apart.)
+// holds with lag 0. Its op code is its own (kOpFusedOneShotPipelined), so
+// errors name the route and a timing build keeps its marks apart.
 constexpr int kEpilogueBarrier = 1;
 constexpr int kMoverBarrier = 2;
 

@@ -15,6 +15,7 @@ enum OpCode : int32_t {
   kOpAllReduceTwoShot = 2,
   kOpFusedOneShot = 3,
   kOpFusedTwoShot = 4,
+  kOpFusedOneShotPipelined = 5,  // the fused one-shot over the two-shot's pipeline (2 ranks)
 };
 
 // Lives in mapped pinned host memory: a kernel writes it when a wait times
@@ -50,10 +51,10 @@ struct SyncParams {
 };
 
 // PHASE CLOCK buffer: kPhaseMarks clock64 readings per call, kPhaseCalls
-// calls (by epoch) per OpCode, OpCodes 0..kOpFusedTwoShot.
+// calls (by epoch) per OpCode, OpCodes 0..kOpFusedOneShotPipelined.
 constexpr int kPhaseMarks = 12;
 constexpr int kPhaseCalls = 64;
-constexpr int kPhaseOps = kOpFusedTwoShot + 1;
+constexpr int kPhaseOps = kOpFusedOneShotPipelined + 1;
 constexpr size_t kPhaseClockWords = size_t{kPhaseOps} * kPhaseCalls * kPhaseMarks;
 
 struct AllReduceParams {
